@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import {
+  deliveryBatchSchema, filteredChunkSchema, type DeliveryBatch, type DeliveryGroup, type FilteredChunk,
+} from '../schemas/index.js';
+import type { StageDefinition } from './stage.js';
+import type { StageDeps } from './deps.js';
+
+export const batchConfig = z.object({
+  /** Most recipients in one delivery batch, per channel (FCM takes 500 tokens a call). */
+  maxRecipients: z
+    .object({
+      email: z.number().int().min(1).default(50),
+      inapp: z.number().int().min(1).default(1_000),
+      push: z.number().int().min(1).max(500).default(500),
+      sms: z.number().int().min(1).default(50),
+    })
+    .prefault({}),
+});
+
+/**
+ * batch: regroups the deliveries of many chunks (and many requests, gathered over a short linger)
+ * into provider-sized batches per channel, so single-recipient requests share provider calls.
+ */
+export const batchStage: StageDefinition<FilteredChunk, DeliveryBatch, z.infer<typeof batchConfig>, StageDeps> = {
+  name: 'batch',
+  input: filteredChunkSchema,
+  output: deliveryBatchSchema,
+  config: batchConfig,
+  create(config) {
+    return {
+      async processBatch(chunks) {
+        const open = new Map<string, { batch: DeliveryBatch; size: number }>();
+        const done: DeliveryBatch[] = [];
+        for (const chunk of chunks) {
+          for (const { channel, recipients } of chunk.deliveries) {
+            const limit = config.maxRecipients[channel];
+            for (let i = 0, part = 0; i < recipients.length; i += limit, part++) {
+              const group: DeliveryGroup = { request: chunk.request, chunk: chunk.chunk, part, recipients: recipients.slice(i, i + limit) };
+              const key = `${channel}.${chunk.request.tier}`;
+              let current = open.get(key);
+              if (current && current.size + group.recipients.length > limit) {
+                done.push(current.batch);
+                current = undefined;
+              }
+              if (!current) {
+                current = { batch: { channel, tier: chunk.request.tier, groups: [] }, size: 0 };
+                open.set(key, current);
+              }
+              current.batch.groups.push(group);
+              current.size += group.recipients.length;
+            }
+          }
+        }
+        for (const { batch } of open.values()) done.push(batch);
+        return done;
+      },
+    };
+  },
+};

@@ -1,0 +1,34 @@
+import client from 'prom-client';
+
+/** Per-stage rates, latencies and dead letters, plus whatever gauges the pipeline registers. */
+export class Metrics {
+  readonly registry = new client.Registry();
+  private readonly handled = new client.Counter({
+    name: 'herald_stage_messages_total', help: 'Messages handled per stage and outcome',
+    labelNames: ['stage', 'outcome'] as const, registers: [this.registry],
+  });
+  private readonly duration = new client.Histogram({
+    name: 'herald_stage_duration_seconds', help: 'Time from pull to settle per stage',
+    labelNames: ['stage'] as const, buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [this.registry],
+  });
+  private readonly dead = new client.Counter({
+    name: 'herald_dead_letters_total', help: 'Dead letters per stage', labelNames: ['stage'] as const, registers: [this.registry],
+  });
+  readonly deliveries = new client.Counter({
+    name: 'herald_deliveries_total', help: 'Recipient outcomes per channel and status',
+    labelNames: ['channel', 'status'] as const, registers: [this.registry],
+  });
+
+  constructor() {
+    client.collectDefaultMetrics({ register: this.registry });
+  }
+
+  processed(stage: string, outcome: 'ok' | 'failed' | 'deferred', ms: number, count = 1): void {
+    this.handled.inc({ stage, outcome }, count);
+    this.duration.observe({ stage }, ms / 1000);
+  }
+
+  deadLettered(stage: string): void {
+    this.dead.inc({ stage });
+  }
+}

@@ -1,0 +1,162 @@
+import http from 'node:http';
+import path from 'node:path';
+import { Kvm } from '@nats-io/kv';
+import type { Redis } from 'ioredis';
+import type { ClickHouseClient } from '@clickhouse/client';
+import type { Logger } from 'pino';
+import type { Config } from '../runtime/config.js';
+import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
+import { Directory } from '../runtime/directory.js';
+import { TemplateStore } from '../runtime/templates.js';
+import type { Channel, Tier } from '../schemas/index.js';
+import { EmailSink } from '../sinks/email.js';
+import { InAppSink, InboxStore } from '../sinks/inapp.js';
+import type { Sink } from '../sinks/sink.js';
+import { SmtpCatcher } from '../sinks/smtp-catcher.js';
+import { Topology, type StageName } from '../streams/topology.js';
+import { DedupStore } from './dedup.js';
+import type { StageDeps } from './deps.js';
+import { Metrics } from './metrics.js';
+import { ReceiptPublisher } from './receipt-publisher.js';
+import { StageRunner } from './runner.js';
+import { bindings } from './wiring.js';
+
+/** Which part of the pipeline this process runs. */
+export interface PipelineOptions {
+  /** @default every stage */
+  stages?: StageName[];
+  /** @default every tier */
+  tiers?: Tier[];
+  /** Replace the clock (tests). */
+  now?: () => number;
+  /** Sinks to use instead of the configured ones (tests, sandbox). */
+  sinks?: Partial<Record<Channel, Sink>>;
+}
+
+/** A running Herald process: every chosen stage on every chosen tier, plus health and metrics. */
+export class Pipeline {
+  private runners: StageRunner<unknown, unknown>[] = [];
+  private closing?: Promise<void>;
+  private httpServer?: http.Server;
+  catcher?: SmtpCatcher;
+  readonly metrics = new Metrics();
+
+  private constructor(
+    readonly config: Config,
+    readonly topology: Topology,
+    readonly nats: Nats,
+    readonly redis: Redis,
+    readonly clickhouse: ClickHouseClient,
+    readonly log: Logger,
+    private readonly receipts: ReceiptPublisher,
+    private readonly sinks: Partial<Record<Channel, Sink>>,
+  ) {}
+
+  static async start(config: Config, log: Logger, opts: PipelineOptions = {}): Promise<Pipeline> {
+    const topology = new Topology(config.namespace);
+    const nats = await connectNats(config, 'herald-pipeline');
+    const redis = connectRedis(config);
+    const clickhouse = connectClickHouse(config);
+    const receipts = new ReceiptPublisher(nats.js, topology);
+    const pipeline = new Pipeline(config, topology, nats, redis, clickhouse, log, receipts, {});
+    try {
+      await pipeline.startSinks(opts.sinks);
+      const deps: StageDeps = {
+        directory: new Directory(redis, topology.redisPrefix),
+        templates: new TemplateStore(config.templatesDir),
+        dedup: new DedupStore(await new Kvm(nats.js).open(topology.kvBucket('dedup'))),
+        sinks: pipeline.sinks,
+        clickhouse,
+        clickhouseDatabase: config.clickhouseDatabase,
+        defaultChannels: config.defaultChannels,
+        metrics: pipeline.metrics,
+        now: opts.now ?? Date.now,
+      };
+      for (const b of bindings(topology, { stages: opts.stages, tiers: opts.tiers })) {
+        const stage = b.def.create(b.def.config.parse({}), deps);
+        const consumer = await nats.js.consumers.get(b.stream, b.durable);
+        const runner = new StageRunner(b.def, stage, consumer, b.durable, b.route, nats.js, topology, receipts, log, pipeline.metrics, b.options);
+        await runner.start();
+        pipeline.runners.push(runner);
+      }
+      pipeline.startHttp();
+      log.info({ consumers: pipeline.runners.length, namespace: config.namespace || '(none)' }, 'pipeline running');
+      return pipeline;
+    } catch (err) {
+      await pipeline.close();
+      throw err;
+    }
+  }
+
+  private async startSinks(override?: Partial<Record<Channel, Sink>>): Promise<void> {
+    const inbox = new InboxStore(this.redis, this.topology.redisPrefix);
+    this.sinks.inapp = override?.inapp ?? new InAppSink(inbox);
+    if (override?.email) {
+      this.sinks.email = override.email;
+    } else {
+      let url = this.config.smtpUrl;
+      if (!url) {
+        // No relay configured: run the local catcher so email works on a fresh machine.
+        const catcher = new SmtpCatcher(path.join(this.config.dataDir, 'mailbox'));
+        try {
+          await catcher.start(this.config.smtpCatcherPort);
+          this.catcher = catcher;
+          this.log.info({ port: catcher.port, dir: path.join(this.config.dataDir, 'mailbox') }, 'no SMTP_URL: local SMTP catcher keeps every email');
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+          this.log.info({ port: this.config.smtpCatcherPort }, 'no SMTP_URL: using the SMTP catcher another Herald process runs');
+        }
+        url = `smtp://127.0.0.1:${this.catcher?.port ?? this.config.smtpCatcherPort}`;
+      }
+      this.sinks.email = new EmailSink({ url, from: this.config.smtpFrom });
+    }
+    for (const channel of ['push', 'sms'] as const) {
+      if (override?.[channel]) this.sinks[channel] = override[channel];
+      else this.log.warn({ channel }, `${channel} channel has no provider configured; its deliveries get a failed receipt`);
+    }
+  }
+
+  private startHttp(): void {
+    if (!this.config.httpPort) return;
+    this.httpServer = http.createServer((req, res) => {
+      if (req.url === '/healthz') {
+        res.writeHead(200).end('ok\n');
+      } else if (req.url === '/readyz') {
+        const ready = !this.nats.nc.isClosed() && this.redis.status === 'ready';
+        res.writeHead(ready ? 200 : 503).end(ready ? 'ready\n' : 'not ready\n');
+      } else if (req.url === '/metrics') {
+        this.metrics.registry.metrics().then(
+          (text) => res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(text),
+          (err) => res.writeHead(500).end(String(err)),
+        );
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    this.httpServer.on('error', (err) => this.log.warn({ err }, 'health/metrics endpoint not started'));
+    this.httpServer.listen(this.config.httpPort, '127.0.0.1');
+  }
+
+  /**
+   * Stops pulling, lets in-flight work settle, flushes receipts, closes sinks, drains NATS.
+   * Idempotent; every step runs even if an earlier one throws.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const steps: [string, () => Promise<unknown>][] = [
+        ['runners', () => Promise.all(this.runners.map((r) => r.close()))],
+        ['receipts', () => this.receipts.close()],
+        ['sinks', () => Promise.all(Object.values(this.sinks).map((s) => s?.close()))],
+        ['catcher', async () => this.catcher?.close()],
+        ['http', async () => { this.httpServer?.close(); }],
+        ['nats', () => this.nats.nc.drain()],
+        ['redis', async () => { this.redis.disconnect(); }],
+        ['clickhouse', () => this.clickhouse.close()],
+      ];
+      for (const [what, step] of steps) {
+        try { await step(); } catch (err) { this.log.error({ err }, `close: ${what} failed`); }
+      }
+    })();
+    return this.closing;
+  }
+}

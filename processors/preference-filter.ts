@@ -1,0 +1,79 @@
+import { z } from 'zod';
+import type { UserProfile } from '../runtime/directory.js';
+import {
+  filteredChunkSchema, resolvedChunkSchema, type Channel, type FilteredChunk, type Recipient, type ResolvedChunk,
+} from '../schemas/index.js';
+import type { StageDefinition } from './stage.js';
+import type { StageDeps } from './deps.js';
+
+export const preferenceFilterConfig = z.object({});
+
+export type Decision = { send: Recipient } | { suppress: string };
+
+/**
+ * The most specific preference wins: channel × category, then category, then channel, then a global
+ * switch. No preference means opted in.
+ */
+export function optedOut(profile: UserProfile, channel: Channel, category: string): string | null {
+  const p = profile.preferences;
+  for (const key of [`${channel}:${category}`, `category:${category}`, `channel:${channel}`, 'all']) {
+    if (key in p) return p[key] ? null : `opted_out:${key}`;
+  }
+  return null;
+}
+
+/** What one user gets on one channel: an address to send to, or the reason for not sending. */
+export function decide(profile: UserProfile, channel: Channel, category: string): Decision {
+  if (!profile.exists) return { suppress: 'unknown_user' };
+  const out = optedOut(profile, channel, category);
+  if (out) return { suppress: out };
+  const base = { user_id: profile.id, locale: profile.locale };
+  switch (channel) {
+    case 'inapp':
+      return { send: { ...base, to: [] } };
+    case 'email':
+      return profile.email ? { send: { ...base, to: [profile.email] } } : { suppress: 'no_address:email' };
+    case 'sms':
+      return profile.phone ? { send: { ...base, to: [profile.phone] } } : { suppress: 'no_address:phone' };
+    case 'push':
+      return profile.devices.length > 0
+        ? { send: { ...base, to: profile.devices.map((d) => d.token), platforms: profile.devices.map((d) => d.platform) } }
+        : { suppress: 'no_address:device' };
+  }
+}
+
+/** preference-filter: per recipient × channel, send or suppress (with the reason in a receipt). */
+export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk, z.infer<typeof preferenceFilterConfig>, StageDeps> = {
+  name: 'filter',
+  input: resolvedChunkSchema,
+  output: filteredChunkSchema,
+  config: preferenceFilterConfig,
+  create(_config, deps) {
+    return {
+      async process(chunk, ctx) {
+        const { request } = chunk;
+        const profiles = await deps.directory.profiles(request.tenant, chunk.user_ids, request.channels.includes('push'));
+        const byChannel = new Map<Channel, Recipient[]>();
+        const now = deps.now();
+        for (const profile of profiles) {
+          for (const channel of request.channels) {
+            const decision = decide(profile, channel, request.category);
+            if ('send' in decision) {
+              const list = byChannel.get(channel);
+              if (list) list.push(decision.send);
+              else byChannel.set(channel, [decision.send]);
+            } else {
+              ctx.receipt({
+                ts: now, stage: 'filter', status: 'suppressed', request_id: request.id, tenant: request.tenant,
+                tier: request.tier, category: request.category, channel, user_id: profile.id,
+                reason: decision.suppress, attempt: ctx.attempt, latency_ms: Math.max(0, now - request.accepted_at),
+              });
+            }
+          }
+        }
+        if (byChannel.size === 0) return [];
+        return [{ request, chunk: chunk.chunk, deliveries: [...byChannel].map(([channel, recipients]) => ({ channel, recipients })) }];
+      },
+    };
+  },
+};

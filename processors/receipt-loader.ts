@@ -1,0 +1,52 @@
+import { z } from 'zod';
+import { RetryableError } from '../runtime/errors.js';
+import { receiptBatchSchema, type ReceiptBatch } from '../schemas/index.js';
+import type { StageDefinition } from './stage.js';
+import type { StageDeps } from './deps.js';
+
+export const receiptLoaderConfig = z.object({});
+
+/** A receipt as a ClickHouse row (DateTime in seconds plus the milliseconds beside it). */
+export function toRow(r: ReceiptBatch['receipts'][number]) {
+  return {
+    event_time: Math.floor(r.ts / 1000),
+    event_ms: r.ts % 1000,
+    stage: r.stage,
+    status: r.status,
+    request_id: r.request_id,
+    tenant: r.tenant,
+    tier: r.tier,
+    category: r.category,
+    channel: r.channel,
+    provider: r.provider,
+    user_id: r.user_id,
+    reason: r.reason,
+    attempt: Math.min(65_535, r.attempt),
+    latency_ms: r.latency_ms,
+    count: r.count,
+  };
+}
+
+/**
+ * loader: RECEIPTS → ClickHouse, many receipt batches per insert. The runner acks only after the
+ * insert returned, so a ClickHouse outage delays analytics and loses nothing.
+ */
+export const receiptLoaderStage: StageDefinition<ReceiptBatch, never, z.infer<typeof receiptLoaderConfig>, StageDeps> = {
+  name: 'loader',
+  input: receiptBatchSchema,
+  output: null,
+  config: receiptLoaderConfig,
+  create(_config, deps) {
+    return {
+      async processBatch(batches) {
+        const rows = batches.flatMap((b) => b.receipts.map(toRow));
+        try {
+          await deps.clickhouse.insert({ table: `${deps.clickhouseDatabase}.receipts`, values: rows, format: 'JSONEachRow' });
+        } catch (err) {
+          throw new RetryableError(`clickhouse insert of ${rows.length} receipts failed: ${(err as Error).message}`);
+        }
+        return [];
+      },
+    };
+  },
+};

@@ -1,0 +1,45 @@
+import type { z } from 'zod';
+import type { Logger } from 'pino';
+import type { Receipt, ReceiptStatus } from '../schemas/index.js';
+import type { StageName } from '../streams/topology.js';
+
+/** What a stage may do besides returning outputs. It never sees a JsMsg, a subject or a connection. */
+export interface StageContext {
+  log: Logger;
+  /** 1 on the first delivery of the input. */
+  attempt: number;
+  /** True when a retryable failure now would be the last one allowed. */
+  isLastAttempt: boolean;
+  /** When JetStream stored the input message (ms since epoch). */
+  storedAt: number;
+  /** Aborted when the process shuts down. */
+  signal: AbortSignal;
+  /** Records a receipt; receipts are published in batches and acknowledged before the input is. */
+  receipt(receipt: Receipt): void;
+  /**
+   * Dead-letters part of the work (for example the recipients a provider refused for good) while
+   * the rest succeeds. `payload` replaces the original message on redrive.
+   */
+  deadLetter(reason: string, problems: string[], payload: unknown): Promise<void>;
+}
+
+/** A stage built from its definition: a function of (input, context) → outputs. */
+export interface Stage<I, O> {
+  /** Per-message form. Returning an async iterable streams a large fan-out with bounded memory. */
+  process?(input: I, ctx: StageContext): Promise<O[]> | AsyncIterable<O>;
+  /** Batch form: the runner hands over several inputs at once (after a short linger). */
+  processBatch?(inputs: I[], ctx: StageContext): Promise<O[]>;
+  close?(): Promise<void>;
+}
+
+/** Static description of a stage: its schemas, its config with defaults, and its constructor. */
+export interface StageDefinition<I, O, C, D> {
+  name: StageName;
+  input: z.ZodType<I>;
+  /** Null for a stage that only has side effects (dispatch, loader). */
+  output: z.ZodType<O> | null;
+  config: z.ZodType<C>;
+  /** Receipt status when this stage gives up on an input: `rejected` at validation. */
+  giveUpStatus?: ReceiptStatus;
+  create(config: C, deps: D): Stage<I, O>;
+}

@@ -1,0 +1,80 @@
+import { z } from 'zod';
+import { DeferError, PermanentError } from '../runtime/errors.js';
+import { requestIdFor } from '../runtime/ids.js';
+import { describeIssues, requestSchema, validatedSchema, type Validated } from '../schemas/index.js';
+import type { StageDefinition } from './stage.js';
+import type { StageDeps } from './deps.js';
+
+export const validateConfig = z.object({});
+
+
+/** The template or content fields, if they are shaped well enough to check rendering. */
+function renderable(raw: unknown): Parameters<StageDeps['templates']['check']>[0] | null {
+  if (!raw || typeof raw !== 'object') return null;
+  const r = raw as Record<string, unknown>;
+  const data = r.data && typeof r.data === 'object' && !Array.isArray(r.data) ? (r.data as Record<string, unknown>) : {};
+  const t = r.template as Record<string, unknown> | undefined;
+  if (t && typeof t === 'object' && typeof t.id === 'string') {
+    return { template: { id: t.id, locale: typeof t.locale === 'string' ? t.locale : undefined }, data };
+  }
+  const c = r.content as Record<string, unknown> | undefined;
+  if (c && typeof c.title === 'string' && typeof c.body === 'string') {
+    return { content: { title: c.title, body: c.body, html: typeof c.html === 'string' ? c.html : undefined }, data };
+  }
+  return null;
+}
+
+/**
+ * validate: checks a request against the wire contract and its content against the templates,
+ * reporting every problem at once. A bad request is the sender's fault: rejected, never retried.
+ */
+export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof validateConfig>, StageDeps> = {
+  name: 'validate',
+  input: z.unknown(),
+  output: validatedSchema,
+  config: validateConfig,
+  giveUpStatus: 'rejected',
+  create(_config, deps) {
+    return {
+      async process(raw, ctx) {
+        const parsed = requestSchema.safeParse(raw);
+        const problems = parsed.success ? [] : describeIssues(parsed.error.issues);
+        const content = renderable(raw);
+        if (content) problems.push(...deps.templates.check(content));
+        if (!parsed.success || problems.length > 0) {
+          throw new PermanentError(`request rejected (${problems.length} problem${problems.length === 1 ? '' : 's'})`, problems);
+        }
+        const req = parsed.data;
+        const request = {
+          id: req.id ?? requestIdFor(req.tenant, req.idempotency_key),
+          tenant: req.tenant,
+          idempotency_key: req.idempotency_key,
+          tier: req.tier,
+          category: req.category,
+          content: req.content,
+          template: req.template,
+          data: req.data,
+          channels: req.channels ?? deps.defaultChannels,
+          send_at: req.send_at,
+          expires_at: req.expires_at,
+          accepted_at: ctx.storedAt,
+        };
+        const base = {
+          stage: 'validate', request_id: request.id, tenant: request.tenant, tier: request.tier,
+          category: request.category, attempt: ctx.attempt,
+        };
+        const now = deps.now();
+        if (request.expires_at && Date.parse(request.expires_at) <= now) {
+          ctx.receipt({ ...base, ts: now, status: 'expired', reason: `expires_at ${request.expires_at} has passed`, latency_ms: now - ctx.storedAt });
+          return [];
+        }
+        if (ctx.attempt === 1) ctx.receipt({ ...base, ts: now, status: 'accepted', latency_ms: Math.max(0, now - ctx.storedAt) });
+        if (request.send_at && Date.parse(request.send_at) > now) {
+          if (ctx.attempt === 1) ctx.receipt({ ...base, ts: now, status: 'deferred', reason: `send_at ${request.send_at}` });
+          throw new DeferError(Date.parse(request.send_at), 'send_at');
+        }
+        return [{ request, recipients: req.recipients }];
+      },
+    };
+  },
+};

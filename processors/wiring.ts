@@ -1,0 +1,69 @@
+import type { z } from 'zod';
+import { channels, tiers, type Channel, type Tier } from '../schemas/index.js';
+import { tierLimits, type StageName, type Topology } from '../streams/topology.js';
+import { batchStage } from './batch.js';
+import type { StageDeps } from './deps.js';
+import { dispatchStage } from './dispatch.js';
+import { preferenceFilterStage } from './preference-filter.js';
+import { receiptLoaderStage } from './receipt-loader.js';
+import { resolveStage } from './resolve.js';
+import type { RunnerOptions } from './runner.js';
+import type { StageDefinition } from './stage.js';
+import { validateStage } from './validate.js';
+
+type AnyDefinition = StageDefinition<any, any, any, StageDeps>;
+
+/** One consumer a process runs: which stage, where it reads, where its outputs go. */
+export interface Binding {
+  def: AnyDefinition;
+  stream: string;
+  durable: string;
+  route: ((output: any) => string) | null;
+  options: RunnerOptions;
+  tier?: Tier;
+  channel?: Channel;
+}
+
+/** The pipeline, in order. Adding a stage is a file in processors/ and a line here. */
+export const pipeline: AnyDefinition[] = [validateStage, resolveStage, preferenceFilterStage, batchStage, dispatchStage];
+
+/** Each stage's output schema must be the next stage's input schema. */
+export function checkPipeline(stages: AnyDefinition[]): void {
+  for (let i = 0; i + 1 < stages.length; i++) {
+    const out = stages[i].output as z.ZodType | null;
+    if (out !== stages[i + 1].input) {
+      throw new Error(`wiring: ${stages[i].name} emits a schema that ${stages[i + 1].name} does not take`);
+    }
+  }
+}
+
+/** Every binding for the chosen stages and tiers. */
+export function bindings(topology: Topology, only?: { stages?: StageName[]; tiers?: Tier[] }): Binding[] {
+  checkPipeline(pipeline);
+  const want = (s: StageName) => !only?.stages || only.stages.includes(s);
+  const out: Binding[] = [];
+  for (const tier of only?.tiers ?? tiers) {
+    const limits = tierLimits[tier];
+    const base: RunnerOptions = { pullBatch: limits.pullBatch, concurrency: limits.concurrency };
+    const work = topology.workStream(tier);
+    if (want('validate')) out.push({ def: validateStage, stream: topology.requestsStream, durable: topology.durable('validate', tier), tier,
+      route: (o) => topology.validated(o.request.tier), options: base });
+    if (want('resolve')) out.push({ def: resolveStage, stream: work, durable: topology.durable('resolve', tier), tier,
+      route: (o) => topology.resolved(o.request.tier), options: base });
+    if (want('filter')) out.push({ def: preferenceFilterStage, stream: work, durable: topology.durable('filter', tier), tier,
+      route: (o) => topology.filtered(o.request.tier), options: base });
+    if (want('batch')) out.push({ def: batchStage, stream: work, durable: topology.durable('batch', tier), tier,
+      route: (o) => topology.deliver(o.channel, o.tier), options: { ...base, lingerMs: tier === 'transactional' ? 2 : 10, batchConcurrency: 4 } });
+    if (want('dispatch')) {
+      for (const channel of channels) {
+        out.push({ def: dispatchStage, stream: work, durable: topology.durable('dispatch', tier, channel), tier, channel, route: null,
+          options: { ...base, maxAttempts: 12, backoffBaseMs: 500 } });
+      }
+    }
+  }
+  if (want('loader')) {
+    out.push({ def: receiptLoaderStage, stream: topology.receiptsStream, durable: topology.durable('loader'), route: null,
+      options: { pullBatch: 500, maxBatch: 200, lingerMs: 200, batchConcurrency: 2, maxAttempts: 1_000_000, backoffCapMs: 30_000 } });
+  }
+  return out;
+}

@@ -1,0 +1,32 @@
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { Redis } from 'ioredis';
+import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import type { Config } from './config.js';
+
+export interface Nats {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+}
+
+export async function connectNats(config: Config, name = 'herald'): Promise<Nats> {
+  const url = new URL(config.natsUrl.includes('://') ? config.natsUrl : `nats://${config.natsUrl}`);
+  const nc = await connect({
+    servers: `${url.hostname}:${url.port || 4222}`,
+    user: url.username ? decodeURIComponent(url.username) : undefined,
+    pass: url.password ? decodeURIComponent(url.password) : undefined,
+    name,
+    maxReconnectAttempts: -1,
+  });
+  const jsm = await jetstreamManager(nc);
+  return { nc, js: jetstream(nc, { timeout: 10_000 }), jsm };
+}
+
+export function connectRedis(config: Config): Redis {
+  return new Redis(config.redisUrl, { maxRetriesPerRequest: null, enableAutoPipelining: true, lazyConnect: false });
+}
+
+export function connectClickHouse(config: Config): ClickHouseClient {
+  return createClient({ url: config.clickhouseUrl, request_timeout: 30_000 });
+}

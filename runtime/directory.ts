@@ -1,0 +1,167 @@
+import fs from 'node:fs';
+import readline from 'node:readline';
+import type { Redis } from 'ioredis';
+import { describeIssues, directoryRecordSchema, type Channel, type DirectoryRecord } from '../schemas/index.js';
+
+/** What the preference filter needs to know about one user. */
+export interface UserProfile {
+  id: string;
+  exists: boolean;
+  email?: string;
+  phone?: string;
+  locale: string;
+  timezone: string;
+  /** Active device tokens with their platform. */
+  devices: { token: string; platform: string }[];
+  /** Preference flags by key: `channel:email`, `category:promo`, `email:promo`. */
+  preferences: Record<string, boolean>;
+}
+
+export interface ImportReport {
+  loaded: number;
+  errors: { line: number; problems: string[] }[];
+}
+
+/** The recipient directory in Redis: users, devices, preferences and topics, per tenant. */
+export class Directory {
+  constructor(private readonly redis: Redis, private readonly prefix: string) {}
+
+  private key(tenant: string, kind: string, id: string): string {
+    return `${this.prefix}${tenant}:${kind}:${id}`;
+  }
+
+  private write(pipeline: ReturnType<Redis['pipeline']>, record: DirectoryRecord): void {
+    switch (record.type) {
+      case 'user': {
+        const fields: Record<string, string> = { locale: record.locale, timezone: record.timezone };
+        if (record.email) fields.email = record.email;
+        if (record.phone) fields.phone = record.phone;
+        pipeline.hset(this.key(record.tenant, 'u', record.id), fields);
+        break;
+      }
+      case 'device':
+        pipeline.hset(this.key(record.tenant, 'd', record.user_id), record.token,
+          JSON.stringify({ platform: record.platform, active: record.active }));
+        break;
+      case 'preference': {
+        const field = preferenceField(record.channel, record.category);
+        pipeline.hset(this.key(record.tenant, 'p', record.user_id), field, record.enabled ? '1' : '0');
+        break;
+      }
+      case 'topic_member':
+        pipeline.zadd(this.key(record.tenant, 't', record.topic), 0, record.user_id);
+        break;
+    }
+  }
+
+  /** Writes records in pipelines of `batchSize`. */
+  async upsert(records: DirectoryRecord[], batchSize = 1_000): Promise<void> {
+    for (let i = 0; i < records.length; i += batchSize) {
+      const pipeline = this.redis.pipeline();
+      for (const record of records.slice(i, i + batchSize)) this.write(pipeline, record);
+      await execOrThrow(pipeline);
+    }
+  }
+
+  /** Loads a JSONL file; a bad line is reported with its number and the good lines still load. */
+  async importFile(file: string): Promise<ImportReport> {
+    const report: ImportReport = { loaded: 0, errors: [] };
+    const lines = readline.createInterface({ input: fs.createReadStream(file, 'utf8'), crlfDelay: Infinity });
+    let lineNo = 0;
+    let pending: DirectoryRecord[] = [];
+    for await (const line of lines) {
+      lineNo++;
+      if (!line.trim()) continue;
+      let json: unknown;
+      try {
+        json = JSON.parse(line);
+      } catch (err) {
+        report.errors.push({ line: lineNo, problems: [`not JSON: ${(err as Error).message}`] });
+        continue;
+      }
+      const parsed = directoryRecordSchema.safeParse(json);
+      if (!parsed.success) {
+        report.errors.push({ line: lineNo, problems: describeIssues(parsed.error.issues) });
+        continue;
+      }
+      pending.push(parsed.data);
+      if (pending.length >= 1_000) {
+        await this.upsert(pending);
+        report.loaded += pending.length;
+        pending = [];
+      }
+    }
+    await this.upsert(pending);
+    report.loaded += pending.length;
+    return report;
+  }
+
+  /** One page of a topic's members in a stable order (by id), after `afterUserId`. */
+  async topicPage(tenant: string, topic: string, afterUserId: string | undefined, limit: number): Promise<string[]> {
+    const start = afterUserId === undefined ? '-' : `(${afterUserId}`;
+    return this.redis.zrangebylex(this.key(tenant, 't', topic), start, '+', 'LIMIT', 0, limit);
+  }
+
+  async topicSize(tenant: string, topic: string): Promise<number> {
+    return this.redis.zcard(this.key(tenant, 't', topic));
+  }
+
+  /** Reads every profile of a chunk in one pipeline (never one round trip per user). */
+  async profiles(tenant: string, userIds: string[], withDevices: boolean): Promise<UserProfile[]> {
+    const pipeline = this.redis.pipeline();
+    for (const id of userIds) {
+      pipeline.hgetall(this.key(tenant, 'u', id));
+      pipeline.hgetall(this.key(tenant, 'p', id));
+      if (withDevices) pipeline.hgetall(this.key(tenant, 'd', id));
+    }
+    const results = await execOrThrow(pipeline);
+    const stride = withDevices ? 3 : 2;
+    return userIds.map((id, i) => {
+      const user = results[i * stride] as Record<string, string>;
+      const prefs = results[i * stride + 1] as Record<string, string>;
+      const devices = withDevices ? (results[i * stride + 2] as Record<string, string>) : {};
+      const preferences: Record<string, boolean> = {};
+      for (const [k, v] of Object.entries(prefs)) preferences[k] = v === '1';
+      const active: { token: string; platform: string }[] = [];
+      for (const [token, raw] of Object.entries(devices)) {
+        const d = JSON.parse(raw) as { platform: string; active: boolean };
+        if (d.active) active.push({ token, platform: d.platform });
+      }
+      return {
+        id,
+        exists: Object.keys(user).length > 0,
+        email: user.email,
+        phone: user.phone,
+        locale: user.locale ?? 'en',
+        timezone: user.timezone ?? 'UTC',
+        devices: active,
+        preferences,
+      };
+    });
+  }
+
+  /** Marks a device token inactive at once, so no later send uses it. */
+  async deactivateDevice(tenant: string, userId: string, token: string): Promise<void> {
+    const key = this.key(tenant, 'd', userId);
+    const raw = await this.redis.hget(key, token);
+    if (!raw) return;
+    const device = JSON.parse(raw) as { platform: string; active: boolean };
+    await this.redis.hset(key, token, JSON.stringify({ ...device, active: false }));
+  }
+}
+
+export function preferenceField(channel?: Channel, category?: string): string {
+  if (channel && category) return `${channel}:${category}`;
+  if (channel) return `channel:${channel}`;
+  if (category) return `category:${category}`;
+  return 'all';
+}
+
+/** ioredis pipelines report per-command errors in their results; surface the first one. */
+export async function execOrThrow(pipeline: ReturnType<Redis['pipeline']>): Promise<unknown[]> {
+  const results = (await pipeline.exec()) ?? [];
+  return results.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
+}

@@ -1,0 +1,36 @@
+/** The sender's fault or a fact that will not change: never retried, dead-lettered at once. */
+export class PermanentError extends Error {
+  /** Every problem found, each naming where it is. */
+  readonly problems: string[];
+  constructor(message: string, problems: string[] = [message]) {
+    super(message);
+    this.name = 'PermanentError';
+    this.problems = problems;
+  }
+}
+
+/** A passing failure: retried with backoff, or after `retryAfterMs` when the provider said so. */
+export class RetryableError extends Error {
+  constructor(message: string, readonly retryAfterMs?: number) {
+    super(message);
+    this.name = 'RetryableError';
+  }
+}
+
+/** Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]. */
+export function backoffMs(attempt: number, baseMs = 250, capMs = 300_000, random = Math.random): number {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt - 1));
+  return Math.floor(random() * ceiling);
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Not a failure: the work is due later (send_at, quiet hours, an open breaker). Not an attempt. */
+export class DeferError extends Error {
+  constructor(readonly untilMs: number, readonly reason: string) {
+    super(`deferred until ${new Date(untilMs).toISOString()}: ${reason}`);
+    this.name = 'DeferError';
+  }
+}

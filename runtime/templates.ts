@@ -1,0 +1,146 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Handlebars from 'handlebars';
+
+/** Rendered content for one locale. */
+export interface RenderedContent {
+  title: string;
+  body: string;
+  html?: string;
+}
+
+interface ContentSource { title: string; body: string; html?: string }
+type Compiled = { title: HandlebarsTemplateDelegate; body: HandlebarsTemplateDelegate; html?: HandlebarsTemplateDelegate };
+
+/** A content problem the sender must fix: reported as a rejection, never retried. */
+export class ContentError extends Error {}
+
+const engine = Handlebars.create();
+
+function compile(source: ContentSource): Compiled {
+  // Text parts are not HTML-escaped; the HTML part is.
+  const text = (s: string) => engine.compile(s, { strict: true, noEscape: true });
+  return {
+    title: text(source.title),
+    body: text(source.body),
+    html: source.html === undefined ? undefined : engine.compile(source.html, { strict: true }),
+  };
+}
+
+function run(compiled: Compiled, data: Record<string, unknown>, where: string): RenderedContent {
+  try {
+    return {
+      title: compiled.title(data),
+      body: compiled.body(data),
+      html: compiled.html?.(data),
+    };
+  } catch (err) {
+    const missing = /"([^"]+)" not defined/.exec((err as Error).message)?.[1];
+    throw new ContentError(missing
+      ? `${where} uses {{${missing}}} but data has no "${missing}"`
+      : `${where} cannot be rendered: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Templates are files `<dir>/<id>/<locale>.json` holding `title`, `body` and optional `html`, in
+ * Handlebars syntax. Compiled once and cached; a file added later is picked up on first use.
+ */
+export class TemplateStore {
+  private readonly compiled = new Map<string, Compiled | null>();
+  private readonly inline = new Map<string, Compiled>();
+
+  constructor(private readonly dir: string) {}
+
+  /** Locales a template exists in, or [] when there is no such template. */
+  locales(id: string): string[] {
+    try {
+      return fs.readdirSync(path.join(this.dir, id)).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+    } catch {
+      return [];
+    }
+  }
+
+  private load(id: string, locale: string): Compiled | null {
+    const key = `${id}/${locale}`;
+    if (this.compiled.has(key)) return this.compiled.get(key)!;
+    let result: Compiled | null = null;
+    const file = path.join(this.dir, id, `${locale}.json`);
+    if (fs.existsSync(file)) {
+      let source: ContentSource;
+      try {
+        source = JSON.parse(fs.readFileSync(file, 'utf8')) as ContentSource;
+      } catch (err) {
+        throw new ContentError(`template "${id}" (${locale}) is not valid JSON: ${(err as Error).message}`);
+      }
+      if (typeof source.title !== 'string' || typeof source.body !== 'string') {
+        throw new ContentError(`template "${id}" (${locale}) needs string "title" and "body"`);
+      }
+      result = compile(source);
+    }
+    this.compiled.set(key, result);
+    return result;
+  }
+
+  /** The best locale available: exact, then language, then `en`, then the first there is. */
+  pickLocale(id: string, wanted: string): string | undefined {
+    const available = this.locales(id);
+    const normalized = wanted.replace('_', '-');
+    const language = normalized.split('-')[0];
+    return [normalized, language, 'en'].find((l) => available.includes(l)) ?? available[0];
+  }
+
+  renderTemplate(id: string, locale: string, data: Record<string, unknown>): RenderedContent {
+    const chosen = this.pickLocale(id, locale);
+    const compiled = chosen ? this.load(id, chosen) : null;
+    if (!compiled) throw new ContentError(`template "${id}" does not exist in ${this.dir}`);
+    return run(compiled, data, `template "${id}" (${chosen})`);
+  }
+
+  renderInline(content: ContentSource, data: Record<string, unknown>): RenderedContent {
+    const key = JSON.stringify(content);
+    let compiled = this.inline.get(key);
+    if (!compiled) {
+      try {
+        compiled = compile(content);
+      } catch (err) {
+        throw new ContentError(`content has a template syntax error: ${(err as Error).message}`);
+      }
+      if (this.inline.size > 10_000) this.inline.clear();
+      this.inline.set(key, compiled);
+    }
+    return run(compiled, data, 'content');
+  }
+
+  /** Renders a request's content for a recipient locale. */
+  render(req: { content?: ContentSource; template?: { id: string; locale?: string }; data?: Record<string, unknown> }, recipientLocale: string): RenderedContent {
+    const data = req.data ?? {};
+    if (req.content) return this.renderInline(req.content, data);
+    if (!req.template) throw new ContentError('request has neither content nor template');
+    return this.renderTemplate(req.template.id, req.template.locale ?? recipientLocale, data);
+  }
+
+  /** Every problem rendering would hit, for every locale the request could use. */
+  check(req: { content?: ContentSource; template?: { id: string; locale?: string }; data?: Record<string, unknown> }): string[] {
+    const problems: string[] = [];
+    const data = req.data ?? {};
+    const attempt = (fn: () => unknown) => {
+      try { fn(); } catch (err) { problems.push((err as Error).message); }
+    };
+    if (req.content) {
+      attempt(() => this.renderInline(req.content!, data));
+    } else if (req.template) {
+      const { id, locale } = req.template;
+      const available = this.locales(id);
+      if (available.length === 0) {
+        problems.push(`template.id: no template "${id}"`);
+      } else {
+        // A locale the template lacks falls back (language, then en), so it is not an error.
+        for (const l of locale ? [this.pickLocale(id, locale)!] : available) {
+          attempt(() => this.renderTemplate(id, l, data));
+        }
+      }
+    }
+    return problems;
+  }
+}

@@ -1,0 +1,57 @@
+import { z } from 'zod';
+import { channelSchema } from './common.js';
+
+const id = z.string().min(1).max(128);
+const tenant = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'tenant: 1-64 of letters, digits, _ . : -');
+
+export const userRecordSchema = z.strictObject({
+  type: z.literal('user'),
+  tenant,
+  id,
+  email: z.email().optional(),
+  phone: z.string().regex(/^\+[1-9]\d{6,14}$/, 'phone must be E.164, e.g. +15550100').optional(),
+  locale: z.string().min(2).max(35).default('en'),
+  timezone: z.string().refine(isTimeZone, 'unknown IANA time zone').default('UTC'),
+});
+
+export const deviceRecordSchema = z.strictObject({
+  type: z.literal('device'),
+  tenant,
+  user_id: id,
+  platform: z.enum(['ios', 'android', 'web']),
+  token: z.string().min(1).max(4096),
+  active: z.boolean().default(true),
+});
+
+export const preferenceRecordSchema = z.strictObject({
+  type: z.literal('preference'),
+  tenant,
+  user_id: id,
+  channel: channelSchema.optional(),
+  category: z.string().min(1).max(64).optional(),
+  enabled: z.boolean(),
+});
+
+export const topicMemberRecordSchema = z.strictObject({
+  type: z.literal('topic_member'),
+  tenant,
+  topic: z.string().min(1).max(256),
+  user_id: id,
+});
+
+/** One line of `herald directory import FILE.jsonl`. */
+export const directoryRecordSchema = z.discriminatedUnion('type', [
+  userRecordSchema, deviceRecordSchema, preferenceRecordSchema, topicMemberRecordSchema,
+]);
+export type DirectoryRecord = z.infer<typeof directoryRecordSchema>;
+export type UserRecord = z.infer<typeof userRecordSchema>;
+export type DeviceRecord = z.infer<typeof deviceRecordSchema>;
+
+function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}

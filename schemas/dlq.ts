@@ -1,0 +1,21 @@
+import { z } from 'zod';
+
+/** notify.dlq.<stage>: what failed, why, and the original message so it can be redriven. */
+export const deadLetterSchema = z.strictObject({
+  stage: z.string(),
+  reason: z.string(),
+  problems: z.array(z.string()),
+  attempts: z.number().int(),
+  first_error: z.string().optional(),
+  last_error: z.string(),
+  failed_at: z.number(),
+  /** Where the original came from, to send it back there on redrive. */
+  subject: z.string(),
+  stream: z.string(),
+  stream_seq: z.number().int(),
+  tenant: z.string().optional(),
+  request_id: z.string().optional(),
+  /** The original payload, base64 (it may not be valid UTF-8 or JSON). */
+  original_b64: z.string(),
+});
+export type DeadLetter = z.infer<typeof deadLetterSchema>;

@@ -1,0 +1,35 @@
+import { z } from 'zod';
+
+export const receiptStatuses = [
+  'accepted', 'rejected', 'resolved', 'suppressed', 'deferred', 'dispatched', 'delivered',
+  'deduplicated', 'failed', 'dead_lettered', 'expired', 'cancelled',
+] as const;
+export const receiptStatusSchema = z.enum(receiptStatuses);
+export type ReceiptStatus = z.infer<typeof receiptStatusSchema>;
+
+/** One step in the life of a notification; the row analysts count in ClickHouse. */
+export const receiptSchema = z.strictObject({
+  /** ms since epoch */
+  ts: z.number(),
+  stage: z.string(),
+  status: receiptStatusSchema,
+  request_id: z.string(),
+  tenant: z.string(),
+  tier: z.string(),
+  category: z.string(),
+  channel: z.string().default(''),
+  provider: z.string().default(''),
+  user_id: z.string().default(''),
+  reason: z.string().default(''),
+  attempt: z.number().int().default(1),
+  /** ms from the request's acceptance to this step */
+  latency_ms: z.number().int().min(0).default(0),
+  /** How many recipients this row stands for (a chunk-level `resolved` row counts its users). */
+  count: z.number().int().min(0).default(1),
+});
+export type Receipt = z.input<typeof receiptSchema>;
+export type StoredReceipt = z.output<typeof receiptSchema>;
+
+/** notify.receipt.<status>: receipts travel in batches, never one message each on hot paths. */
+export const receiptBatchSchema = z.strictObject({ receipts: z.array(receiptSchema).min(1) });
+export type ReceiptBatch = z.infer<typeof receiptBatchSchema>;

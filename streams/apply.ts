@@ -1,0 +1,98 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ConsumerConfig, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import type { ClickHouseClient } from '@clickhouse/client';
+import type { Nats } from '../runtime/connections.js';
+import { msToNs, type Topology } from './topology.js';
+
+export type ApplyAction = 'created' | 'updated' | 'unchanged';
+export interface ApplyResult { kind: 'stream' | 'consumer' | 'kv' | 'clickhouse'; name: string; action: ApplyAction; changed?: string[] }
+
+/** Keys of `want` whose values differ from `have` (arrays compared as sets of values, order kept). */
+function differences(want: Record<string, unknown>, have: Record<string, unknown>): string[] {
+  return Object.keys(want).filter((k) => JSON.stringify(want[k]) !== JSON.stringify(have[k]));
+}
+
+async function applyStream(jsm: JetStreamManager, want: Partial<StreamConfig>): Promise<ApplyResult> {
+  const name = want.name!;
+  const info = await jsm.streams.info(name).catch((err) => {
+    if (/stream not found/i.test(String(err?.message))) return null;
+    throw err;
+  });
+  if (!info) {
+    await jsm.streams.add({ ...want, name });
+    return { kind: 'stream', name, action: 'created' };
+  }
+  const changed = differences(want as Record<string, unknown>, info.config as unknown as Record<string, unknown>);
+  if (changed.length === 0) return { kind: 'stream', name, action: 'unchanged' };
+  await jsm.streams.update(name, { ...info.config, ...want });
+  return { kind: 'stream', name, action: 'updated', changed };
+}
+
+async function applyConsumer(jsm: JetStreamManager, stream: string, want: Partial<ConsumerConfig>): Promise<ApplyResult> {
+  const name = `${stream}/${want.durable_name}`;
+  const info = await jsm.consumers.info(stream, want.durable_name!).catch((err) => {
+    if (/consumer not found/i.test(String(err?.message))) return null;
+    throw err;
+  });
+  if (!info) {
+    await jsm.consumers.add(stream, want);
+    return { kind: 'consumer', name, action: 'created' };
+  }
+  const changed = differences(want as Record<string, unknown>, info.config as unknown as Record<string, unknown>);
+  if (changed.length === 0) return { kind: 'consumer', name, action: 'unchanged' };
+  await jsm.consumers.update(stream, want.durable_name!, want);
+  return { kind: 'consumer', name, action: 'updated', changed };
+}
+
+async function applyBucket(nats: Nats, name: string, ttlMs: number, history: number): Promise<ApplyResult> {
+  const streamName = `KV_${name}`;
+  const info = await nats.jsm.streams.info(streamName).catch(() => null);
+  if (!info) {
+    await new Kvm(nats.js).create(name, { ttl: ttlMs, history });
+    return { kind: 'kv', name, action: 'created' };
+  }
+  const want = { max_age: msToNs(ttlMs), max_msgs_per_subject: history };
+  const changed = differences(want, info.config as unknown as Record<string, unknown>);
+  if (changed.length === 0) return { kind: 'kv', name, action: 'unchanged' };
+  await nats.jsm.streams.update(streamName, { ...info.config, ...want });
+  return { kind: 'kv', name, action: 'updated', changed };
+}
+
+export const clickhouseSqlDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'schemas', 'clickhouse');
+
+/** Fills `{database}` in a SQL file; the database name was checked by the config schema. */
+export async function readSql(file: string, vars: Record<string, string | number>): Promise<string> {
+  const text = await fs.readFile(path.join(clickhouseSqlDir, file), 'utf8');
+  return text.replace(/\{(\w+)\}/g, (m, key: string) => (key in vars ? String(vars[key]) : m));
+}
+
+async function applyClickHouse(ch: ClickHouseClient, database: string): Promise<ApplyResult[]> {
+  const files = (await fs.readdir(clickhouseSqlDir)).filter((f) => /^\d+_.*\.sql$/.test(f)).sort();
+  const existing = new Set(
+    await (await ch.query({ query: `SELECT name FROM system.tables WHERE database = '${database}'`, format: 'JSONEachRow' }))
+      .json<{ name: string }>()
+      .then((rows) => rows.map((r) => r.name)),
+  );
+  await ch.command({ query: `CREATE DATABASE IF NOT EXISTS ${database}` });
+  const results: ApplyResult[] = [];
+  for (const file of files) {
+    const sql = await readSql(file, { database });
+    const table = /EXISTS\s+\{?\w+\}?\.(\w+)/i.exec(sql)?.[1] ?? /EXISTS\s+\w+\.(\w+)/i.exec(sql)?.[1] ?? file;
+    await ch.command({ query: sql });
+    results.push({ kind: 'clickhouse', name: `${database}.${table}`, action: existing.has(table) ? 'unchanged' : 'created' });
+  }
+  return results;
+}
+
+/** Creates or updates every stream, consumer, KV bucket and ClickHouse table. Idempotent. */
+export async function applyAll(nats: Nats, topology: Topology, ch?: ClickHouseClient, database?: string): Promise<ApplyResult[]> {
+  const results: ApplyResult[] = [];
+  for (const stream of topology.streams()) results.push(await applyStream(nats.jsm, stream));
+  for (const { stream, config } of topology.consumers()) results.push(await applyConsumer(nats.jsm, stream, config));
+  for (const bucket of topology.buckets()) results.push(await applyBucket(nats, bucket.name, bucket.ttlMs, bucket.history));
+  if (ch && database) results.push(...(await applyClickHouse(ch, database)));
+  return results;
+}

@@ -1,0 +1,150 @@
+import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import type { ConsumerConfig, StreamConfig } from '@nats-io/jetstream';
+import { channels, tiers, type Channel, type Tier } from '../schemas/common.js';
+
+/** JetStream speaks nanoseconds; Herald speaks milliseconds. This is the one conversion. */
+export const msToNs = (ms: number): number => ms * 1_000_000;
+export const nsToMs = (ns: number): number => Math.round(ns / 1_000_000);
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+const GiB = 1024 ** 3;
+
+export type StageName = 'validate' | 'resolve' | 'filter' | 'batch' | 'dispatch' | 'loader';
+
+/** Per-tier worker settings: the isolation between tiers lives here, not in code paths. */
+export interface TierLimits {
+  /** Consumer max_ack_pending: messages one tier may hold unacknowledged. */
+  maxAckPending: number;
+  /** Messages a pull asks for at once. */
+  pullBatch: number;
+  /** Messages one stage handles at once in one process. */
+  concurrency: number;
+  /** Work stream storage cap, so one tier's backlog cannot fill another's storage. */
+  workStreamMaxBytes: number;
+}
+
+export const tierLimits: Record<Tier, TierLimits> = {
+  transactional: { maxAckPending: 2_000, pullBatch: 200, concurrency: 64, workStreamMaxBytes: 2 * GiB },
+  social: { maxAckPending: 2_000, pullBatch: 200, concurrency: 32, workStreamMaxBytes: 2 * GiB },
+  marketing: { maxAckPending: 1_000, pullBatch: 100, concurrency: 16, workStreamMaxBytes: 4 * GiB },
+};
+
+/** Subject and resource names for one namespace; the only place subject strings are built. */
+export class Topology {
+  constructor(readonly namespace = '') {}
+
+  private subj(rest: string): string {
+    return this.namespace ? `${this.namespace}.notify.${rest}` : `notify.${rest}`;
+  }
+  private name(base: string): string {
+    return this.namespace ? `${this.namespace.toUpperCase()}_${base}` : base;
+  }
+
+  request(tier: Tier | '*'): string { return this.subj(`request.${tier}`); }
+  validated(tier: Tier): string { return this.subj(`validated.${tier}`); }
+  resolved(tier: Tier): string { return this.subj(`resolved.${tier}`); }
+  filtered(tier: Tier): string { return this.subj(`filtered.${tier}`); }
+  deliver(channel: Channel | '*', tier: Tier): string { return this.subj(`deliver.${channel}.${tier}`); }
+  receipt(status: string): string { return this.subj(`receipt.${status}`); }
+  dlq(stage: string): string { return this.subj(`dlq.${stage}`); }
+
+  get requestsStream(): string { return this.name('REQUESTS'); }
+  workStream(tier: Tier): string { return this.name(`WORK_${tier.toUpperCase()}`); }
+  get receiptsStream(): string { return this.name('RECEIPTS'); }
+  get dlqStream(): string { return this.name('DLQ'); }
+
+  kvBucket(base: 'dedup' | 'breakers' | 'checkpoints' | 'cancellations'): string {
+    return this.namespace ? `${this.namespace}_${base}` : base;
+  }
+  /** Redis key prefix for the directory, inbox and counters. */
+  get redisPrefix(): string { return this.namespace ? `herald:${this.namespace}:` : 'herald:'; }
+
+  durable(stage: StageName, tier?: Tier, channel?: Channel): string {
+    return [stage, channel, tier].filter(Boolean).join('_');
+  }
+
+  streams(): Partial<StreamConfig>[] {
+    const base = { storage: StorageType.File, num_replicas: 1, discard: DiscardPolicy.Old };
+    return [
+      {
+        ...base,
+        name: this.requestsStream,
+        subjects: [this.request('*')],
+        retention: RetentionPolicy.Limits,
+        max_age: msToNs(7 * DAY),
+        max_bytes: 4 * GiB,
+        // Producers set Nats-Msg-Id = tenant:idempotency_key; a repeat inside this window is dropped.
+        duplicate_window: msToNs(2 * HOUR),
+      },
+      ...tiers.map((tier) => ({
+        ...base,
+        name: this.workStream(tier),
+        subjects: [this.validated(tier), this.resolved(tier), this.filtered(tier), this.deliver('*', tier)],
+        retention: RetentionPolicy.Workqueue,
+        max_age: msToNs(7 * DAY),
+        max_bytes: tierLimits[tier].workStreamMaxBytes,
+        // New messages are refused rather than old work silently discarded when a tier is full.
+        discard: DiscardPolicy.New,
+        duplicate_window: msToNs(2 * MINUTE),
+      })),
+      {
+        ...base,
+        name: this.receiptsStream,
+        subjects: [this.receipt('*')],
+        retention: RetentionPolicy.Limits,
+        max_age: msToNs(7 * DAY),
+        max_bytes: 4 * GiB,
+        duplicate_window: msToNs(2 * MINUTE),
+      },
+      {
+        ...base,
+        name: this.dlqStream,
+        subjects: [this.subj('dlq.*')],
+        retention: RetentionPolicy.Limits,
+        max_age: msToNs(30 * DAY),
+        max_bytes: 1 * GiB,
+        duplicate_window: msToNs(2 * MINUTE),
+      },
+    ];
+  }
+
+  /** Every durable consumer: one per stage per tier (per channel for dispatch), plus the loader. */
+  consumers(): { stream: string; config: Partial<ConsumerConfig> }[] {
+    const pull = (durable: string, filter: string, maxAckPending: number): Partial<ConsumerConfig> => ({
+      durable_name: durable,
+      filter_subject: filter,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: msToNs(30_000),
+      max_deliver: -1,
+      max_ack_pending: maxAckPending,
+    });
+    const out: { stream: string; config: Partial<ConsumerConfig> }[] = [];
+    for (const tier of tiers) {
+      const pending = tierLimits[tier].maxAckPending;
+      out.push({ stream: this.requestsStream, config: pull(this.durable('validate', tier), this.request(tier), pending) });
+      const work = this.workStream(tier);
+      out.push({ stream: work, config: pull(this.durable('resolve', tier), this.validated(tier), pending) });
+      out.push({ stream: work, config: pull(this.durable('filter', tier), this.resolved(tier), pending) });
+      out.push({ stream: work, config: pull(this.durable('batch', tier), this.filtered(tier), pending) });
+      for (const channel of channels) {
+        out.push({ stream: work, config: pull(this.durable('dispatch', tier, channel), this.deliver(channel, tier), pending) });
+      }
+    }
+    out.push({ stream: this.receiptsStream, config: pull(this.durable('loader'), this.receipt('*'), 20_000) });
+    return out;
+  }
+
+  /** KV buckets with their history and TTL (ms). */
+  buckets(): { name: string; ttlMs: number; history: number }[] {
+    return [
+      // Longer than the whole retry schedule, so a late retry still finds the key.
+      { name: this.kvBucket('dedup'), ttlMs: 2 * DAY, history: 1 },
+      { name: this.kvBucket('breakers'), ttlMs: 0, history: 1 },
+      { name: this.kvBucket('checkpoints'), ttlMs: 7 * DAY, history: 1 },
+      { name: this.kvBucket('cancellations'), ttlMs: 7 * DAY, history: 1 },
+    ];
+  }
+}

@@ -1,0 +1,113 @@
+import { inject } from 'vitest';
+import { createLogger } from '../runtime/logger.js';
+import { loadConfig, type Config } from '../runtime/config.js';
+import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
+import { publishRequest } from '../runtime/producer.js';
+import { Directory } from '../runtime/directory.js';
+import { Topology } from '../streams/topology.js';
+import { applyAll } from '../streams/apply.js';
+import { SmtpCatcher } from '../sinks/smtp-catcher.js';
+import { InboxStore } from '../sinks/inapp.js';
+import { Pipeline, type PipelineOptions } from '../processors/pipeline.js';
+import type { DirectoryRecord, NotificationRequest } from '../schemas/index.js';
+import type { Redis } from 'ioredis';
+import type { ClickHouseClient } from '@clickhouse/client';
+
+let counter = 0;
+
+/** A unique namespace per test: its own streams, subjects, KV buckets, Redis keys and ClickHouse database. */
+export function uniqueNamespace(label: string): string {
+  return `${label}_${process.pid}_${Date.now().toString(36)}_${counter++}`.toLowerCase().replace(/[^a-z0-9_]/g, '_');
+}
+
+export function testConfig(namespace: string, extra: Record<string, string> = {}): Config {
+  return loadConfig({
+    NATS_URL: inject('natsUrl'),
+    REDIS_URL: inject('redisUrl'),
+    CLICKHOUSE_URL: inject('clickhouseUrl'),
+    CLICKHOUSE_DATABASE: `t_${namespace}`,
+    HERALD_NAMESPACE: namespace,
+    HERALD_HTTP_PORT: '0',
+    HERALD_DATA_DIR: `${inject('dataRoot')}/herald-${namespace}`,
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
+    ...extra,
+  });
+}
+
+/** Everything an integration test needs: applied topology, an SMTP catcher as the provider, clients. */
+export class Harness {
+  pipeline?: Pipeline;
+  readonly log;
+  private constructor(
+    readonly config: Config,
+    readonly topology: Topology,
+    readonly nats: Nats,
+    readonly redis: Redis,
+    readonly clickhouse: ClickHouseClient,
+    readonly smtp: SmtpCatcher,
+  ) {
+    this.log = createLogger(config.logLevel);
+  }
+
+  static async create(label: string, env: Record<string, string> = {}): Promise<Harness> {
+    const namespace = uniqueNamespace(label);
+    const smtp = new SmtpCatcher();
+    const port = await smtp.start(0);
+    const config = testConfig(namespace, { SMTP_URL: `smtp://127.0.0.1:${port}`, ...env });
+    const topology = new Topology(namespace);
+    const nats = await connectNats(config, 'herald-test');
+    const clickhouse = connectClickHouse(config);
+    await applyAll(nats, topology, clickhouse, config.clickhouseDatabase);
+    return new Harness(config, topology, nats, connectRedis(config), clickhouse, smtp);
+  }
+
+  get directory(): Directory { return new Directory(this.redis, this.topology.redisPrefix); }
+  get inbox(): InboxStore { return new InboxStore(this.redis, this.topology.redisPrefix); }
+
+  async load(records: DirectoryRecord[]): Promise<void> {
+    await this.directory.upsert(records);
+  }
+
+  async start(opts: PipelineOptions = {}): Promise<Pipeline> {
+    this.pipeline = await Pipeline.start(this.config, this.log, opts);
+    return this.pipeline;
+  }
+
+  publish(request: NotificationRequest) {
+    return publishRequest(this.nats.js, this.topology, request);
+  }
+
+  /** Receipts in ClickHouse for this namespace, as rows. */
+  async receipts(where = '1'): Promise<Record<string, string | number>[]> {
+    const rs = await this.clickhouse.query({
+      query: `SELECT * FROM ${this.config.clickhouseDatabase}.receipts WHERE ${where} ORDER BY event_time, event_ms`,
+      format: 'JSONEachRow',
+    });
+    return rs.json();
+  }
+
+  async close(): Promise<void> {
+    await this.pipeline?.close();
+    await this.smtp.close();
+    await this.nats.nc.drain().catch(() => undefined);
+    this.redis.disconnect();
+    await this.clickhouse.close();
+  }
+}
+
+/** Polls `check` until it returns a truthy value or the time runs out (then throws with `what`). */
+export async function eventually<T>(check: () => Promise<T> | T, what: string, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+      last = value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
