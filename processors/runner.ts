@@ -29,12 +29,14 @@ export interface RunnerOptions {
   ackWaitMs?: number;
   /** Publishes in flight at once while streaming a large output. @default 512 */
   maxPublishesInFlight?: number;
+  /** Replay: messages after this stream sequence are left alone, and `passedEnd` turns true. */
+  lastSequence?: number;
 }
 
 /** Where outputs go: the wiring maps each output to its subject. */
 export type Route<O> = (output: O) => string;
 
-interface Settings extends Required<RunnerOptions> {}
+interface Settings extends Required<Omit<RunnerOptions, 'lastSequence'>> { lastSequence?: number }
 
 function settingsFrom(opts: RunnerOptions): Settings {
   const pullBatch = opts.pullBatch ?? 100;
@@ -49,6 +51,7 @@ function settingsFrom(opts: RunnerOptions): Settings {
     backoffCapMs: opts.backoffCapMs ?? 300_000,
     ackWaitMs: opts.ackWaitMs ?? 30_000,
     maxPublishesInFlight: opts.maxPublishesInFlight ?? 512,
+    lastSequence: opts.lastSequence,
   };
 }
 
@@ -99,6 +102,8 @@ export class StageRunner<I, O> {
   private batchBuffer: JsMsg[] = [];
   private batchTimer?: NodeJS.Timeout;
   private readonly log: Logger;
+  /** True once a message past `lastSequence` arrived (replay is complete when also idle). */
+  passedEnd = false;
 
   constructor(
     private readonly def: StageDefinition<I, O, unknown, unknown>,
@@ -131,6 +136,10 @@ export class StageRunner<I, O> {
   private async runEach(messages: ConsumerMessages): Promise<void> {
     const slots = new Slots(this.settings.concurrency);
     for await (const m of messages) {
+      if (this.settings.lastSequence !== undefined && m.info.streamSequence > this.settings.lastSequence) {
+        this.passedEnd = true;
+        continue;
+      }
       await slots.take();
       this.track(this.handleOne(m).finally(() => slots.give()));
     }
@@ -323,6 +332,11 @@ export class StageRunner<I, O> {
       msgID: `${this.durable}:${m.info.streamSequence}:dlq:${suffix}`,
     });
     this.metrics.deadLettered(this.def.name);
+  }
+
+  /** No message is being handled right now. */
+  get idle(): boolean {
+    return this.inFlight.size === 0 && this.batchBuffer.length === 0;
   }
 
   /** Stops pulling, lets in-flight work settle, then closes the stage. Idempotent. */

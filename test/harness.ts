@@ -96,13 +96,13 @@ export class Harness {
 }
 
 /** Polls `check` until it returns a truthy value or the time runs out (then throws with `what`). */
-export async function eventually<T>(check: () => Promise<T> | T, what: string, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+export async function eventually<T>(check: () => Promise<T> | T, what: string, timeoutMs = 30_000, everyMs = 100): Promise<Exclude<T, null | undefined | false | 0 | ''>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
     try {
       const value = await check();
-      if (value) return value;
+      if (value) return value as Exclude<T, null | undefined | false | 0 | ''>;
       last = value;
     } catch (err) {
       last = err;

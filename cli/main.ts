@@ -1,0 +1,271 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { loadConfig, ConfigError, type Config } from '../runtime/config.js';
+import { createLogger } from '../runtime/logger.js';
+import { connectClickHouse, connectNats, connectRedis } from '../runtime/connections.js';
+import { Directory } from '../runtime/directory.js';
+import { publishRequest } from '../runtime/producer.js';
+import { describeIssues, requestSchema, tiers, type Tier } from '../schemas/index.js';
+import { applyAll } from '../streams/apply.js';
+import { Topology, type StageName } from '../streams/topology.js';
+import { InboxStore } from '../sinks/inapp.js';
+import { readMailbox } from '../sinks/smtp-catcher.js';
+import { Pipeline } from '../processors/pipeline.js';
+import { isListening, startServer, stopDetached, urlOf, type ServerName } from '../compose/local-servers.js';
+import { parseSince } from './duration.js';
+import { formatFunnel, queryFunnel } from './funnel.js';
+import { replay } from './replay.js';
+import { runDemo } from './demo.js';
+
+function config(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`herald: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
+function fail(message: string): never {
+  process.stderr.write(`herald: ${message}\n`);
+  process.exit(1);
+}
+
+const print = (json: boolean, value: unknown, text: () => string) =>
+  process.stdout.write(`${json ? JSON.stringify(value, null, 2) : text()}\n`);
+
+const program = new Command('herald')
+  .description('Herald: notification delivery on NATS JetStream')
+  .showHelpAfterError();
+
+program
+  .command('apply')
+  .description('create or update streams, consumers, KV buckets and ClickHouse tables (idempotent)')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { json?: boolean }) => {
+    const cfg = config();
+    const nats = await connectNats(cfg, 'herald-apply');
+    const ch = connectClickHouse(cfg);
+    try {
+      const results = await applyAll(nats, new Topology(cfg.namespace), ch, cfg.clickhouseDatabase);
+      print(!!o.json, results, () => results.map((r) =>
+        `${r.action.padEnd(9)} ${r.kind.padEnd(10)} ${r.name}${r.changed ? ` (${r.changed.join(', ')})` : ''}`).join('\n'));
+    } finally {
+      await nats.nc.drain();
+      await ch.close();
+    }
+  });
+
+program
+  .command('run')
+  .description('run the pipeline in the foreground until SIGTERM')
+  .option('--stages <list>', 'comma-separated stages: validate,resolve,filter,batch,dispatch,loader')
+  .option('--tiers <list>', `comma-separated tiers: ${tiers.join(',')}`)
+  .option('--demo', 'publish a sample notification once running and show where it arrived')
+  .action(async (o: { stages?: string; tiers?: string; demo?: boolean }) => {
+    const cfg = config();
+    const log = createLogger(cfg.logLevel);
+    const stages = o.stages?.split(',') as StageName[] | undefined;
+    const tierList = o.tiers?.split(',') as Tier[] | undefined;
+    for (const t of tierList ?? []) if (!tiers.includes(t)) fail(`unknown tier "${t}"`);
+    const pipeline = await Pipeline.start(cfg, log, { stages, tiers: tierList });
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now');
+        process.exit(130);
+      }
+      stopping = true;
+      log.info({ signal }, 'shutting down: finishing in-flight work');
+      pipeline.close().then(() => process.exit(0), () => process.exit(1));
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    if (o.demo) await runDemo(pipeline).catch((err) => log.error({ err }, 'demo failed'));
+  });
+
+program
+  .command('publish')
+  .description('publish a request (JSON file, or - for stdin) to notify.request.<tier>')
+  .argument('<file>', 'request JSON')
+  .option('--json', 'machine-readable output')
+  .action(async (file: string, o: { json?: boolean }) => {
+    const cfg = config();
+    const text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
+    let body: unknown;
+    try { body = JSON.parse(text); } catch (err) { fail(`${file}: not JSON: ${(err as Error).message}`); }
+    const parsed = requestSchema.safeParse(body);
+    if (!parsed.success) fail(`${file}: request is invalid:\n  ${describeIssues(parsed.error.issues).join('\n  ')}`);
+    const nats = await connectNats(cfg, 'herald-publish');
+    try {
+      const ack = await publishRequest(nats.js, new Topology(cfg.namespace), parsed.data);
+      print(!!o.json, ack, () => `${ack.duplicate ? 'duplicate (dropped by JetStream)' : 'published'}: ${ack.stream} seq ${ack.seq}`);
+    } finally {
+      await nats.nc.drain();
+    }
+  });
+
+const directory = program.command('directory').description('the recipient directory in Redis');
+directory
+  .command('import')
+  .description('load users, devices, preferences and topic members from a JSONL file')
+  .argument('<file>')
+  .option('--json', 'machine-readable output')
+  .action(async (file: string, o: { json?: boolean }) => {
+    const cfg = config();
+    if (!fs.existsSync(file)) fail(`${file}: no such file`);
+    const redis = connectRedis(cfg);
+    try {
+      const report = await new Directory(redis, new Topology(cfg.namespace).redisPrefix).importFile(file);
+      print(!!o.json, report, () => [
+        `loaded ${report.loaded} records from ${file}`,
+        ...report.errors.map((e) => `${file}:${e.line}: ${e.problems.join('; ')}`),
+      ].join('\n'));
+      if (report.errors.length) process.exitCode = 1;
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+program
+  .command('inbox')
+  .description("list a user's in-app notifications, newest first")
+  .argument('<user>')
+  .requiredOption('--tenant <tenant>', 'tenant id')
+  .option('--limit <n>', 'how many', '50')
+  .option('--json', 'machine-readable output')
+  .action(async (user: string, o: { tenant: string; limit: string; json?: boolean }) => {
+    const cfg = config();
+    const redis = connectRedis(cfg);
+    try {
+      const entries = await new InboxStore(redis, new Topology(cfg.namespace).redisPrefix).list(o.tenant, user, Number(o.limit));
+      print(!!o.json, entries, () => entries.length === 0 ? `(no notifications for ${user} in ${o.tenant})` :
+        entries.map((e) => `${new Date(e.created_at).toISOString()}  ${e.read ? '   ' : '[*]'} ${e.title} — ${e.body}  (${e.category}, ${e.id})`).join('\n'));
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+program
+  .command('mailbox')
+  .description('list the emails the local SMTP catcher received (when no SMTP_URL is set)')
+  .option('--json', 'machine-readable output')
+  .action((o: { json?: boolean }) => {
+    const cfg = config();
+    const mails = readMailbox(path.join(cfg.dataDir, 'mailbox'));
+    print(!!o.json, mails, () => mails.length === 0 ? '(mailbox empty)' :
+      mails.map((m) => `${new Date(m.received_at).toISOString()}  to ${m.to.join(', ')}  "${m.subject}"  ${m.file}`).join('\n'));
+  });
+
+program
+  .command('funnel')
+  .description('the delivery funnel by tier and channel, from the receipts in ClickHouse')
+  .option('--since <when>', 'a duration back (15m, 1h, 2d) or an ISO date-time', '24h')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { since: string; json?: boolean }) => {
+    const cfg = config();
+    let since: number;
+    try { since = parseSince(o.since); } catch (err) { fail((err as Error).message); }
+    const ch = connectClickHouse(cfg);
+    try {
+      const rows = await queryFunnel(ch, cfg.clickhouseDatabase, since);
+      print(!!o.json, rows, () => rows.length ? formatFunnel(rows) : '(no receipts in that period)');
+    } finally {
+      await ch.close();
+    }
+  });
+
+program
+  .command('replay')
+  .description('feed REQUESTS back through the pipeline from a sequence (or time); dedup keeps sent deliveries from repeating')
+  .option('--from-seq <n>', 'first stream sequence')
+  .option('--since <when>', 'instead of --from-seq: a duration back or an ISO date-time')
+  .option('--to-seq <n>', 'last stream sequence (default: the last one now)')
+  .addOption(new Option('--tier <tier>', 'only this tier').choices([...tiers]))
+  .option('--json', 'machine-readable output')
+  .action(async (o: { fromSeq?: string; since?: string; toSeq?: string; tier?: Tier; json?: boolean }) => {
+    const cfg = config();
+    if (o.fromSeq === undefined && o.since === undefined) fail('give --from-seq N or --since WHEN');
+    const num = (v: string | undefined, name: string) => {
+      if (v === undefined) return undefined;
+      if (!/^\d+$/.test(v) || Number(v) < 1) fail(`${name} must be a positive integer, not "${v}"`);
+      return Number(v);
+    };
+    const nats = await connectNats(cfg, 'herald-replay');
+    try {
+      const result = await replay(nats, new Topology(cfg.namespace), cfg, createLogger(cfg.logLevel), {
+        fromSeq: num(o.fromSeq, '--from-seq'), toSeq: num(o.toSeq, '--to-seq'), tier: o.tier,
+        fromTime: o.since ? parseSince(o.since) : undefined,
+      });
+      print(!!o.json, result, () => `replayed ${result.fed} requests up to sequence ${result.lastSequence}`);
+    } finally {
+      await nats.nc.drain();
+    }
+  });
+
+program
+  .command('dedup')
+  .description('the dedup bucket')
+  .command('purge')
+  .description('forget every dedup key, so a replay sends again')
+  .action(async () => {
+    const cfg = config();
+    const nats = await connectNats(cfg, 'herald-dedup');
+    try {
+      const stream = `KV_${new Topology(cfg.namespace).kvBucket('dedup')}`;
+      const r = await nats.jsm.streams.purge(stream);
+      process.stdout.write(`purged ${r.purged} dedup entries\n`);
+    } finally {
+      await nats.nc.drain();
+    }
+  });
+
+const servers = program.command('servers').description('local NATS, Redis and ClickHouse from the Debian packages (no Docker)');
+const serverPorts = (cfg: Config): Record<ServerName, number> => ({
+  nats: Number(new URL(cfg.natsUrl).port || 4222),
+  redis: Number(new URL(cfg.redisUrl).port || 6379),
+  clickhouse: Number(new URL(cfg.clickhouseUrl).port || 8123),
+});
+servers
+  .command('start')
+  .description('start whichever of the three is not reachable, with data under HERALD_DATA_DIR')
+  .action(async () => {
+    const cfg = config();
+    const ports = serverPorts(cfg);
+    const side: Record<ServerName, number> = { nats: 8222, redis: 0, clickhouse: 9000 };
+    for (const name of ['nats', 'redis', 'clickhouse'] as ServerName[]) {
+      if (await isListening(ports[name])) {
+        process.stdout.write(`${name.padEnd(10)} already running at ${urlOf(name, ports[name])}\n`);
+        continue;
+      }
+      const s = await startServer({ name, port: ports[name], sidePort: side[name], dataDir: path.join(cfg.dataDir, name) }, true);
+      process.stdout.write(`${name.padEnd(10)} started at ${s.url} (pid ${s.pid}, data in ${path.join(cfg.dataDir, name)})\n`);
+    }
+  });
+servers
+  .command('stop')
+  .description('stop the servers `herald servers start` started')
+  .action(async () => {
+    const cfg = config();
+    for (const name of ['nats', 'redis', 'clickhouse'] as ServerName[]) {
+      const stopped = await stopDetached(name, path.join(cfg.dataDir, name));
+      process.stdout.write(`${name.padEnd(10)} ${stopped ? 'stopped' : 'was not started by herald'}\n`);
+    }
+  });
+servers
+  .command('status')
+  .action(async () => {
+    const cfg = config();
+    const ports = serverPorts(cfg);
+    for (const name of ['nats', 'redis', 'clickhouse'] as ServerName[]) {
+      process.stdout.write(`${name.padEnd(10)} ${(await isListening(ports[name])) ? 'up  ' : 'down'} ${urlOf(name, ports[name])}\n`);
+    }
+  });
+
+program.parseAsync(process.argv).catch((err) => {
+  fail(err instanceof Error ? err.message : String(err));
+});
