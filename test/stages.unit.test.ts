@@ -1,0 +1,218 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { validateStage } from '../processors/validate.js';
+import { resolveStage } from '../processors/resolve.js';
+import { preferenceFilterStage, decide } from '../processors/preference-filter.js';
+import { batchStage } from '../processors/batch.js';
+import { dispatchStage } from '../processors/dispatch.js';
+import { checkPipeline, pipeline } from '../processors/wiring.js';
+import { TemplateStore } from '../runtime/templates.js';
+import { DeferError, PermanentError, RetryableError, backoffMs } from '../runtime/errors.js';
+import type { StageDeps } from '../processors/deps.js';
+import type { UserProfile } from '../runtime/directory.js';
+import type { AcceptedRequest, DeliveryBatch, FilteredChunk } from '../schemas/index.js';
+import type { DeliveryItem, Outcome, Sink } from '../sinks/sink.js';
+import { collect, fakeContext } from './fakes.js';
+
+const templates = new TemplateStore(path.join(import.meta.dirname, '..', 'templates'));
+const NOW = Date.parse('2026-06-01T12:00:00Z');
+
+function deps(extra: Partial<StageDeps> = {}): StageDeps {
+  return { templates, defaultChannels: ['inapp', 'email'], now: () => NOW, ...extra } as StageDeps;
+}
+
+const accepted: AcceptedRequest = {
+  id: 'r1', tenant: 't', idempotency_key: 'k', tier: 'social', category: 'news',
+  content: { title: 'Hi {{name}}', body: 'Body' }, data: { name: 'Ada' }, channels: ['email', 'inapp'], accepted_at: NOW - 50,
+};
+
+describe('validate', () => {
+  const stage = validateStage.create({}, deps());
+  const good = { tenant: 't', idempotency_key: 'k', tier: 'social', category: 'news', content: { title: 'Hi {{name}}', body: 'b' }, data: { name: 'x' }, recipients: { user_ids: ['u'] } };
+
+  it('accepts a request, fills id and default channels, and says accepted', async () => {
+    const { ctx, receipts } = fakeContext({ storedAt: NOW - 5 });
+    const [out] = await collect(stage.process!(good, ctx));
+    expect(out.request.id).toHaveLength(22);
+    expect(out.request.channels).toEqual(['inapp', 'email']);
+    expect(out.request.accepted_at).toBe(NOW - 5);
+    expect(receipts.map((r) => r.status)).toEqual(['accepted']);
+  });
+
+  it('gives the same id to the same tenant and key, another to another tenant', async () => {
+    const id = async (tenant: string) => (await collect(stage.process!({ ...good, tenant }, fakeContext().ctx)))[0].request.id;
+    expect(await id('t')).toBe(await id('t'));
+    expect(await id('t')).not.toBe(await id('u'));
+  });
+
+  it('names every problem at once', async () => {
+    const bad = { tenant: '', tier: 'urgent', category: 'x', template: { id: 'nope' }, recipients: { user_ids: [] }, extra: 1 };
+    const err = await Promise.resolve(stage.process!(bad, fakeContext().ctx)).catch((e) => e);
+    expect(err).toBeInstanceOf(PermanentError);
+    const text = (err as PermanentError).problems.join('\n');
+    for (const where of ['tenant:', 'idempotency_key:', 'tier:', 'recipients.user_ids:', 'extra', 'template.id: no template "nope"']) {
+      expect(text).toContain(where);
+    }
+  });
+
+  it('defers a request whose send_at is ahead, and drops one that expired', async () => {
+    const later = new Date(NOW + 60_000).toISOString();
+    const err = await Promise.resolve(stage.process!({ ...good, send_at: later }, fakeContext().ctx)).catch((e) => e);
+    expect(err).toBeInstanceOf(DeferError);
+    expect((err as DeferError).untilMs).toBe(NOW + 60_000);
+    const { ctx, receipts } = fakeContext();
+    expect(await collect(stage.process!({ ...good, expires_at: new Date(NOW - 1).toISOString() }, ctx))).toEqual([]);
+    expect(receipts[0].status).toBe('expired');
+  });
+});
+
+describe('resolve', () => {
+  it('chunks user ids by 500, dropping repeats, in request order', async () => {
+    const stage = resolveStage.create(resolveStage.config.parse({}), deps());
+    const ids = Array.from({ length: 1_201 }, (_, i) => `u${i}`);
+    const { ctx, receipts } = fakeContext();
+    const out = await collect(stage.process!({ request: accepted, recipients: { user_ids: [...ids, 'u0'] } }, ctx));
+    expect(out.map((c) => c.user_ids.length)).toEqual([500, 500, 201]);
+    expect(out.map((c) => c.chunk)).toEqual([0, 1, 2]);
+    expect(out[2].user_ids.at(-1)).toBe('u1200');
+    expect(receipts).toMatchObject([{ status: 'resolved', count: 1_201 }]);
+  });
+
+  it('pages a topic and numbers its chunks', async () => {
+    const members = Array.from({ length: 1_100 }, (_, i) => `m${String(i).padStart(4, '0')}`);
+    const directory = {
+      topicPage: async (_t: string, _topic: string, after: string | undefined, limit: number) =>
+        members.filter((m) => after === undefined || m > after).slice(0, limit),
+    };
+    const stage = resolveStage.create(resolveStage.config.parse({}), deps({ directory: directory as never }));
+    const out = await collect(stage.process!({ request: accepted, recipients: { topic: 'x' } }, fakeContext().ctx));
+    expect(out.map((c) => c.user_ids.length)).toEqual([500, 500, 100]);
+    expect(out.flatMap((c) => c.user_ids)).toEqual(members);
+  });
+});
+
+describe('preference-filter', () => {
+  const profile = (p: Partial<UserProfile>): UserProfile => ({ id: 'u', exists: true, locale: 'en', timezone: 'UTC', devices: [], preferences: {}, ...p });
+
+  it('lets the most specific preference win', () => {
+    const p = profile({ email: 'u@x', preferences: { 'channel:email': false, 'email:news': true } });
+    expect(decide(p, 'email', 'news')).toEqual({ send: { user_id: 'u', locale: 'en', to: ['u@x'] } });
+    expect(decide(p, 'email', 'promo')).toEqual({ suppress: 'opted_out:channel:email' });
+    expect(decide(profile({ preferences: { all: false } }), 'inapp', 'news')).toEqual({ suppress: 'opted_out:all' });
+  });
+
+  it('suppresses unknown users and missing addresses with a reason', () => {
+    expect(decide(profile({ exists: false }), 'inapp', 'n')).toEqual({ suppress: 'unknown_user' });
+    expect(decide(profile({}), 'email', 'n')).toEqual({ suppress: 'no_address:email' });
+    expect(decide(profile({}), 'sms', 'n')).toEqual({ suppress: 'no_address:phone' });
+    expect(decide(profile({}), 'push', 'n')).toEqual({ suppress: 'no_address:device' });
+  });
+
+  it('splits a chunk per channel and receipts each suppression', async () => {
+    const directory = {
+      profiles: async () => [profile({ id: 'a', email: 'a@x' }), profile({ id: 'b' }), profile({ id: 'c', exists: false })],
+    };
+    const stage = preferenceFilterStage.create({}, deps({ directory: directory as never }));
+    const { ctx, receipts } = fakeContext();
+    const [out] = await collect(stage.process!({ request: accepted, chunk: 3, user_ids: ['a', 'b', 'c'] }, ctx));
+    expect(out.chunk).toBe(3);
+    expect(out.deliveries.map((d) => [d.channel, d.recipients.map((r) => r.user_id)])).toEqual([['email', ['a']], ['inapp', ['a', 'b']]]);
+    expect(receipts.map((r) => `${r.user_id}:${r.channel}:${r.reason}`).sort()).toEqual(['b:email:no_address:email', 'c:email:unknown_user', 'c:inapp:unknown_user']);
+  });
+});
+
+describe('batch', () => {
+  it('packs many requests into provider-sized batches per channel with stable parts', async () => {
+    const stage = batchStage.create(batchStage.config.parse({ maxRecipients: { email: 2 } }), deps());
+    const chunk = (id: string, users: string[]): FilteredChunk => ({
+      request: { ...accepted, id }, chunk: 0,
+      deliveries: [{ channel: 'email', recipients: users.map((u) => ({ user_id: u, locale: 'en', to: [`${u}@x`] })) },
+        { channel: 'inapp', recipients: users.map((u) => ({ user_id: u, locale: 'en', to: [] })) }],
+    });
+    const out = await stage.processBatch!([chunk('r1', ['a', 'b', 'c']), chunk('r2', ['d'])], fakeContext().ctx);
+    const email = out.filter((b) => b.channel === 'email');
+    expect(email.map((b) => b.groups.map((g) => `${g.request.id}/${g.part}:${g.recipients.map((r) => r.user_id).join('')}`))).toEqual([
+      ['r1/0:ab'], ['r1/1:c', 'r2/0:d'],
+    ]);
+    const inapp = out.filter((b) => b.channel === 'inapp');
+    expect(inapp).toHaveLength(1);
+    expect(inapp[0].groups.map((g) => g.recipients.length)).toEqual([3, 1]);
+  });
+});
+
+describe('dispatch', () => {
+  class ScriptedSink implements Sink {
+    readonly channel = 'email' as const;
+    readonly provider = 'scripted';
+    readonly idempotent = false;
+    readonly maxBatch = 50;
+    sent: DeliveryItem[] = [];
+    constructor(private readonly answer: (item: DeliveryItem) => Outcome) {}
+    async send(items: DeliveryItem[]) { this.sent.push(...items); return items.map(this.answer); }
+    async close() {}
+  }
+  class MemoryDedup {
+    store = new Map<string, Set<string>>();
+    key(...parts: unknown[]) { return parts.join('.'); }
+    async read(key: string) { return { key, users: new Set(this.store.get(key)), revision: this.store.has(key) ? 1 : 0 }; }
+    async add(done: { key: string }, users: string[]) { this.store.set(done.key, new Set([...(this.store.get(done.key) ?? []), ...users])); }
+  }
+  const batch: DeliveryBatch = {
+    channel: 'email', tier: 'social',
+    groups: [{ request: accepted, chunk: 0, part: 0, recipients: ['a', 'b', 'c'].map((u) => ({ user_id: u, locale: 'en', to: [`${u}@x`] })) }],
+  };
+
+  it('sends rendered content, records dedup, and skips what was sent on a second run', async () => {
+    const sink = new ScriptedSink(() => ({ kind: 'delivered', providerId: 'id' }));
+    const dedup = new MemoryDedup();
+    const stage = dispatchStage.create({}, deps({ sinks: { email: sink }, dedup: dedup as never, metrics: { deliveries: { inc() {} } } as never }));
+    const first = fakeContext();
+    await stage.process!(batch, first.ctx);
+    expect(sink.sent.map((s) => s.content.title)).toEqual(['Hi Ada', 'Hi Ada', 'Hi Ada']);
+    expect(first.receipts.filter((r) => r.status === 'delivered')).toHaveLength(3);
+    const second = fakeContext();
+    await stage.process!(batch, second.ctx);
+    expect(sink.sent).toHaveLength(3);
+    expect(second.receipts.map((r) => r.status)).toEqual(['deduplicated', 'deduplicated', 'deduplicated']);
+  });
+
+  it('dead-letters permanent failures alone and retries the rest with the provider delay', async () => {
+    const sink = new ScriptedSink((item) => item.recipient.user_id === 'a' ? { kind: 'permanent', reason: 'mailbox unknown', code: '550' }
+      : item.recipient.user_id === 'b' ? { kind: 'retry', reason: 'busy', afterMs: 4_000 } : { kind: 'delivered' });
+    const dedup = new MemoryDedup();
+    const stage = dispatchStage.create({}, deps({ sinks: { email: sink }, dedup: dedup as never, metrics: { deliveries: { inc() {} } } as never }));
+    const { ctx, deadLetters, receipts } = fakeContext();
+    const err = await Promise.resolve(stage.process!(batch, ctx)).catch((e) => e);
+    expect(err).toBeInstanceOf(RetryableError);
+    expect((err as RetryableError).retryAfterMs).toBe(4_000);
+    expect(deadLetters).toHaveLength(1);
+    expect((deadLetters[0].payload as DeliveryBatch).groups[0].recipients.map((r) => r.user_id)).toEqual(['a']);
+    expect(deadLetters[0].problems[0]).toContain('550');
+    expect(receipts.find((r) => r.status === 'failed')?.user_id).toBe('a');
+    expect([...dedup.store.values()].flatMap((s) => [...s])).toEqual(['c']);
+  });
+
+  it('drops expired work with a receipt', async () => {
+    const sink = new ScriptedSink(() => ({ kind: 'delivered' }));
+    const stage = dispatchStage.create({}, deps({ sinks: { email: sink }, dedup: new MemoryDedup() as never, metrics: { deliveries: { inc() {} } } as never }));
+    const { ctx, receipts } = fakeContext();
+    const expired = { ...batch, groups: [{ ...batch.groups[0], request: { ...accepted, expires_at: new Date(NOW - 1).toISOString() } }] };
+    await stage.process!(expired, ctx);
+    expect(sink.sent).toHaveLength(0);
+    expect(receipts).toMatchObject([{ status: 'expired', count: 3 }]);
+  });
+});
+
+describe('wiring and backoff', () => {
+  it('checks that each output schema is the next input schema', () => {
+    expect(() => checkPipeline(pipeline)).not.toThrow();
+    expect(() => checkPipeline([pipeline[0], pipeline[2]])).toThrow(/validate emits a schema that filter does not take/);
+  });
+
+  it('backs off exponentially with full jitter under a cap', () => {
+    expect(backoffMs(1, 250, 300_000, () => 0.999)).toBe(249);
+    expect(backoffMs(5, 250, 300_000, () => 0.5)).toBe(2_000);
+    expect(backoffMs(30, 250, 300_000, () => 0.999)).toBe(299_700);
+    expect(backoffMs(3, 250, 300_000, () => 0)).toBe(0);
+  });
+});
