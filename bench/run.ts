@@ -1,0 +1,159 @@
+// `npm run bench`: Herald's throughput, latency and memory beside a raw JetStream baseline measured
+// in the same run, on servers started for the run. Prints figures; never fails on a time.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../runtime/config.js';
+import { connectNats, connectRedis, connectClickHouse } from '../runtime/connections.js';
+import { Directory } from '../runtime/directory.js';
+import { publishRequest } from '../runtime/producer.js';
+import { applyAll } from '../streams/apply.js';
+import { Topology } from '../streams/topology.js';
+import { freePort } from '../compose/local-servers.js';
+import type { DirectoryRecord, Receipt } from '../schemas/index.js';
+import { benchServers, peakRssMb, percentile } from './servers.js';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const SINGLE = Number(process.env.BENCH_SINGLE ?? 30_000);
+const FANOUT = Number(process.env.BENCH_FANOUT ?? 100_000);
+const RATE = Number(process.env.BENCH_RATE ?? 500);
+const RATE_SECONDS = Number(process.env.BENCH_RATE_SECONDS ?? 10);
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+function runChild(args: string[], env: Record<string, string>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${args.join(' ')} exited ${code}`))));
+  });
+}
+
+const servers = await benchServers();
+try {
+  log('baseline: raw JetStream consume + ack …');
+  const baseline = JSON.parse(await runChild(['--import', 'tsx', 'bench/jetstream-baseline.ts'], servers.env)) as
+    { consumeAckPerSec: number; p50Ms: number; p99Ms: number; peakRssMb: number };
+
+  const httpPort = await freePort();
+  const env = { ...servers.env, HERALD_NAMESPACE: 'bench', HERALD_HTTP_PORT: String(httpPort) };
+  const config = loadConfig({ ...env });
+  const topology = new Topology('bench');
+  const nats = await connectNats(config, 'bench');
+  const ch = connectClickHouse(config);
+  await applyAll(nats, topology, ch, config.clickhouseDatabase);
+  const redis = connectRedis(config);
+  const directory = new Directory(redis, topology.redisPrefix);
+  log('loading the directory (20,000 users, a 100,000-member topic) …');
+  const users: DirectoryRecord[] = [];
+  for (let i = 0; i < 20_000; i++) {
+    for (const tenant of ['single', 'lat']) users.push({ type: 'user', tenant, id: `u${i}`, locale: 'en', timezone: 'UTC' });
+  }
+  for (let i = 0; i < FANOUT; i++) {
+    users.push({ type: 'user', tenant: 'fan', id: `m${i}`, locale: 'en', timezone: 'UTC' });
+    users.push({ type: 'topic_member', tenant: 'fan', topic: 'celebrity', user_id: `m${i}` });
+  }
+  await directory.upsert(users, 5_000);
+  users.length = 0;
+
+  log('starting `herald run` …');
+  const herald = spawn(process.execPath, ['bin/herald.js', 'run'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let i = 0; ; i++) {
+    const ok = await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false);
+    if (ok) break;
+    if (i > 300) throw new Error('herald did not become ready');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+
+  const delivered = new Map<string, number>();
+  const latencies = new Map<string, number[]>();
+  const firstSeen = new Map<string, number>();
+  const lastSeen = new Map<string, number>();
+  const sub = nats.nc.subscribe(topology.receipt('delivered'));
+  void (async () => {
+    for await (const m of sub) {
+      const now = performance.now();
+      for (const r of (m.json() as { receipts: Receipt[] }).receipts) {
+        delivered.set(r.tenant, (delivered.get(r.tenant) ?? 0) + (r.count ?? 1));
+        if (!firstSeen.has(r.tenant)) firstSeen.set(r.tenant, now);
+        lastSeen.set(r.tenant, now);
+        const l = latencies.get(r.tenant);
+        if (l) l.push(r.latency_ms ?? 0);
+        else latencies.set(r.tenant, [r.latency_ms ?? 0]);
+      }
+    }
+  })();
+  const waitDelivered = async (tenant: string, n: number, timeoutMs: number) => {
+    const deadline = Date.now() + timeoutMs;
+    while ((delivered.get(tenant) ?? 0) < n) {
+      if (Date.now() > deadline) throw new Error(`${tenant}: ${delivered.get(tenant) ?? 0} of ${n} delivered in time`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  log(`single-recipient transactional requests: ${SINGLE} …`);
+  const inFlight = new Set<Promise<unknown>>();
+  const t0 = performance.now();
+  for (let i = 0; i < SINGLE; i++) {
+    const p = publishRequest(nats.js, topology, {
+      tenant: 'single', idempotency_key: `s${i}`, tier: 'transactional', category: 'otp',
+      content: { title: 'Your code', body: 'Code {{code}}' }, data: { code: String(i) },
+      recipients: { user_ids: [`u${i % 20_000}`] }, channels: ['inapp'],
+    });
+    inFlight.add(p);
+    p.finally(() => inFlight.delete(p));
+    if (inFlight.size >= 2_000) await Promise.race(inFlight);
+  }
+  await waitDelivered('single', SINGLE, 600_000);
+  const singlePerSec = SINGLE / ((lastSeen.get('single')! - t0) / 1000);
+
+  log(`fan-out to a ${FANOUT}-member topic …`);
+  const t1 = performance.now();
+  await publishRequest(nats.js, topology, {
+    tenant: 'fan', idempotency_key: 'post-1', tier: 'social', category: 'social',
+    content: { title: 'New post', body: 'Look' }, recipients: { topic: 'celebrity' }, channels: ['inapp'],
+  });
+  await waitDelivered('fan', FANOUT, 600_000);
+  const fanPerSec = FANOUT / ((lastSeen.get('fan')! - t1) / 1000);
+
+  log(`latency at ${RATE} requests/s for ${RATE_SECONDS} s …`);
+  const total = RATE * RATE_SECONDS;
+  const t2 = performance.now();
+  for (let i = 0; i < total; i++) {
+    const wait = t2 + (i * 1000) / RATE - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    void publishRequest(nats.js, topology, {
+      tenant: 'lat', idempotency_key: `l${i}`, tier: 'transactional', category: 'otp',
+      content: { title: 'Your code', body: 'x' }, recipients: { user_ids: [`u${i % 20_000}`] }, channels: ['inapp'],
+    });
+  }
+  await waitDelivered('lat', total, 120_000);
+  const lat = latencies.get('lat')!.sort((a, b) => a - b);
+  const rss = peakRssMb(herald.pid!);
+
+  herald.kill('SIGTERM');
+  await new Promise((r) => herald.once('exit', r));
+  sub.unsubscribe();
+  await nats.nc.drain();
+  redis.disconnect();
+  await ch.close();
+
+  const f = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+  const rows: [string, string, string, string][] = [
+    ['raw JetStream consume+ack (baseline)', `${f(baseline.consumeAckPerSec)} msg/s`, '1.00', ''],
+    ['Herald, 1-recipient transactional', `${f(singlePerSec)} deliveries/s`, f(singlePerSec / baseline.consumeAckPerSec, 3), '≥ 3,000/s'],
+    [`Herald, ${f(FANOUT)}-member fan-out`, `${f(fanPerSec)} deliveries/s`, f(fanPerSec / baseline.consumeAckPerSec, 3), '≥ 50,000/s'],
+    [`raw JetStream p50 / p99 at ${RATE}/s (baseline)`, `${f(baseline.p50Ms, 1)} / ${f(baseline.p99Ms, 1)} ms`, '1.00', ''],
+    [`Herald request→delivery p50 at ${RATE}/s`, `${f(percentile(lat, 50), 1)} ms`, f(percentile(lat, 50) / baseline.p50Ms, 1), ''],
+    [`Herald request→delivery p99 at ${RATE}/s`, `${f(percentile(lat, 99), 1)} ms`, f(percentile(lat, 99) / baseline.p99Ms, 1), '< 50 ms'],
+    ['baseline process peak RSS', `${f(baseline.peakRssMb)} MB`, '1.00', ''],
+    ['Herald process peak RSS', `${f(rss)} MB`, f(rss / baseline.peakRssMb, 2), '< 300 MB'],
+  ];
+  const w = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i].length), ['figure', 'value', 'ratio to baseline', 'target'][i].length));
+  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  console.log(line(['figure', 'value', 'ratio to baseline', 'target']));
+  for (const r of rows) console.log(line(r));
+} finally {
+  await servers.stop();
+}
+process.exit(0);

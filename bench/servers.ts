@@ -1,0 +1,37 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort, startServer, stopAttached, type RunningServer } from '../compose/local-servers.js';
+
+/** Starts NATS, Redis and ClickHouse on free ports in a temp dir for one benchmark run. */
+export async function benchServers(): Promise<{ env: Record<string, string>; stop: () => Promise<void> }> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-bench-'));
+  const [np, nm, rp, cp, ct] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const servers: RunningServer[] = await Promise.all([
+    startServer({ name: 'nats', port: np, sidePort: nm, dataDir: path.join(root, 'nats') }, false),
+    startServer({ name: 'redis', port: rp, sidePort: 0, dataDir: path.join(root, 'redis') }, false),
+    startServer({ name: 'clickhouse', port: cp, sidePort: ct, dataDir: path.join(root, 'clickhouse') }, false),
+  ]);
+  return {
+    env: {
+      NATS_URL: servers[0].url, REDIS_URL: servers[1].url, CLICKHOUSE_URL: servers[2].url,
+      HERALD_DATA_DIR: path.join(root, 'herald'), HERALD_HTTP_PORT: '0', HERALD_SMTP_CATCHER_PORT: '0', LOG_LEVEL: 'warn',
+    },
+    stop: async () => {
+      await Promise.all(servers.map(stopAttached));
+      fs.rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Peak resident set of a process (VmHWM), in MB. */
+export function peakRssMb(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return kb / 1024;
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
