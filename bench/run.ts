@@ -8,7 +8,7 @@ import { connectNats, connectRedis, connectClickHouse } from '../runtime/connect
 import { Directory } from '../runtime/directory.js';
 import { publishRequest } from '../runtime/producer.js';
 import { applyAll } from '../streams/apply.js';
-import { Topology } from '../streams/topology.js';
+import { topologyOf } from '../streams/topology.js';
 import { freePort } from '../compose/local-servers.js';
 import type { DirectoryRecord, Receipt } from '../schemas/index.js';
 import { benchServers, peakRssMb, percentile } from './servers.js';
@@ -38,7 +38,7 @@ try {
   const httpPort = await freePort();
   const env = { ...servers.env, HERALD_NAMESPACE: 'bench', HERALD_HTTP_PORT: String(httpPort) };
   const config = loadConfig({ ...env });
-  const topology = new Topology('bench');
+  const topology = topologyOf(config);
   const nats = await connectNats(config, 'bench');
   const ch = connectClickHouse(config);
   await applyAll(nats, topology, ch, config.clickhouseDatabase);
@@ -57,7 +57,7 @@ try {
   users.length = 0;
 
   log('starting `herald run` …');
-  const herald = spawn(process.execPath, ['bin/herald.js', 'run'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const herald = spawn(process.execPath, [...(process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), 'bin/herald.js', 'run'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; ; i++) {
     const ok = await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false);
     if (ok) break;
@@ -74,12 +74,14 @@ try {
     for await (const m of sub) {
       const now = performance.now();
       for (const r of (m.json() as { receipts: Receipt[] }).receipts) {
-        delivered.set(r.tenant, (delivered.get(r.tenant) ?? 0) + (r.count ?? 1));
+        const n = r.user_ids?.length ?? r.count ?? 1;
+        delivered.set(r.tenant, (delivered.get(r.tenant) ?? 0) + n);
         if (!firstSeen.has(r.tenant)) firstSeen.set(r.tenant, now);
         lastSeen.set(r.tenant, now);
         const l = latencies.get(r.tenant);
-        if (l) l.push(r.latency_ms ?? 0);
-        else latencies.set(r.tenant, [r.latency_ms ?? 0]);
+        const samples: number[] = Array(n).fill(r.latency_ms ?? 0);
+        if (l) l.push(...samples);
+        else latencies.set(r.tenant, samples);
       }
     }
   })();

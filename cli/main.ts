@@ -8,7 +8,7 @@ import { Directory } from '../runtime/directory.js';
 import { publishRequest } from '../runtime/producer.js';
 import { describeIssues, requestSchema, tiers, type Tier } from '../schemas/index.js';
 import { applyAll } from '../streams/apply.js';
-import { Topology, type StageName } from '../streams/topology.js';
+import { topologyOf, type StageName } from '../streams/topology.js';
 import { InboxStore } from '../sinks/inapp.js';
 import { readMailbox } from '../sinks/smtp-catcher.js';
 import { Pipeline } from '../processors/pipeline.js';
@@ -51,7 +51,7 @@ program
     const nats = await connectNats(cfg, 'herald-apply');
     const ch = connectClickHouse(cfg);
     try {
-      const results = await applyAll(nats, new Topology(cfg.namespace), ch, cfg.clickhouseDatabase);
+      const results = await applyAll(nats, topologyOf(cfg), ch, cfg.clickhouseDatabase);
       print(!!o.json, results, () => results.map((r) =>
         `${r.action.padEnd(9)} ${r.kind.padEnd(10)} ${r.name}${r.changed ? ` (${r.changed.join(', ')})` : ''}`).join('\n'));
     } finally {
@@ -102,7 +102,7 @@ program
     if (!parsed.success) fail(`${file}: request is invalid:\n  ${describeIssues(parsed.error.issues).join('\n  ')}`);
     const nats = await connectNats(cfg, 'herald-publish');
     try {
-      const ack = await publishRequest(nats.js, new Topology(cfg.namespace), parsed.data);
+      const ack = await publishRequest(nats.js, topologyOf(cfg), parsed.data);
       print(!!o.json, ack, () => `${ack.duplicate ? 'duplicate (dropped by JetStream)' : 'published'}: ${ack.stream} seq ${ack.seq}`);
     } finally {
       await nats.nc.drain();
@@ -120,7 +120,7 @@ directory
     if (!fs.existsSync(file)) fail(`${file}: no such file`);
     const redis = connectRedis(cfg);
     try {
-      const report = await new Directory(redis, new Topology(cfg.namespace).redisPrefix).importFile(file);
+      const report = await new Directory(redis, topologyOf(cfg).redisPrefix).importFile(file);
       print(!!o.json, report, () => [
         `loaded ${report.loaded} records from ${file}`,
         ...report.errors.map((e) => `${file}:${e.line}: ${e.problems.join('; ')}`),
@@ -142,7 +142,7 @@ program
     const cfg = config();
     const redis = connectRedis(cfg);
     try {
-      const entries = await new InboxStore(redis, new Topology(cfg.namespace).redisPrefix).list(o.tenant, user, Number(o.limit));
+      const entries = await new InboxStore(redis, topologyOf(cfg).redisPrefix).list(o.tenant, user, Number(o.limit));
       print(!!o.json, entries, () => entries.length === 0 ? `(no notifications for ${user} in ${o.tenant})` :
         entries.map((e) => `${new Date(e.created_at).toISOString()}  ${e.read ? '   ' : '[*]'} ${e.title} — ${e.body}  (${e.category}, ${e.id})`).join('\n'));
     } finally {
@@ -197,7 +197,7 @@ program
     };
     const nats = await connectNats(cfg, 'herald-replay');
     try {
-      const result = await replay(nats, new Topology(cfg.namespace), cfg, createLogger(cfg.logLevel), {
+      const result = await replay(nats, topologyOf(cfg), cfg, createLogger(cfg.logLevel), {
         fromSeq: num(o.fromSeq, '--from-seq'), toSeq: num(o.toSeq, '--to-seq'), tier: o.tier,
         fromTime: o.since ? parseSince(o.since) : undefined,
       });
@@ -216,7 +216,7 @@ program
     const cfg = config();
     const nats = await connectNats(cfg, 'herald-dedup');
     try {
-      const stream = `KV_${new Topology(cfg.namespace).kvBucket('dedup')}`;
+      const stream = `KV_${topologyOf(cfg).kvBucket('dedup')}`;
       const r = await nats.jsm.streams.purge(stream);
       process.stdout.write(`purged ${r.purged} dedup entries\n`);
     } finally {

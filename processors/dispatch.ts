@@ -63,9 +63,10 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         const problems: { group: DeliveryGroup; recipient: Recipient; reason: string }[] = [];
         for (const group of live) {
           const done = doneSets.get(group);
+          const skipped: string[] = [];
           for (const recipient of group.recipients) {
             if (done?.users.has(recipient.user_id)) {
-              ctx.receipt(receiptOf(group, { status: 'deduplicated', user_id: recipient.user_id, reason: 'already sent' }));
+              skipped.push(recipient.user_id);
               continue;
             }
             const cacheKey = `${group.request.id}\u0000${recipient.locale}`;
@@ -82,10 +83,13 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
             }
             pending.push({ group, recipient, item: { request: group.request, recipient, content }, done });
           }
+          if (skipped.length) ctx.receipt(receiptOf(group, { status: 'deduplicated', user_ids: skipped, reason: 'already sent' }));
         }
 
         const outcomes: Outcome[] = pending.length ? await sink.send(pending.map((p) => p.item), ctx.signal) : [];
         const sent = new Map<DeliveryGroup, string[]>();
+        // Outcomes without a provider id are receipted per group (one receipt listing the users).
+        const plainDelivered = new Map<DeliveryGroup, { delivered: string[]; duplicate: string[] }>();
         const retry: { afterMs?: number; reason: string }[] = [];
         const retryGroups = new Map<DeliveryGroup, Recipient[]>();
         for (const group of live) {
@@ -97,8 +101,14 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           deps.metrics.deliveries.inc({ channel: batch.channel, status: outcome.kind });
           switch (outcome.kind) {
             case 'delivered': {
-              const status = outcome.duplicate ? 'deduplicated' : 'delivered';
-              ctx.receipt(receiptOf(p.group, { status, user_id: p.recipient.user_id, reason: outcome.providerId ?? '' }));
+              if (outcome.providerId === undefined) {
+                let lists = plainDelivered.get(p.group);
+                if (!lists) plainDelivered.set(p.group, (lists = { delivered: [], duplicate: [] }));
+                (outcome.duplicate ? lists.duplicate : lists.delivered).push(p.recipient.user_id);
+              } else {
+                const status = outcome.duplicate ? 'deduplicated' : 'delivered';
+                ctx.receipt(receiptOf(p.group, { status, user_id: p.recipient.user_id, reason: outcome.providerId }));
+              }
               const list = sent.get(p.group);
               if (list) list.push(p.recipient.user_id);
               else sent.set(p.group, [p.recipient.user_id]);
@@ -118,6 +128,10 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           }
         });
 
+        for (const [group, lists] of plainDelivered) {
+          if (lists.delivered.length) ctx.receipt(receiptOf(group, { status: 'delivered', user_ids: lists.delivered }));
+          if (lists.duplicate.length) ctx.receipt(receiptOf(group, { status: 'deduplicated', user_ids: lists.duplicate, reason: 'already in inbox' }));
+        }
         if (!sink.idempotent) {
           await Promise.all([...sent].map(([group, users]) => deps.dedup.add(doneSets.get(group)!, users)));
         }

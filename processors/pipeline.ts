@@ -13,7 +13,7 @@ import { EmailSink } from '../sinks/email.js';
 import { InAppSink, InboxStore } from '../sinks/inapp.js';
 import type { Sink } from '../sinks/sink.js';
 import { SmtpCatcher } from '../sinks/smtp-catcher.js';
-import { Topology, type StageName } from '../streams/topology.js';
+import { topologyOf, Topology, type StageName } from '../streams/topology.js';
 import { DedupStore } from './dedup.js';
 import type { StageDeps } from './deps.js';
 import { Metrics } from './metrics.js';
@@ -53,7 +53,7 @@ export class Pipeline {
   ) {}
 
   static async start(config: Config, log: Logger, opts: PipelineOptions = {}): Promise<Pipeline> {
-    const topology = new Topology(config.namespace);
+    const topology = topologyOf(config);
     const nats = await connectNats(config, 'herald-pipeline');
     const redis = connectRedis(config);
     const clickhouse = connectClickHouse(config);

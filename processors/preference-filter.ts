@@ -54,6 +54,7 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
         const { request } = chunk;
         const profiles = await deps.directory.profiles(request.tenant, chunk.user_ids, request.channels.includes('push'));
         const byChannel = new Map<Channel, Recipient[]>();
+        const suppressed = new Map<string, { channel: Channel; reason: string; users: string[] }>();
         const now = deps.now();
         for (const profile of profiles) {
           for (const channel of request.channels) {
@@ -63,13 +64,19 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
               if (list) list.push(decision.send);
               else byChannel.set(channel, [decision.send]);
             } else {
-              ctx.receipt({
-                ts: now, stage: 'filter', status: 'suppressed', request_id: request.id, tenant: request.tenant,
-                tier: request.tier, category: request.category, channel, user_id: profile.id,
-                reason: decision.suppress, attempt: ctx.attempt, latency_ms: Math.max(0, now - request.accepted_at),
-              });
+              const key = `${channel}\u0000${decision.suppress}`;
+              const entry = suppressed.get(key);
+              if (entry) entry.users.push(profile.id);
+              else suppressed.set(key, { channel, reason: decision.suppress, users: [profile.id] });
             }
           }
+        }
+        for (const { channel, reason, users } of suppressed.values()) {
+          ctx.receipt({
+            ts: now, stage: 'filter', status: 'suppressed', request_id: request.id, tenant: request.tenant,
+            tier: request.tier, category: request.category, channel, user_ids: users,
+            reason, attempt: ctx.attempt, latency_ms: Math.max(0, now - request.accepted_at),
+          });
         }
         if (byChannel.size === 0) return [];
         return [{ request, chunk: chunk.chunk, deliveries: [...byChannel].map(([channel, recipients]) => ({ channel, recipients })) }];

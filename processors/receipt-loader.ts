@@ -6,8 +6,15 @@ import type { StageDeps } from './deps.js';
 
 export const receiptLoaderConfig = z.object({});
 
-/** A receipt as a ClickHouse row (DateTime in seconds plus the milliseconds beside it). */
-export function toRow(r: ReceiptBatch['receipts'][number]) {
+type StoredReceipt = ReceiptBatch['receipts'][number];
+
+/** A receipt as ClickHouse rows (DateTime in seconds plus the milliseconds beside it); one per listed user. */
+export function toRows(r: StoredReceipt) {
+  if (!r.user_ids) return [toRow(r, r.user_id, r.count)];
+  return r.user_ids.map((user) => toRow(r, user, 1));
+}
+
+function toRow(r: StoredReceipt, user_id: string, count: number) {
   return {
     event_time: Math.floor(r.ts / 1000),
     event_ms: r.ts % 1000,
@@ -19,11 +26,11 @@ export function toRow(r: ReceiptBatch['receipts'][number]) {
     category: r.category,
     channel: r.channel,
     provider: r.provider,
-    user_id: r.user_id,
+    user_id,
     reason: r.reason,
     attempt: Math.min(65_535, r.attempt),
     latency_ms: r.latency_ms,
-    count: r.count,
+    count,
   };
 }
 
@@ -39,7 +46,7 @@ export const receiptLoaderStage: StageDefinition<ReceiptBatch, never, z.infer<ty
   create(_config, deps) {
     return {
       async processBatch(batches) {
-        const rows = batches.flatMap((b) => b.receipts.map(toRow));
+        const rows = batches.flatMap((b) => b.receipts.flatMap(toRows));
         try {
           await deps.clickhouse.insert({ table: `${deps.clickhouseDatabase}.receipts`, values: rows, format: 'JSONEachRow' });
         } catch (err) {

@@ -55,6 +55,8 @@ function settingsFrom(opts: RunnerOptions): Settings {
   };
 }
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 /** Counting semaphore: bounds work in flight without blocking the event loop. */
 class Slots {
   private waiting: (() => void)[] = [];
@@ -101,6 +103,8 @@ export class StageRunner<I, O> {
   private loop?: Promise<void>;
   private batchBuffer: JsMsg[] = [];
   private batchTimer?: NodeJS.Timeout;
+  private readonly inHand = new Set<JsMsg>();
+  private workingTimer?: NodeJS.Timeout;
   private readonly log: Logger;
   /** True once a message past `lastSequence` arrived (replay is complete when also idle). */
   passedEnd = false;
@@ -123,6 +127,7 @@ export class StageRunner<I, O> {
   }
 
   async start(): Promise<void> {
+    this.workingTimer = setInterval(() => this.inHand.forEach((m) => m.working()), Math.max(1_000, this.settings.ackWaitMs / 3));
     this.messages = await this.consumer.consume({ max_messages: this.settings.pullBatch });
     this.loop = this.stage.processBatch ? this.runBatches(this.messages) : this.runEach(this.messages);
     this.loop.catch((err) => this.log.error({ err }, 'consume loop failed'));
@@ -184,7 +189,7 @@ export class StageRunner<I, O> {
   private decode(m: JsMsg): { ok: true; value: I; raw: unknown } | { ok: false; problems: string[]; raw: unknown } {
     let raw: unknown;
     try {
-      raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(m.data));
+      raw = JSON.parse(utf8.decode(m.data));
     } catch (err) {
       return { ok: false, problems: [`(message): not UTF-8 JSON: ${errorMessage(err)}`], raw: undefined };
     }
@@ -193,10 +198,10 @@ export class StageRunner<I, O> {
     return { ok: true, value: parsed.data, raw };
   }
 
-  /** Keeps a long handler's messages from being redelivered while it works. */
+  /** Marks messages as in hand; one timer per runner tells JetStream they are still being worked on. */
   private keepAlive(msgs: JsMsg[]): () => void {
-    const timer = setInterval(() => msgs.forEach((m) => m.working()), Math.max(1_000, this.settings.ackWaitMs / 3));
-    return () => clearInterval(timer);
+    for (const m of msgs) this.inHand.add(m);
+    return () => { for (const m of msgs) this.inHand.delete(m); };
   }
 
   private async handleOne(m: JsMsg): Promise<void> {
@@ -345,7 +350,7 @@ export class StageRunner<I, O> {
       const steps: [string, () => Promise<unknown>][] = [
         ['stop pulling', async () => { await this.messages?.close(); }],
         ['finish in-flight', async () => { await this.loop; await Promise.allSettled([...this.inFlight]); }],
-        ['close stage', async () => { await this.stage.close?.(); }],
+        ['close stage', async () => { clearInterval(this.workingTimer); await this.stage.close?.(); }],
       ];
       for (const [what, step] of steps) {
         try { await step(); } catch (err) { this.log.error({ err }, `close: ${what} failed`); }

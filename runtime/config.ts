@@ -21,6 +21,8 @@ const envSchema = z.object({
   HERALD_TEMPLATES_DIR: z.string().default('templates'),
   /** Channels used when a request names none. */
   HERALD_DEFAULT_CHANNELS: channelList.default(['inapp', 'email', 'push']),
+  /** Bytes all Herald streams may reserve (must fit the server's max_file_store); split across streams by share. */
+  HERALD_STORAGE_BUDGET_MB: z.coerce.number().int().min(64).default(16_384),
   HERALD_HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
@@ -41,6 +43,7 @@ export interface Config {
   templatesDir: string;
   defaultChannels: Channel[];
   httpPort: number;
+  storageBudgetBytes: number;
   logLevel: string;
 }
 
@@ -71,6 +74,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     templatesDir: path.resolve(e.HERALD_TEMPLATES_DIR),
     defaultChannels: e.HERALD_DEFAULT_CHANNELS,
     httpPort: e.HERALD_HTTP_PORT,
+    storageBudgetBytes: e.HERALD_STORAGE_BUDGET_MB * 1024 * 1024,
     logLevel: e.LOG_LEVEL,
   });
 }

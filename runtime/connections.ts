@@ -18,6 +18,8 @@ export async function connectNats(config: Config, name = 'herald'): Promise<Nats
     pass: url.password ? decodeURIComponent(url.password) : undefined,
     name,
     maxReconnectAttempts: -1,
+    // Async stack traces allocate an Error per publish: a fifth of the CPU on the hot path.
+    noAsyncTraces: true,
   });
   const jsm = await jetstreamManager(nc);
   return { nc, js: jetstream(nc, { timeout: 10_000 }), jsm };

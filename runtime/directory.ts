@@ -3,6 +3,8 @@ import readline from 'node:readline';
 import type { Redis } from 'ioredis';
 import { describeIssues, directoryRecordSchema, type Channel, type DirectoryRecord } from '../schemas/index.js';
 
+const PREF = 'pref:';
+
 /** What the preference filter needs to know about one user. */
 export interface UserProfile {
   id: string;
@@ -45,7 +47,8 @@ export class Directory {
         break;
       case 'preference': {
         const field = preferenceField(record.channel, record.category);
-        pipeline.hset(this.key(record.tenant, 'p', record.user_id), field, record.enabled ? '1' : '0');
+        // Preferences live in the user's hash (`pref:` fields), so a profile is one HGETALL.
+        pipeline.hset(this.key(record.tenant, 'u', record.user_id), `${PREF}${field}`, record.enabled ? '1' : '0');
         break;
       }
       case 'topic_member':
@@ -111,17 +114,15 @@ export class Directory {
     const pipeline = this.redis.pipeline();
     for (const id of userIds) {
       pipeline.hgetall(this.key(tenant, 'u', id));
-      pipeline.hgetall(this.key(tenant, 'p', id));
       if (withDevices) pipeline.hgetall(this.key(tenant, 'd', id));
     }
     const results = await execOrThrow(pipeline);
-    const stride = withDevices ? 3 : 2;
+    const stride = withDevices ? 2 : 1;
     return userIds.map((id, i) => {
       const user = results[i * stride] as Record<string, string>;
-      const prefs = results[i * stride + 1] as Record<string, string>;
-      const devices = withDevices ? (results[i * stride + 2] as Record<string, string>) : {};
+      const devices = withDevices ? (results[i * stride + 1] as Record<string, string>) : {};
       const preferences: Record<string, boolean> = {};
-      for (const [k, v] of Object.entries(prefs)) preferences[k] = v === '1';
+      for (const k in user) if (k.startsWith(PREF)) preferences[k.slice(PREF.length)] = user[k] === '1';
       const active: { token: string; platform: string }[] = [];
       for (const [token, raw] of Object.entries(devices)) {
         const d = JSON.parse(raw) as { platform: string; active: boolean };
@@ -129,7 +130,8 @@ export class Directory {
       }
       return {
         id,
-        exists: Object.keys(user).length > 0,
+        // A user record always sets locale; a hash holding only preferences is no user.
+        exists: user.locale !== undefined,
         email: user.email,
         phone: user.phone,
         locale: user.locale ?? 'en',

@@ -26,6 +26,11 @@ export const receiptSchema = z.strictObject({
   latency_ms: z.number().int().min(0).default(0),
   /** How many recipients this row stands for (a chunk-level `resolved` row counts its users). */
   count: z.number().int().min(0).default(1),
+  /**
+   * Shorthand on the wire for many recipients with the same outcome: the loader writes one row per
+   * listed user (count 1 each) and ignores `user_id`. Keeps a 500-recipient batch one receipt.
+   */
+  user_ids: z.array(z.string()).optional(),
 });
 export type Receipt = z.input<typeof receiptSchema>;
 export type StoredReceipt = z.output<typeof receiptSchema>;

@@ -21,19 +21,31 @@ export interface TierLimits {
   pullBatch: number;
   /** Messages one stage handles at once in one process. */
   concurrency: number;
-  /** Work stream storage cap, so one tier's backlog cannot fill another's storage. */
-  workStreamMaxBytes: number;
+  /** Share of the storage budget for this tier's work stream: one tier's backlog cannot fill another's. */
+  storageShare: number;
 }
 
 export const tierLimits: Record<Tier, TierLimits> = {
-  transactional: { maxAckPending: 2_000, pullBatch: 200, concurrency: 64, workStreamMaxBytes: 2 * GiB },
-  social: { maxAckPending: 2_000, pullBatch: 200, concurrency: 32, workStreamMaxBytes: 2 * GiB },
-  marketing: { maxAckPending: 1_000, pullBatch: 100, concurrency: 16, workStreamMaxBytes: 4 * GiB },
+  transactional: { maxAckPending: 2_000, pullBatch: 200, concurrency: 64, storageShare: 0.1 },
+  social: { maxAckPending: 2_000, pullBatch: 200, concurrency: 32, storageShare: 0.1 },
+  marketing: { maxAckPending: 1_000, pullBatch: 100, concurrency: 16, storageShare: 0.2 },
 };
+
+/** Shares of the storage budget for the streams that are not per tier. */
+const storageShares = { requests: 0.25, receipts: 0.2, dlq: 0.05 };
 
 /** Subject and resource names for one namespace; the only place subject strings are built. */
 export class Topology {
-  constructor(readonly namespace = '') {}
+  /**
+   * @param namespace prefix for every name (empty in production)
+   * @param storageBudgetBytes what all of Herald's streams may reserve together; JetStream reserves
+   *   each stream's max_bytes against the server's max_file_store, so this must fit in it.
+   */
+  constructor(readonly namespace = '', readonly storageBudgetBytes = 16 * GiB) {}
+
+  private bytes(share: number): number {
+    return Math.floor(this.storageBudgetBytes * share);
+  }
 
   private subj(rest: string): string {
     return this.namespace ? `${this.namespace}.notify.${rest}` : `notify.${rest}`;
@@ -74,7 +86,7 @@ export class Topology {
         subjects: [this.request('*')],
         retention: RetentionPolicy.Limits,
         max_age: msToNs(7 * DAY),
-        max_bytes: 4 * GiB,
+        max_bytes: this.bytes(storageShares.requests),
         // Producers set Nats-Msg-Id = tenant:idempotency_key; a repeat inside this window is dropped.
         duplicate_window: msToNs(2 * HOUR),
       },
@@ -84,7 +96,7 @@ export class Topology {
         subjects: [this.validated(tier), this.resolved(tier), this.filtered(tier), this.deliver('*', tier)],
         retention: RetentionPolicy.Workqueue,
         max_age: msToNs(7 * DAY),
-        max_bytes: tierLimits[tier].workStreamMaxBytes,
+        max_bytes: this.bytes(tierLimits[tier].storageShare),
         // New messages are refused rather than old work silently discarded when a tier is full.
         discard: DiscardPolicy.New,
         duplicate_window: msToNs(2 * MINUTE),
@@ -95,7 +107,7 @@ export class Topology {
         subjects: [this.receipt('*')],
         retention: RetentionPolicy.Limits,
         max_age: msToNs(7 * DAY),
-        max_bytes: 4 * GiB,
+        max_bytes: this.bytes(storageShares.receipts),
         duplicate_window: msToNs(2 * MINUTE),
       },
       {
@@ -104,7 +116,7 @@ export class Topology {
         subjects: [this.subj('dlq.*')],
         retention: RetentionPolicy.Limits,
         max_age: msToNs(30 * DAY),
-        max_bytes: 1 * GiB,
+        max_bytes: this.bytes(storageShares.dlq),
         duplicate_window: msToNs(2 * MINUTE),
       },
     ];
@@ -147,4 +159,9 @@ export class Topology {
       { name: this.kvBucket('cancellations'), ttlMs: 7 * DAY, history: 1 },
     ];
   }
+}
+
+/** The topology a configuration describes. */
+export function topologyOf(config: { namespace: string; storageBudgetBytes: number }): Topology {
+  return new Topology(config.namespace, config.storageBudgetBytes);
 }

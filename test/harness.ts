@@ -4,7 +4,7 @@ import { loadConfig, type Config } from '../runtime/config.js';
 import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
 import { publishRequest } from '../runtime/producer.js';
 import { Directory } from '../runtime/directory.js';
-import { Topology } from '../streams/topology.js';
+import { topologyOf, Topology } from '../streams/topology.js';
 import { applyAll } from '../streams/apply.js';
 import { SmtpCatcher } from '../sinks/smtp-catcher.js';
 import { InboxStore } from '../sinks/inapp.js';
@@ -28,6 +28,7 @@ export function testConfig(namespace: string, extra: Record<string, string> = {}
     CLICKHOUSE_DATABASE: `t_${namespace}`,
     HERALD_NAMESPACE: namespace,
     HERALD_HTTP_PORT: '0',
+    HERALD_STORAGE_BUDGET_MB: '256',
     HERALD_DATA_DIR: `${inject('dataRoot')}/herald-${namespace}`,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
     ...extra,
@@ -54,7 +55,7 @@ export class Harness {
     const smtp = new SmtpCatcher();
     const port = await smtp.start(0);
     const config = testConfig(namespace, { SMTP_URL: `smtp://127.0.0.1:${port}`, ...env });
-    const topology = new Topology(namespace);
+    const topology = topologyOf(config);
     const nats = await connectNats(config, 'herald-test');
     const clickhouse = connectClickHouse(config);
     await applyAll(nats, topology, clickhouse, config.clickhouseDatabase);

@@ -117,7 +117,7 @@ describe('preference-filter', () => {
     const [out] = await collect(stage.process!({ request: accepted, chunk: 3, user_ids: ['a', 'b', 'c'] }, ctx));
     expect(out.chunk).toBe(3);
     expect(out.deliveries.map((d) => [d.channel, d.recipients.map((r) => r.user_id)])).toEqual([['email', ['a']], ['inapp', ['a', 'b']]]);
-    expect(receipts.map((r) => `${r.user_id}:${r.channel}:${r.reason}`).sort()).toEqual(['b:email:no_address:email', 'c:email:unknown_user', 'c:inapp:unknown_user']);
+    expect(receipts.map((r) => `${r.user_ids}:${r.channel}:${r.reason}`).sort()).toEqual(['b:email:no_address:email', 'c:email:unknown_user', 'c:inapp:unknown_user']);
   });
 });
 
@@ -169,11 +169,12 @@ describe('dispatch', () => {
     const first = fakeContext();
     await stage.process!(batch, first.ctx);
     expect(sink.sent.map((s) => s.content.title)).toEqual(['Hi Ada', 'Hi Ada', 'Hi Ada']);
-    expect(first.receipts.filter((r) => r.status === 'delivered')).toHaveLength(3);
+    // The sink gave provider ids, so each delivery has its own receipt carrying the id.
+    expect(first.receipts.filter((r) => r.status === 'delivered').map((r) => `${r.user_id}:${r.reason}`)).toEqual(['a:id', 'b:id', 'c:id']);
     const second = fakeContext();
     await stage.process!(batch, second.ctx);
     expect(sink.sent).toHaveLength(3);
-    expect(second.receipts.map((r) => r.status)).toEqual(['deduplicated', 'deduplicated', 'deduplicated']);
+    expect(second.receipts).toMatchObject([{ status: 'deduplicated', user_ids: ['a', 'b', 'c'] }]);
   });
 
   it('dead-letters permanent failures alone and retries the rest with the provider delay', async () => {
