@@ -11,7 +11,8 @@ import { applyAll } from '../streams/apply.js';
 import { topologyOf, type StageName } from '../streams/topology.js';
 import { InboxStore } from '../sinks/inapp.js';
 import { readMailbox } from '../sinks/smtp-catcher.js';
-import { Pipeline } from '../processors/pipeline.js';
+import { Pipeline, stageDeps } from '../processors/pipeline.js';
+import { Metrics } from '../processors/metrics.js';
 import { isListening, startServer, stopDetached, urlOf, type ServerName } from '../compose/local-servers.js';
 import { parseSince } from './duration.js';
 import { formatFunnel, queryFunnel } from './funnel.js';
@@ -196,14 +197,20 @@ program
       return Number(v);
     };
     const nats = await connectNats(cfg, 'herald-replay');
+    const redis = connectRedis(cfg);
+    const ch = connectClickHouse(cfg);
     try {
-      const result = await replay(nats, topologyOf(cfg), cfg, createLogger(cfg.logLevel), {
+      const topology = topologyOf(cfg);
+      const deps = await stageDeps(cfg, topology, nats, redis, ch, {}, new Metrics());
+      const result = await replay(nats, topology, cfg, deps, createLogger(cfg.logLevel), {
         fromSeq: num(o.fromSeq, '--from-seq'), toSeq: num(o.toSeq, '--to-seq'), tier: o.tier,
         fromTime: o.since ? parseSince(o.since) : undefined,
       });
       print(!!o.json, result, () => `replayed ${result.fed} requests up to sequence ${result.lastSequence}`);
     } finally {
       await nats.nc.drain();
+      redis.disconnect();
+      await ch.close();
     }
   });
 

@@ -8,8 +8,7 @@ import { msToNs, type Topology } from '../streams/topology.js';
 import { Metrics } from '../processors/metrics.js';
 import { ReceiptPublisher } from '../processors/receipt-publisher.js';
 import { StageRunner } from '../processors/runner.js';
-import { validateStage } from '../processors/validate.js';
-import { TemplateStore } from '../runtime/templates.js';
+import { bindings } from '../processors/wiring.js';
 import type { StageDeps } from '../processors/deps.js';
 
 /** Where a replay starts and stops. */
@@ -27,7 +26,7 @@ export interface ReplayOptions {
  * consumer of its own that starts there: no copy of the messages is made. Downstream dedup keeps
  * deliveries already made from repeating. Returns how many requests were fed.
  */
-export async function replay(nats: Nats, topology: Topology, config: Config, log: Logger, opts: ReplayOptions): Promise<{ fed: number; lastSequence: number }> {
+export async function replay(nats: Nats, topology: Topology, config: Config, deps: StageDeps, log: Logger, opts: ReplayOptions): Promise<{ fed: number; lastSequence: number }> {
   const stream = topology.requestsStream;
   const info = await nats.jsm.streams.info(stream);
   const lastSequence = Math.min(opts.toSeq ?? info.state.last_seq, info.state.last_seq);
@@ -46,11 +45,10 @@ export async function replay(nats: Nats, topology: Topology, config: Config, log
   await nats.jsm.consumers.add(stream, config_);
   const receipts = new ReceiptPublisher(nats.js, topology);
   const metrics = new Metrics();
-  const stage = validateStage.create({}, {
-    templates: new TemplateStore(config.templatesDir), defaultChannels: config.defaultChannels, now: Date.now,
-  } as StageDeps);
-  const runner = new StageRunner(validateStage, stage, await nats.js.consumers.get(stream, name), name,
-    (o) => topology.validated(o.request.tier), nats.js, topology, receipts, log, metrics, { lastSequence, concurrency: 64, pullBatch: 200 });
+  // The same first step the pipeline runs on REQUESTS (validate, or the validate → filter chain).
+  const [entry] = bindings(topology, { stages: ['validate'], tiers: [opts.tier ?? 'transactional'], wiring: config.wiring });
+  const runner = new StageRunner(entry.def, entry.create(deps), await nats.js.consumers.get(stream, name), name,
+    entry.route, nats.js, topology, receipts, log, metrics, { lastSequence, concurrency: 64, pullBatch: 200 });
   await runner.start();
   try {
     for (;;) {

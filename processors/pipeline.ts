@@ -21,6 +21,24 @@ import { ReceiptPublisher } from './receipt-publisher.js';
 import { StageRunner } from './runner.js';
 import { bindings } from './wiring.js';
 
+/** What stages need, built once per process. */
+export async function stageDeps(
+  config: Config, topology: Topology, nats: Nats, redis: Redis, clickhouse: ClickHouseClient,
+  sinks: Partial<Record<Channel, Sink>>, metrics: Metrics, now: () => number = Date.now,
+): Promise<StageDeps> {
+  return {
+    directory: new Directory(redis, topology.redisPrefix),
+    templates: new TemplateStore(config.templatesDir),
+    dedup: new DedupStore(await new Kvm(nats.js).open(topology.kvBucket('dedup'))),
+    sinks,
+    clickhouse,
+    clickhouseDatabase: config.clickhouseDatabase,
+    defaultChannels: config.defaultChannels,
+    metrics,
+    now,
+  };
+}
+
 /** Which part of the pipeline this process runs. */
 export interface PipelineOptions {
   /** @default every stage */
@@ -61,19 +79,9 @@ export class Pipeline {
     const pipeline = new Pipeline(config, topology, nats, redis, clickhouse, log, receipts, {});
     try {
       await pipeline.startSinks(opts.sinks);
-      const deps: StageDeps = {
-        directory: new Directory(redis, topology.redisPrefix),
-        templates: new TemplateStore(config.templatesDir),
-        dedup: new DedupStore(await new Kvm(nats.js).open(topology.kvBucket('dedup'))),
-        sinks: pipeline.sinks,
-        clickhouse,
-        clickhouseDatabase: config.clickhouseDatabase,
-        defaultChannels: config.defaultChannels,
-        metrics: pipeline.metrics,
-        now: opts.now ?? Date.now,
-      };
-      for (const b of bindings(topology, { stages: opts.stages, tiers: opts.tiers })) {
-        const stage = b.def.create(b.def.config.parse({}), deps);
+      const deps = await stageDeps(config, topology, nats, redis, clickhouse, pipeline.sinks, pipeline.metrics, opts.now);
+      for (const b of bindings(topology, { stages: opts.stages, tiers: opts.tiers, wiring: config.wiring })) {
+        const stage = b.create(deps);
         const consumer = await nats.js.consumers.get(b.stream, b.durable);
         const runner = new StageRunner(b.def, stage, consumer, b.durable, b.route, nats.js, topology, receipts, log, pipeline.metrics, b.options);
         await runner.start();

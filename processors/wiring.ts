@@ -8,14 +8,18 @@ import { preferenceFilterStage } from './preference-filter.js';
 import { receiptLoaderStage } from './receipt-loader.js';
 import { resolveStage } from './resolve.js';
 import type { RunnerOptions } from './runner.js';
-import type { StageDefinition } from './stage.js';
+import type { Stage, StageDefinition } from './stage.js';
+import { chain } from './chain.js';
 import { validateStage } from './validate.js';
 
 type AnyDefinition = StageDefinition<any, any, any, StageDeps>;
 
 /** One consumer a process runs: which stage, where it reads, where its outputs go. */
 export interface Binding {
+  /** The stage that decodes the input (the head of a chain). */
   def: AnyDefinition;
+  /** Builds what runs: the stage itself, or a chain starting with it. */
+  create: (deps: StageDeps) => Stage<any, any>;
   stream: string;
   durable: string;
   route: ((output: any) => string) | null;
@@ -37,32 +41,47 @@ export function checkPipeline(stages: AnyDefinition[]): void {
   }
 }
 
+/**
+ * Which stage boundaries are JetStream subjects. `split`: every one. `chained` (the default):
+ * validate → resolve → filter run as one step on the request (no hop where nothing is gained),
+ * then batch and dispatch have their own consumers.
+ */
+export type Wiring = 'chained' | 'split';
+
+const build = (def: AnyDefinition) => (deps: StageDeps) => def.create(def.config.parse({}), deps);
+
 /** Every binding for the chosen stages and tiers. */
-export function bindings(topology: Topology, only?: { stages?: StageName[]; tiers?: Tier[] }): Binding[] {
+export function bindings(topology: Topology, only?: { stages?: StageName[]; tiers?: Tier[]; wiring?: Wiring }): Binding[] {
   checkPipeline(pipeline);
   const want = (s: StageName) => !only?.stages || only.stages.includes(s);
+  const chained = (only?.wiring ?? 'chained') === 'chained';
   const out: Binding[] = [];
   for (const tier of only?.tiers ?? tiers) {
     const limits = tierLimits[tier];
     const base: RunnerOptions = { pullBatch: limits.pullBatch, concurrency: limits.concurrency };
     const work = topology.workStream(tier);
-    if (want('validate')) out.push({ def: validateStage, stream: topology.requestsStream, durable: topology.durable('validate', tier), tier,
-      route: (o) => topology.validated(o.request.tier), options: base });
-    if (want('resolve')) out.push({ def: resolveStage, stream: work, durable: topology.durable('resolve', tier), tier,
+    if (chained && want('validate')) {
+      out.push({ def: validateStage, stream: topology.requestsStream, durable: topology.durable('validate', tier), tier,
+        create: (deps) => chain(chain(build(validateStage)(deps), build(resolveStage)(deps), 1), build(preferenceFilterStage)(deps), 8),
+        route: (o) => topology.filtered(o.request.tier), options: base });
+    }
+    if (!chained && want('validate')) out.push({ def: validateStage, create: build(validateStage), stream: topology.requestsStream,
+      durable: topology.durable('validate', tier), tier, route: (o) => topology.validated(o.request.tier), options: base });
+    if (!chained && want('resolve')) out.push({ def: resolveStage, create: build(resolveStage), stream: work, durable: topology.durable('resolve', tier), tier,
       route: (o) => topology.resolved(o.request.tier), options: base });
-    if (want('filter')) out.push({ def: preferenceFilterStage, stream: work, durable: topology.durable('filter', tier), tier,
+    if (!chained && want('filter')) out.push({ def: preferenceFilterStage, create: build(preferenceFilterStage), stream: work, durable: topology.durable('filter', tier), tier,
       route: (o) => topology.filtered(o.request.tier), options: base });
-    if (want('batch')) out.push({ def: batchStage, stream: work, durable: topology.durable('batch', tier), tier,
+    if (want('batch')) out.push({ def: batchStage, create: build(batchStage), stream: work, durable: topology.durable('batch', tier), tier,
       route: (o) => topology.deliver(o.channel, o.tier), options: { ...base, lingerMs: tier === 'transactional' ? 2 : 10, batchConcurrency: 4 } });
     if (want('dispatch')) {
       for (const channel of channels) {
-        out.push({ def: dispatchStage, stream: work, durable: topology.durable('dispatch', tier, channel), tier, channel, route: null,
+        out.push({ def: dispatchStage, create: build(dispatchStage), stream: work, durable: topology.durable('dispatch', tier, channel), tier, channel, route: null,
           options: { ...base, maxAttempts: 12, backoffBaseMs: 500 } });
       }
     }
   }
   if (want('loader')) {
-    out.push({ def: receiptLoaderStage, stream: topology.receiptsStream, durable: topology.durable('loader'), route: null,
+    out.push({ def: receiptLoaderStage, create: build(receiptLoaderStage), stream: topology.receiptsStream, durable: topology.durable('loader'), route: null,
       options: { pullBatch: 500, maxBatch: 200, lingerMs: 200, batchConcurrency: 2, maxAttempts: 1_000_000, backoffCapMs: 30_000 } });
   }
   return out;

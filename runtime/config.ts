@@ -23,6 +23,8 @@ const envSchema = z.object({
   HERALD_DEFAULT_CHANNELS: channelList.default(['inapp', 'email', 'push']),
   /** Bytes all Herald streams may reserve (must fit the server's max_file_store); split across streams by share. */
   HERALD_STORAGE_BUDGET_MB: z.coerce.number().int().min(64).default(16_384),
+  /** `chained`: validate, resolve and filter run as one step; `split`: each has its own consumer. */
+  HERALD_WIRING: z.enum(['chained', 'split']).default('chained'),
   HERALD_HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
@@ -44,6 +46,7 @@ export interface Config {
   defaultChannels: Channel[];
   httpPort: number;
   storageBudgetBytes: number;
+  wiring: 'chained' | 'split';
   logLevel: string;
 }
 
@@ -75,6 +78,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     defaultChannels: e.HERALD_DEFAULT_CHANNELS,
     httpPort: e.HERALD_HTTP_PORT,
     storageBudgetBytes: e.HERALD_STORAGE_BUDGET_MB * 1024 * 1024,
+    wiring: e.HERALD_WIRING,
     logLevel: e.LOG_LEVEL,
   });
 }

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, Harness } from './harness.js';
 
-describe('end to end: one request through all five stages', () => {
+describe.each(['chained', 'split'])('end to end through all five stages (%s wiring)', (wiring) => {
   let h: Harness;
   beforeAll(async () => {
-    h = await Harness.create('e2e');
+    h = await Harness.create('e2e', { HERALD_WIRING: wiring });
     await h.load([
       { type: 'user', tenant: 'acme', id: 'u1', email: 'u1@example.com', locale: 'en', timezone: 'Europe/Paris' },
       { type: 'user', tenant: 'acme', id: 'u2', email: 'u2@example.com', locale: 'fr', timezone: 'Europe/Paris' },

@@ -8,7 +8,8 @@ import { topologyOf, Topology } from '../streams/topology.js';
 import { applyAll } from '../streams/apply.js';
 import { SmtpCatcher } from '../sinks/smtp-catcher.js';
 import { InboxStore } from '../sinks/inapp.js';
-import { Pipeline, type PipelineOptions } from '../processors/pipeline.js';
+import { Pipeline, stageDeps, type PipelineOptions } from '../processors/pipeline.js';
+import { Metrics } from '../processors/metrics.js';
 import type { DirectoryRecord, NotificationRequest } from '../schemas/index.js';
 import type { Redis } from 'ioredis';
 import type { ClickHouseClient } from '@clickhouse/client';
@@ -64,6 +65,11 @@ export class Harness {
 
   get directory(): Directory { return new Directory(this.redis, this.topology.redisPrefix); }
   get inbox(): InboxStore { return new InboxStore(this.redis, this.topology.redisPrefix); }
+
+  /** Stage dependencies on this harness's connections (no sinks). */
+  deps() {
+    return stageDeps(this.config, this.topology, this.nats, this.redis, this.clickhouse, {}, new Metrics());
+  }
 
   async load(records: DirectoryRecord[]): Promise<void> {
     await this.directory.upsert(records);

@@ -28,7 +28,7 @@ describe('replay and the directory import', () => {
     const stream = await h.nats.jsm.streams.info(h.topology.requestsStream);
     expect(stream.state.last_seq).toBe(2);
 
-    const first = await replay(h.nats, h.topology, h.config, h.log, { fromSeq: 1 });
+    const first = await replay(h.nats, h.topology, h.config, await h.deps(), h.log, { fromSeq: 1 });
     expect(first).toEqual({ fed: 2, lastSequence: 2 });
     // The replayed requests flow all the way to dispatch, which finds every recipient already sent.
     await eventually(async () => (await dedupHits()) === 6, 'six deduplicated receipts', 30_000, 250);
@@ -36,7 +36,7 @@ describe('replay and the directory import', () => {
     expect((await h.inbox.list('acme', 'r1')).map((e) => e.title).sort()).toEqual(['Replay 1', 'Replay 2']);
 
     await h.nats.jsm.streams.purge(`KV_${h.topology.kvBucket('dedup')}`);
-    const second = await replay(h.nats, h.topology, h.config, h.log, { fromSeq: 2, toSeq: 2 });
+    const second = await replay(h.nats, h.topology, h.config, await h.deps(), h.log, { fromSeq: 2, toSeq: 2 });
     expect(second).toEqual({ fed: 1, lastSequence: 2 });
     await eventually(() => h.smtp.messages.length === 9, 'three more emails after the purge');
     expect(h.smtp.messages.filter((m) => m.subject === 'Replay 2')).toHaveLength(6);
