@@ -1,6 +1,7 @@
 // `npm run bench`: Herald's throughput, latency and memory beside a raw JetStream baseline measured
 // in the same run, on servers started for the run. Prints figures; never fails on a time.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../runtime/config.js';
@@ -65,6 +66,13 @@ try {
     await new Promise((r) => setTimeout(r, 100));
   }
 
+  // Peak RSS per phase, sampled, to see which load the memory goes to.
+  let phasePeak = 0;
+  const rssSampler = setInterval(() => {
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${herald.pid}/status`, 'utf8'))?.[1] ?? 0);
+    phasePeak = Math.max(phasePeak, kb / 1024);
+  }, 50);
+  const endPhase = (name: string) => { log(`  ${name}: herald RSS peaked at ${phasePeak.toFixed(0)} MB`); phasePeak = 0; };
   const delivered = new Map<string, number>();
   const latencies = new Map<string, number[]>();
   const firstSeen = new Map<string, number>();
@@ -108,7 +116,21 @@ try {
   }
   await waitDelivered('single', SINGLE, 600_000);
   const singlePerSec = SINGLE / ((lastSeen.get('single')! - t0) / 1000);
+  endPhase('single-recipient');
 
+  // Each phase starts with nothing left over from the last (receipts loading, batches in flight).
+  const quiesce = async () => {
+    for (;;) {
+      let busy = 0;
+      for (const { stream, config: c } of topology.consumers()) {
+        const ci = await nats.jsm.consumers.info(stream, c.durable_name!);
+        busy += ci.num_pending + ci.num_ack_pending;
+      }
+      if (busy === 0) return;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  await quiesce();
   log(`fan-out to a ${FANOUT}-member topic …`);
   const t1 = performance.now();
   await publishRequest(nats.js, topology, {
@@ -117,7 +139,9 @@ try {
   });
   await waitDelivered('fan', FANOUT, 600_000);
   const fanPerSec = FANOUT / ((lastSeen.get('fan')! - t1) / 1000);
+  endPhase('fan-out');
 
+  await quiesce();
   log(`latency at ${RATE} requests/s for ${RATE_SECONDS} s …`);
   const total = RATE * RATE_SECONDS;
   const t2 = performance.now();
@@ -132,6 +156,8 @@ try {
   await waitDelivered('lat', total, 120_000);
   const lat = latencies.get('lat')!.sort((a, b) => a - b);
   const rss = peakRssMb(herald.pid!);
+  endPhase('latency');
+  clearInterval(rssSampler);
 
   herald.kill('SIGTERM');
   await new Promise((r) => herald.once('exit', r));

@@ -16,10 +16,26 @@ export type Decision = { send: Recipient } | { suppress: string };
  */
 export function optedOut(profile: UserProfile, channel: Channel, category: string): string | null {
   const p = profile.preferences;
-  for (const key of [`${channel}:${category}`, `category:${category}`, `channel:${channel}`, 'all']) {
-    if (key in p) return p[key] ? null : `opted_out:${key}`;
+  // Most users have no preferences at all: skip building keys for them.
+  for (const _ in p) {
+    for (const key of preferenceKeys(channel, category)) {
+      if (key in p) return p[key] ? null : `opted_out:${key}`;
+    }
+    break;
   }
   return null;
+}
+
+const keyCache = new Map<string, string[]>();
+function preferenceKeys(channel: Channel, category: string): string[] {
+  const id = `${channel}\u0000${category}`;
+  let keys = keyCache.get(id);
+  if (!keys) {
+    keys = [`${channel}:${category}`, `category:${category}`, `channel:${channel}`, 'all'];
+    if (keyCache.size > 10_000) keyCache.clear();
+    keyCache.set(id, keys);
+  }
+  return keys;
 }
 
 /** What one user gets on one channel: an address to send to, or the reason for not sending. */

@@ -109,18 +109,21 @@ export class Directory {
     return this.redis.zcard(this.key(tenant, 't', topic));
   }
 
-  /** Reads every profile of a chunk in one pipeline (never one round trip per user). */
+  /**
+   * Reads every profile of a chunk in one round trip: one script call reading all the hashes
+   * (never one round trip per user, and far less client work than 500 pipelined commands).
+   */
   async profiles(tenant: string, userIds: string[], withDevices: boolean): Promise<UserProfile[]> {
-    const pipeline = this.redis.pipeline();
+    const keys: string[] = [];
     for (const id of userIds) {
-      pipeline.hgetall(this.key(tenant, 'u', id));
-      if (withDevices) pipeline.hgetall(this.key(tenant, 'd', id));
+      keys.push(this.key(tenant, 'u', id));
+      if (withDevices) keys.push(this.key(tenant, 'd', id));
     }
-    const results = await execOrThrow(pipeline);
+    const results = await hgetallMany(this.redis, keys);
     const stride = withDevices ? 2 : 1;
     return userIds.map((id, i) => {
-      const user = results[i * stride] as Record<string, string>;
-      const devices = withDevices ? (results[i * stride + 1] as Record<string, string>) : {};
+      const user = results[i * stride];
+      const devices = withDevices ? results[i * stride + 1] : {};
       const preferences: Record<string, boolean> = {};
       for (const k in user) if (k.startsWith(PREF)) preferences[k.slice(PREF.length)] = user[k] === '1';
       const active: { token: string; platform: string }[] = [];
@@ -157,6 +160,21 @@ export function preferenceField(channel?: Channel, category?: string): string {
   if (channel) return `channel:${channel}`;
   if (category) return `category:${category}`;
   return 'all';
+}
+
+const HGETALL_MANY = `local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
+return out`;
+
+/** HGETALL of many keys in one script call (single Redis; keys may span hash slots). */
+export async function hgetallMany(redis: Redis, keys: string[]): Promise<Record<string, string>[]> {
+  if (keys.length === 0) return [];
+  const raw = (await redis.eval(HGETALL_MANY, keys.length, ...keys)) as string[][];
+  return raw.map((flat) => {
+    const obj: Record<string, string> = {};
+    for (let i = 0; i < flat.length; i += 2) obj[flat[i]] = flat[i + 1];
+    return obj;
+  });
 }
 
 /** ioredis pipelines report per-command errors in their results; surface the first one. */
