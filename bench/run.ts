@@ -58,7 +58,7 @@ try {
   users.length = 0;
 
   log('starting `herald run` …');
-  const herald = spawn(process.execPath, [...(process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), 'bin/herald.js', 'run'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const herald = spawn(process.env.BENCH_NODE_FLAGS ? process.execPath : 'bin/herald.js', [...(process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), ...(process.env.BENCH_NODE_FLAGS ? ['bin/herald.js'] : []), 'run'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; ; i++) {
     const ok = await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false);
     if (ok) break;
@@ -72,7 +72,24 @@ try {
     const kb = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${herald.pid}/status`, 'utf8'))?.[1] ?? 0);
     phasePeak = Math.max(phasePeak, kb / 1024);
   }, 50);
-  const endPhase = (name: string) => { log(`  ${name}: herald RSS peaked at ${phasePeak.toFixed(0)} MB`); phasePeak = 0; };
+  // CPU seconds per process over a phase: on two shared cores, who takes the time matters.
+  const cpuOf = (pid: number) => {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  };
+  const serverPids = servers.pids;
+  const snapshot = () => ({ herald: cpuOf(herald.pid!), bench: cpuOf(process.pid), ...Object.fromEntries(Object.entries(serverPids).map(([k, pid]) => [k, cpuOf(pid)])) });
+  let cpuStart = snapshot();
+  let wallStart = performance.now();
+  const endPhase = (name: string) => {
+    const now = snapshot();
+    const wall = (performance.now() - wallStart) / 1000;
+    const cpu = Object.entries(now).map(([k, v]) => `${k} ${((v - cpuStart[k as keyof typeof cpuStart]) / wall * 100).toFixed(0)}%`).join(', ');
+    log(`  ${name}: herald RSS peaked at ${phasePeak.toFixed(0)} MB; CPU of one core: ${cpu}`);
+    phasePeak = 0;
+    cpuStart = now;
+    wallStart = performance.now();
+  };
   const delivered = new Map<string, number>();
   const latencies = new Map<string, number[]>();
   const firstSeen = new Map<string, number>();
@@ -131,6 +148,8 @@ try {
     }
   };
   await quiesce();
+  cpuStart = snapshot();
+  wallStart = performance.now();
   log(`fan-out to a ${FANOUT}-member topic …`);
   const t1 = performance.now();
   await publishRequest(nats.js, topology, {
@@ -142,6 +161,8 @@ try {
   endPhase('fan-out');
 
   await quiesce();
+  cpuStart = snapshot();
+  wallStart = performance.now();
   log(`latency at ${RATE} requests/s for ${RATE_SECONDS} s …`);
   const total = RATE * RATE_SECONDS;
   const t2 = performance.now();

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { freePort, startServer, stopAttached, type RunningServer } from '../compose/local-servers.js';
 
 /** Starts NATS, Redis and ClickHouse on free ports in a temp dir for one benchmark run. */
-export async function benchServers(): Promise<{ env: Record<string, string>; stop: () => Promise<void> }> {
+export async function benchServers(): Promise<{ env: Record<string, string>; pids: Record<string, number>; stop: () => Promise<void> }> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-bench-'));
   const [np, nm, rp, cp, ct] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const servers: RunningServer[] = await Promise.all([
@@ -17,6 +17,7 @@ export async function benchServers(): Promise<{ env: Record<string, string>; sto
       NATS_URL: servers[0].url, REDIS_URL: servers[1].url, CLICKHOUSE_URL: servers[2].url,
       HERALD_DATA_DIR: path.join(root, 'herald'), HERALD_HTTP_PORT: '0', HERALD_SMTP_CATCHER_PORT: '0', LOG_LEVEL: 'warn',
     },
+    pids: Object.fromEntries(servers.map((s) => [s.name, s.pid])),
     stop: async () => {
       await Promise.all(servers.map(stopAttached));
       fs.rmSync(root, { recursive: true, force: true });

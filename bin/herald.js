@@ -1,4 +1,6 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-old-space-size=256
+// The heap cap keeps a busy process near its working set instead of letting garbage pile up:
+// every stage bounds what it holds, so the working set is far below it.
 // Runs the TypeScript sources directly, so there is no build step to forget.
 import { register } from 'tsx/esm/api';
 register();
