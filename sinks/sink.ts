@@ -9,11 +9,15 @@ export interface DeliveryItem {
 }
 
 /** What happened to one delivery. Each sink maps its provider's answers to these in one place. */
-export type Outcome =
+export type Outcome = (
   | { kind: 'delivered'; providerId?: string; /** already there (idempotent sink) */ duplicate?: boolean }
   | { kind: 'retry'; reason: string; afterMs?: number }
-  | { kind: 'permanent'; reason: string; code?: string }
-  | { kind: 'invalid_address'; reason: string; /** the device token or address to deactivate */ address: string };
+  | { kind: 'permanent'; reason: string; code?: string; /** the recipient asked the provider to stop (Twilio 21610) */ optOut?: boolean }
+  | { kind: 'invalid_address'; reason: string; /** the device token or address to deactivate */ address: string }
+) & {
+  /** Which provider answered, when a sink spans several (failover, push by platform). */
+  provider?: string;
+};
 
 /** A channel adapter: send a batch, get one outcome per item, in order. */
 export interface Sink {

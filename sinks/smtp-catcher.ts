@@ -57,6 +57,8 @@ export class SmtpCatcher {
       disabledCommands: ['STARTTLS'],
       logger: false,
       size: 10 * 1024 * 1024,
+      // Pooled clients keep connections open; do not wait for them on close.
+      closeTimeout: 500,
       onRcptTo: (address: SMTPServerAddress, _session, callback) => {
         const rule = this.failures.get(address.address.toLowerCase()) ?? this.failures.get('*');
         if (rule && (rule.times ?? Infinity) > 0) {

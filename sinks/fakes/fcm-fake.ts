@@ -1,0 +1,74 @@
+import https from 'node:https';
+import crypto from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { fakeTls, FakeScript } from './script.js';
+
+/** The bearer token the fake accepts (the sandbox credential hands it out). */
+export const FAKE_FCM_ACCESS_TOKEN = 'herald-fake-fcm-access-token';
+
+function fcmError(res: ServerResponse, http: number, status: string, errorCode: string, message: string, headers: Record<string, string> = {}) {
+  res.writeHead(http, { 'content-type': 'application/json; charset=UTF-8', ...headers });
+  res.end(JSON.stringify({
+    error: {
+      code: http, message, status,
+      details: [{ '@type': 'type.googleapis.com/google.firebase.fcm.v1.FcmError', errorCode }],
+    },
+  }));
+}
+
+/**
+ * A fake FCM HTTP v1 API over HTTPS: `POST /v1/projects/<id>/messages:send` with a bearer token,
+ * answering `{"name": …}` or FCM's error bodies (UNREGISTERED, INVALID_ARGUMENT, QUOTA_EXCEEDED
+ * with Retry-After, UNAVAILABLE, INTERNAL).
+ */
+export class FcmFake {
+  readonly script = new FakeScript();
+  private server?: https.Server;
+  port = 0;
+
+  async start(port = 0): Promise<number> {
+    this.server = https.createServer({ ...fakeTls, keepAlive: true }, (req, res) => void this.handle(req, res));
+    this.server.keepAliveTimeout = 60_000;
+    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', () => resolve()));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this.port;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    await this.script.pause();
+    const match = /^\/v1\/projects\/([^/]+)\/messages:send$/.exec(req.url ?? '');
+    let body: { message?: { token?: string; notification?: unknown; apns?: unknown; android?: unknown; webpush?: unknown; data?: unknown } } = {};
+    try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch { /* checked below */ }
+    const token = body.message?.token ?? '';
+    const record = (status: number) => this.script.record({ target: token, status, body: body.message ?? null, headers: { project: match?.[1] ?? '' } });
+    if (req.method !== 'POST' || !match) { record(404); return fcmError(res, 404, 'NOT_FOUND', 'UNSPECIFIED_ERROR', 'Not found'); }
+    if (req.headers.authorization !== `Bearer ${FAKE_FCM_ACCESS_TOKEN}`) {
+      record(401);
+      return fcmError(res, 401, 'UNAUTHENTICATED', 'THIRD_PARTY_AUTH_ERROR', 'Request had invalid authentication credentials.');
+    }
+    if (!token) { record(400); return fcmError(res, 400, 'INVALID_ARGUMENT', 'INVALID_ARGUMENT', 'The message has no token.'); }
+    const failure = this.script.take(token);
+    if (failure) {
+      switch (failure.kind) {
+        case 'invalid': record(404); return fcmError(res, 404, 'NOT_FOUND', 'UNREGISTERED', 'Requested entity was not found.');
+        case 'bad_token': record(400); return fcmError(res, 400, 'INVALID_ARGUMENT', 'INVALID_ARGUMENT', 'The registration token is not a valid FCM registration token');
+        case 'throttle': record(429); return fcmError(res, 429, 'RESOURCE_EXHAUSTED', 'QUOTA_EXCEEDED', 'Quota exceeded.', { 'retry-after': String(failure.retryAfterSec ?? 1) });
+        case 'retry': record(500); return fcmError(res, 500, 'INTERNAL', 'INTERNAL', 'Internal error encountered.');
+        default: record(403); return fcmError(res, 403, 'PERMISSION_DENIED', 'SENDER_ID_MISMATCH', 'SenderId mismatch');
+      }
+    }
+    record(200);
+    res.writeHead(200, { 'content-type': 'application/json; charset=UTF-8' });
+    res.end(JSON.stringify({ name: `projects/${match[1]}/messages/${crypto.randomUUID()}` }));
+  }
+
+  async stop(): Promise<void> {
+    if (!this.server) return;
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    this.server = undefined;
+  }
+}
