@@ -4,17 +4,39 @@ import { RetryableError } from '../runtime/errors.js';
 import { deliveryBatchSchema, type DeliveryBatch, type DeliveryGroup, type Receipt, type Recipient } from '../schemas/index.js';
 import type { DeliveryItem, Outcome } from '../sinks/sink.js';
 import type { DoneSet } from './dedup.js';
-import type { StageDefinition } from './stage.js';
+import type { StageDefinition, StageContext } from './stage.js';
 import type { StageDeps } from './deps.js';
 
 export const dispatchConfig = z.object({});
 
-interface Pending { group: DeliveryGroup; recipient: Recipient; item: DeliveryItem; done?: DoneSet }
+/** One delivery: a user on email/sms/inapp, or one device of a user on push. */
+interface Unit {
+  group: DeliveryGroup;
+  recipient: Recipient;
+  /** What the dedup entry records: the user, or `user|token` for a device. */
+  dedupId: string;
+}
+
+function unitsOf(group: DeliveryGroup, channel: DeliveryBatch['channel']): Unit[] {
+  if (channel !== 'push') return group.recipients.map((recipient) => ({ group, recipient, dedupId: recipient.user_id }));
+  return group.recipients.flatMap((r) => r.to.map((token, i) => ({
+    group,
+    recipient: { ...r, to: [token], platforms: [r.platforms?.[i] ?? 'unknown'] },
+    dedupId: `${r.user_id}|${token}`,
+  })));
+}
+
+const pushTo = <K, V>(map: Map<K, V[]>, key: K, value: V) => {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
+};
 
 /**
- * dispatch: dedup → provider call → receipts. Recipients already sent (per the dedup entry) are
- * skipped; recipients the provider refused for good are dead-lettered alone; recipients to retry
- * make the whole batch come back later (delayed nak), when the ones already sent are skipped.
+ * dispatch: dedup → provider call → receipts. Deliveries already sent (per the dedup entry) are
+ * skipped; ones the provider refused for good are dead-lettered alone; a dead device token is
+ * marked inactive at once; a recipient who unsubscribed at the provider is opted out; deliveries
+ * to retry make the whole batch come back later (delayed nak), when the sent ones are skipped.
  */
 export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof dispatchConfig>, StageDeps> = {
   name: 'dispatch',
@@ -24,22 +46,21 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
   create(_config, deps) {
     return {
       async process(batch, ctx) {
-        const sink = deps.sinks[batch.channel];
+        const channel = batch.channel;
+        const sink = deps.sinks[channel];
         const now = deps.now();
         const receiptOf = (group: DeliveryGroup, extra: Partial<Receipt> & Pick<Receipt, 'status'>): Receipt => ({
           ts: deps.now(), stage: 'dispatch', request_id: group.request.id, tenant: group.request.tenant,
-          tier: group.request.tier, category: group.request.category, channel: batch.channel,
+          tier: group.request.tier, category: group.request.category, channel,
           provider: sink?.provider ?? '', attempt: ctx.attempt, latency_ms: Math.max(0, deps.now() - group.request.accepted_at),
           ...extra,
         });
 
         if (!sink) {
           for (const group of batch.groups) {
-            for (const r of group.recipients) {
-              ctx.receipt(receiptOf(group, { status: 'failed', user_id: r.user_id, reason: `channel ${batch.channel} is not configured` }));
-            }
+            ctx.receipt(receiptOf(group, { status: 'failed', user_ids: group.recipients.map((r) => r.user_id), reason: `channel ${channel} is not configured` }));
           }
-          await ctx.deadLetter(`channel ${batch.channel} is not configured`, [], batch);
+          await ctx.deadLetter(`channel ${channel} is not configured`, [], batch);
           return [];
         }
 
@@ -54,112 +75,120 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         const doneSets = new Map<DeliveryGroup, DoneSet>();
         if (!sink.idempotent) {
           const reads = await Promise.all(live.map((g) =>
-            deps.dedup.read(deps.dedup.key(g.request.tenant, g.request.id, batch.channel, g.chunk, g.part))));
+            deps.dedup.read(deps.dedup.key(g.request.tenant, g.request.id, channel, g.chunk, g.part))));
           live.forEach((g, i) => doneSets.set(g, reads[i]));
         }
 
-        const pending: Pending[] = [];
+        const pending: { unit: Unit; item: DeliveryItem }[] = [];
         const rendered = new Map<string, RenderedContent>();
-        const problems: { group: DeliveryGroup; recipient: Recipient; reason: string }[] = [];
+        const giveUp: { unit: Unit; reason: string }[] = [];
         for (const group of live) {
           const done = doneSets.get(group);
           const skipped: string[] = [];
-          for (const recipient of group.recipients) {
-            if (done?.users.has(recipient.user_id)) {
-              skipped.push(recipient.user_id);
+          for (const unit of unitsOf(group, channel)) {
+            if (done?.users.has(unit.dedupId)) {
+              skipped.push(unit.recipient.user_id);
               continue;
             }
-            const cacheKey = `${group.request.id}\u0000${recipient.locale}`;
+            const cacheKey = `${group.request.id}\u0000${unit.recipient.locale}`;
             let content = rendered.get(cacheKey);
             if (!content) {
               try {
-                content = deps.templates.render(group.request, recipient.locale);
+                content = deps.templates.render(group.request, unit.recipient.locale);
               } catch (err) {
                 if (!(err instanceof ContentError)) throw err;
-                problems.push({ group, recipient, reason: err.message });
+                giveUp.push({ unit, reason: err.message });
                 continue;
               }
               rendered.set(cacheKey, content);
             }
-            pending.push({ group, recipient, item: { request: group.request, recipient, content }, done });
+            pending.push({ unit, item: { request: group.request, recipient: unit.recipient, content } });
           }
           if (skipped.length) ctx.receipt(receiptOf(group, { status: 'deduplicated', user_ids: skipped, reason: 'already sent' }));
         }
 
         const outcomes: Outcome[] = pending.length ? await sink.send(pending.map((p) => p.item), ctx.signal) : [];
-        const sent = new Map<DeliveryGroup, string[]>();
-        // Outcomes without a provider id are receipted per group (one receipt listing the users).
-        const plainDelivered = new Map<DeliveryGroup, { delivered: string[]; duplicate: string[] }>();
-        const retry: { afterMs?: number; reason: string }[] = [];
-        const retryGroups = new Map<DeliveryGroup, Recipient[]>();
         for (const group of live) {
-          const count = pending.filter((p) => p.group === group).length;
+          const count = pending.filter((p) => p.unit.group === group).length;
           if (count) ctx.receipt(receiptOf(group, { status: 'dispatched', count }));
         }
-        pending.forEach((p, i) => {
-          const outcome = outcomes[i] ?? { kind: 'retry', reason: 'sink returned no outcome' };
-          deps.metrics.deliveries.inc({ channel: batch.channel, status: outcome.kind });
+
+        const sent = new Map<DeliveryGroup, string[]>();
+        const plainDelivered = new Map<string, { group: DeliveryGroup; provider: string; users: string[]; duplicate: boolean }>();
+        const retry: { unit: Unit; outcome: Outcome & { kind: 'retry' } }[] = [];
+        const sideEffects: Promise<unknown>[] = [];
+        pending.forEach(({ unit }, i) => {
+          const outcome: Outcome = outcomes[i] ?? { kind: 'retry', reason: 'sink returned no outcome' };
+          const provider = outcome.provider ?? sink.provider;
+          deps.metrics.deliveries.inc({ channel, status: outcome.kind });
           switch (outcome.kind) {
-            case 'delivered': {
+            case 'delivered':
               if (outcome.providerId === undefined) {
-                let lists = plainDelivered.get(p.group);
-                if (!lists) plainDelivered.set(p.group, (lists = { delivered: [], duplicate: [] }));
-                (outcome.duplicate ? lists.duplicate : lists.delivered).push(p.recipient.user_id);
+                // Outcomes without a provider id are receipted per group (one receipt listing the users).
+                const key = `${unit.group.request.id}\u0000${unit.group.chunk}\u0000${provider}\u0000${outcome.duplicate}`;
+                const entry = plainDelivered.get(key);
+                if (entry) entry.users.push(unit.recipient.user_id);
+                else plainDelivered.set(key, { group: unit.group, provider, users: [unit.recipient.user_id], duplicate: !!outcome.duplicate });
               } else {
-                const status = outcome.duplicate ? 'deduplicated' : 'delivered';
-                ctx.receipt(receiptOf(p.group, { status, user_id: p.recipient.user_id, reason: outcome.providerId }));
+                ctx.receipt(receiptOf(unit.group, { status: outcome.duplicate ? 'deduplicated' : 'delivered', provider, user_id: unit.recipient.user_id, reason: outcome.providerId }));
               }
-              const list = sent.get(p.group);
-              if (list) list.push(p.recipient.user_id);
-              else sent.set(p.group, [p.recipient.user_id]);
+              pushTo(sent, unit.group, unit.dedupId);
               break;
-            }
             case 'retry':
-              retry.push(outcome);
-              retryGroups.set(p.group, [...(retryGroups.get(p.group) ?? []), p.recipient]);
+              retry.push({ unit, outcome });
               break;
             case 'permanent':
-              problems.push({ group: p.group, recipient: p.recipient, reason: `${outcome.reason}${outcome.code ? ` (${outcome.code})` : ''}` });
+              if (outcome.optOut) {
+                // The recipient told the provider to stop: record it as their preference.
+                sideEffects.push(deps.directory.setPreference(unit.group.request.tenant, unit.recipient.user_id, { channel, enabled: false }));
+                ctx.receipt(receiptOf(unit.group, { status: 'failed', provider, user_id: unit.recipient.user_id, reason: `opted_out_at_provider: ${outcome.reason}` }));
+              } else {
+                giveUp.push({ unit, reason: `${outcome.reason}${outcome.code ? ` (${outcome.code})` : ''}` });
+              }
               break;
             case 'invalid_address':
-              problems.push({ group: p.group, recipient: p.recipient, reason: `invalid address: ${outcome.reason}` });
-              if (batch.channel === 'push') void deps.directory.deactivateDevice(p.group.request.tenant, p.recipient.user_id, outcome.address);
+              // A dead token is marked inactive at once so no later send uses it; nothing to redrive.
+              if (channel === 'push') sideEffects.push(deps.directory.deactivateDevice(unit.group.request.tenant, unit.recipient.user_id, outcome.address));
+              ctx.receipt(receiptOf(unit.group, { status: 'failed', provider, user_id: unit.recipient.user_id, reason: `token_invalid: ${outcome.reason}` }));
               break;
           }
         });
-
-        for (const [group, lists] of plainDelivered) {
-          if (lists.delivered.length) ctx.receipt(receiptOf(group, { status: 'delivered', user_ids: lists.delivered }));
-          if (lists.duplicate.length) ctx.receipt(receiptOf(group, { status: 'deduplicated', user_ids: lists.duplicate, reason: 'already in inbox' }));
+        for (const { group, provider, users, duplicate } of plainDelivered.values()) {
+          ctx.receipt(receiptOf(group, { status: duplicate ? 'deduplicated' : 'delivered', provider, user_ids: users, reason: duplicate ? 'already in inbox' : '' }));
         }
+        await Promise.all(sideEffects);
         if (!sink.idempotent) {
-          await Promise.all([...sent].map(([group, users]) => deps.dedup.add(doneSets.get(group)!, users)));
+          await Promise.all([...sent].map(([group, ids]) => deps.dedup.add(doneSets.get(group)!, ids)));
         }
 
-        const giveUp = [...problems];
         if (retry.length && ctx.isLastAttempt) {
-          for (const [group, recipients] of retryGroups) {
-            for (const recipient of recipients) giveUp.push({ group, recipient, reason: `retries exhausted: ${retry[0].reason}` });
-          }
+          for (const r of retry) giveUp.push({ unit: r.unit, reason: `retries exhausted: ${r.outcome.reason}` });
         }
-        if (giveUp.length) {
-          for (const g of giveUp) {
-            ctx.receipt(receiptOf(g.group, { status: 'failed', user_id: g.recipient.user_id, reason: g.reason.slice(0, 500) }));
-          }
-          const groups = new Map<DeliveryGroup, Recipient[]>();
-          for (const g of giveUp) groups.set(g.group, [...(groups.get(g.group) ?? []), g.recipient]);
-          const failedBatch: DeliveryBatch = {
-            channel: batch.channel, tier: batch.tier,
-            groups: [...groups].map(([group, recipients]) => ({ ...group, recipients })),
-          };
-          await ctx.deadLetter(`${giveUp.length} of ${pending.length + problems.length} deliveries failed`, giveUp.map((g) => `${g.recipient.user_id}: ${g.reason}`), failedBatch);
-        }
+        await deadLetter(giveUp, batch, pending.length, ctx, (u, reason) => receiptOf(u.group, { status: 'failed', user_id: u.recipient.user_id, reason: reason.slice(0, 500) }));
         if (retry.length && !ctx.isLastAttempt) {
-          const afterMs = Math.max(0, ...retry.map((r) => r.afterMs ?? 0)) || undefined;
-          throw new RetryableError(`${retry.length} deliveries to retry: ${retry[0].reason}`, afterMs);
+          const afterMs = Math.max(0, ...retry.map((r) => r.outcome.afterMs ?? 0)) || undefined;
+          throw new RetryableError(`${retry.length} deliveries to retry: ${retry[0].outcome.reason}`, afterMs);
         }
         return [];
       },
     };
   },
 };
+
+/** Dead-letters the deliveries given up on, as a batch of just them (what a redrive sends again). */
+async function deadLetter(
+  giveUp: { unit: Unit; reason: string }[], batch: DeliveryBatch, attempted: number, ctx: StageContext,
+  receipt: (u: Unit, reason: string) => Receipt,
+): Promise<void> {
+  if (giveUp.length === 0) return;
+  const byGroup = new Map<DeliveryGroup, Recipient[]>();
+  for (const g of giveUp) {
+    ctx.receipt(receipt(g.unit, g.reason));
+    pushTo(byGroup, g.unit.group, g.unit.recipient);
+  }
+  const failed: DeliveryBatch = {
+    channel: batch.channel, tier: batch.tier,
+    groups: [...byGroup].map(([group, recipients]) => ({ ...group, recipients })),
+  };
+  await ctx.deadLetter(`${giveUp.length} of ${attempted} deliveries failed`, giveUp.map((g) => `${g.unit.recipient.user_id}: ${g.reason}`), failed);
+}

@@ -9,10 +9,9 @@ import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runt
 import { Directory } from '../runtime/directory.js';
 import { TemplateStore } from '../runtime/templates.js';
 import type { Channel, Tier } from '../schemas/index.js';
-import { EmailSink } from '../sinks/email.js';
-import { InAppSink, InboxStore } from '../sinks/inapp.js';
 import type { Sink } from '../sinks/sink.js';
-import { SmtpCatcher } from '../sinks/smtp-catcher.js';
+import type { SmtpCatcher } from '../sinks/smtp-catcher.js';
+import { buildProviders, type ProviderSet } from '../sinks/providers.js';
 import { topologyOf, Topology, type StageName } from '../streams/topology.js';
 import { DedupStore } from './dedup.js';
 import type { StageDeps } from './deps.js';
@@ -57,6 +56,7 @@ export class Pipeline {
   private closing?: Promise<void>;
   private httpServer?: http.Server;
   catcher?: SmtpCatcher;
+  providers?: ProviderSet;
   readonly metrics = new Metrics();
 
   private constructor(
@@ -97,31 +97,9 @@ export class Pipeline {
   }
 
   private async startSinks(override?: Partial<Record<Channel, Sink>>): Promise<void> {
-    const inbox = new InboxStore(this.redis, this.topology.redisPrefix);
-    this.sinks.inapp = override?.inapp ?? new InAppSink(inbox);
-    if (override?.email) {
-      this.sinks.email = override.email;
-    } else {
-      let url = this.config.smtpUrl;
-      if (!url) {
-        // No relay configured: run the local catcher so email works on a fresh machine.
-        const catcher = new SmtpCatcher(path.join(this.config.dataDir, 'mailbox'));
-        try {
-          await catcher.start(this.config.smtpCatcherPort);
-          this.catcher = catcher;
-          this.log.info({ port: catcher.port, dir: path.join(this.config.dataDir, 'mailbox') }, 'no SMTP_URL: local SMTP catcher keeps every email');
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
-          this.log.info({ port: this.config.smtpCatcherPort }, 'no SMTP_URL: using the SMTP catcher another Herald process runs');
-        }
-        url = `smtp://127.0.0.1:${this.catcher?.port ?? this.config.smtpCatcherPort}`;
-      }
-      this.sinks.email = new EmailSink({ url, from: this.config.smtpFrom });
-    }
-    for (const channel of ['push', 'sms'] as const) {
-      if (override?.[channel]) this.sinks[channel] = override[channel];
-      else this.log.warn({ channel }, `${channel} channel has no provider configured; its deliveries get a failed receipt`);
-    }
+    this.providers = await buildProviders(this.config, this.redis, this.topology.redisPrefix, this.log);
+    this.catcher = this.providers.catcher;
+    Object.assign(this.sinks, this.providers.sinks, override ?? {});
   }
 
   private startHttp(): void {
@@ -154,8 +132,7 @@ export class Pipeline {
       const steps: [string, () => Promise<unknown>][] = [
         ['runners', () => Promise.all(this.runners.map((r) => r.close()))],
         ['receipts', () => this.receipts.close()],
-        ['sinks', () => Promise.all(Object.values(this.sinks).map((s) => s?.close()))],
-        ['catcher', async () => this.catcher?.close()],
+        ['sinks', async () => this.providers?.close()],
         ['http', async () => { this.httpServer?.close(); }],
         ['nats', () => this.nats.nc.drain()],
         ['redis', async () => { this.redis.disconnect(); }],

@@ -18,6 +18,8 @@ function toRow(r: StoredReceipt, user_id: string, count: number) {
   return {
     event_time: Math.floor(r.ts / 1000),
     event_ms: r.ts % 1000,
+    // ClickHouse 18.16 does not fill DEFAULT columns on JSONEachRow inserts: send the date.
+    event_date: new Date(r.ts).toISOString().slice(0, 10),
     stage: r.stage,
     status: r.status,
     request_id: r.request_id,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import fs from 'node:fs';
 import path from 'node:path';
 
 const channelList = z
@@ -11,8 +12,33 @@ const envSchema = z.object({
   REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
   CLICKHOUSE_URL: z.string().url().default('http://127.0.0.1:8123'),
   CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default('herald'),
-  /** smtp://user:pass@host:port; when unset Herald starts its local SMTP catcher. */
-  SMTP_URL: z.string().url().optional(),
+  /** smtp://user:pass@host:port, several comma-separated for failover in that order; unset: the sandbox catcher. */
+  SMTP_URL: z.string().optional().transform((s) => s?.split(',').map((u) => u.trim()).filter(Boolean))
+    .pipe(z.array(z.url({ protocol: /^smtps?$/, message: 'each SMTP_URL must be smtp://… or smtps://…' })).optional()),
+  /** APNs token auth (.p8 key) or certificate auth; the topic is the app's bundle id. */
+  APNS_KEY_FILE: z.string().optional(),
+  APNS_KEY_ID: z.string().optional(),
+  APNS_TEAM_ID: z.string().optional(),
+  APNS_CERT_FILE: z.string().optional(),
+  APNS_CERT_KEY_FILE: z.string().optional(),
+  APNS_CERT_PASSPHRASE: z.string().optional(),
+  APNS_TOPIC: z.string().optional(),
+  APNS_PRODUCTION: z.enum(['true', 'false']).default('false'),
+  /** FCM: a service-account JSON file (GOOGLE_APPLICATION_CREDENTIALS works too). */
+  FCM_SERVICE_ACCOUNT_FILE: z.string().optional(),
+  GOOGLE_APPLICATION_CREDENTIALS: z.string().optional(),
+  FCM_PROJECT_ID: z.string().optional(),
+  /** Twilio, and an optional second account used when the first fails. */
+  TWILIO_ACCOUNT_SID: z.string().optional(),
+  TWILIO_AUTH_TOKEN: z.string().optional(),
+  TWILIO_AUTH_TOKEN_FILE: z.string().optional(),
+  TWILIO_FROM: z.string().optional(),
+  TWILIO_FALLBACK_ACCOUNT_SID: z.string().optional(),
+  TWILIO_FALLBACK_AUTH_TOKEN: z.string().optional(),
+  TWILIO_FALLBACK_AUTH_TOKEN_FILE: z.string().optional(),
+  TWILIO_FALLBACK_FROM: z.string().optional(),
+  /** auto: channels without credentials use local fakes of their providers; off: they are disabled. */
+  HERALD_SANDBOX: z.enum(['auto', 'off']).default('auto'),
   SMTP_FROM: z.string().default('Herald <herald@localhost>'),
   HERALD_SMTP_CATCHER_PORT: z.coerce.number().int().min(0).max(65535).default(2525),
   /** Prefix for every stream, subject, KV bucket and Redis key, so several Herald installs share servers. */
@@ -32,12 +58,21 @@ const envSchema = z.object({
 export type Channel = 'email' | 'inapp' | 'push' | 'sms';
 
 /** Herald's whole configuration, parsed once from the environment and frozen. */
+/** Credentials for each provider; a channel with none is sandboxed or disabled. */
+export interface ProviderConfig {
+  smtpUrls: string[];
+  apns?: { auth: { kind: 'token'; keyFile: string; keyId: string; teamId: string } | { kind: 'certificate'; certFile: string; keyFile: string; passphrase?: string }; topic: string; production: boolean };
+  fcm?: { serviceAccountFile: string; projectId?: string };
+  twilio: { accountSid: string; authToken: string; from: string }[];
+  sandbox: 'auto' | 'off';
+}
+
 export interface Config {
   natsUrl: string;
   redisUrl: string;
   clickhouseUrl: string;
   clickhouseDatabase: string;
-  smtpUrl?: string;
+  providers: ProviderConfig;
   smtpFrom: string;
   smtpCatcherPort: number;
   namespace: string;
@@ -64,12 +99,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
   }
   const e = parsed.data;
+  const problems: string[] = [];
+  const providers = providerConfig(e, problems);
+  if (problems.length) throw new ConfigError(problems);
   return Object.freeze({
     natsUrl: e.NATS_URL,
     redisUrl: e.REDIS_URL,
     clickhouseUrl: e.CLICKHOUSE_URL,
     clickhouseDatabase: e.CLICKHOUSE_DATABASE,
-    smtpUrl: e.SMTP_URL,
+    providers,
     smtpFrom: e.SMTP_FROM,
     smtpCatcherPort: e.HERALD_SMTP_CATCHER_PORT,
     namespace: e.HERALD_NAMESPACE,
@@ -81,4 +119,61 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     wiring: e.HERALD_WIRING,
     logLevel: e.LOG_LEVEL,
   });
+}
+
+type Env = z.infer<typeof envSchema>;
+
+function readSecret(value: string | undefined, file: string | undefined, name: string, problems: string[]): string | undefined {
+  if (value) return value;
+  if (!file) return undefined;
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    problems.push(`${name}_FILE: cannot read ${file}: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+function fileMustExist(file: string | undefined, name: string, problems: string[]): void {
+  if (file && !fs.existsSync(file)) problems.push(`${name}: no such file ${file}`);
+}
+
+/** Provider credentials from the environment (values or files named by it); partial sets are errors. */
+function providerConfig(e: Env, problems: string[]): ProviderConfig {
+  let apns: ProviderConfig['apns'];
+  const production = e.APNS_PRODUCTION === 'true';
+  if (e.APNS_KEY_FILE || e.APNS_KEY_ID || e.APNS_TEAM_ID) {
+    if (!e.APNS_KEY_FILE || !e.APNS_KEY_ID || !e.APNS_TEAM_ID || !e.APNS_TOPIC) {
+      problems.push('APNs token auth needs APNS_KEY_FILE, APNS_KEY_ID, APNS_TEAM_ID and APNS_TOPIC together');
+    } else {
+      fileMustExist(e.APNS_KEY_FILE, 'APNS_KEY_FILE', problems);
+      apns = { auth: { kind: 'token', keyFile: e.APNS_KEY_FILE, keyId: e.APNS_KEY_ID, teamId: e.APNS_TEAM_ID }, topic: e.APNS_TOPIC, production };
+    }
+  } else if (e.APNS_CERT_FILE || e.APNS_CERT_KEY_FILE) {
+    if (!e.APNS_CERT_FILE || !e.APNS_CERT_KEY_FILE || !e.APNS_TOPIC) {
+      problems.push('APNs certificate auth needs APNS_CERT_FILE, APNS_CERT_KEY_FILE and APNS_TOPIC together');
+    } else {
+      fileMustExist(e.APNS_CERT_FILE, 'APNS_CERT_FILE', problems);
+      fileMustExist(e.APNS_CERT_KEY_FILE, 'APNS_CERT_KEY_FILE', problems);
+      apns = { auth: { kind: 'certificate', certFile: e.APNS_CERT_FILE, keyFile: e.APNS_CERT_KEY_FILE, passphrase: e.APNS_CERT_PASSPHRASE }, topic: e.APNS_TOPIC, production };
+    }
+  }
+  const fcmFile = e.FCM_SERVICE_ACCOUNT_FILE ?? e.GOOGLE_APPLICATION_CREDENTIALS;
+  fileMustExist(fcmFile, 'FCM_SERVICE_ACCOUNT_FILE', problems);
+  const twilio: ProviderConfig['twilio'] = [];
+  for (const prefix of ['TWILIO', 'TWILIO_FALLBACK'] as const) {
+    const sid = e[`${prefix}_ACCOUNT_SID`];
+    const token = readSecret(e[`${prefix}_AUTH_TOKEN`], e[`${prefix}_AUTH_TOKEN_FILE`], `${prefix}_AUTH_TOKEN`, problems);
+    const from = e[`${prefix}_FROM`];
+    if (!sid && !token && !from) continue;
+    if (!sid || !token || !from) problems.push(`${prefix}: needs ${prefix}_ACCOUNT_SID, ${prefix}_AUTH_TOKEN (or _FILE) and ${prefix}_FROM together`);
+    else twilio.push({ accountSid: sid, authToken: token, from });
+  }
+  return {
+    smtpUrls: e.SMTP_URL ?? [],
+    apns,
+    fcm: fcmFile ? { serviceAccountFile: fcmFile, projectId: e.FCM_PROJECT_ID } : undefined,
+    twilio,
+    sandbox: e.HERALD_SANDBOX,
+  };
 }

@@ -2,6 +2,10 @@ import fs from 'node:fs';
 import readline from 'node:readline';
 import type { Redis } from 'ioredis';
 import { describeIssues, directoryRecordSchema, type Channel, type DirectoryRecord } from '../schemas/index.js';
+import type { z } from 'zod';
+
+/** A directory record as written by hand: defaults (active, locale, timezone) may be left out. */
+export type DirectoryRecordInput = z.input<typeof directoryRecordSchema>;
 
 const PREF = 'pref:';
 
@@ -57,11 +61,11 @@ export class Directory {
     }
   }
 
-  /** Writes records in pipelines of `batchSize`. */
-  async upsert(records: DirectoryRecord[], batchSize = 1_000): Promise<void> {
+  /** Writes records (checked, defaults filled) in pipelines of `batchSize`. */
+  async upsert(records: DirectoryRecordInput[], batchSize = 1_000): Promise<void> {
     for (let i = 0; i < records.length; i += batchSize) {
       const pipeline = this.redis.pipeline();
-      for (const record of records.slice(i, i + batchSize)) this.write(pipeline, record);
+      for (const record of records.slice(i, i + batchSize)) this.write(pipeline, directoryRecordSchema.parse(record));
       await execOrThrow(pipeline);
     }
   }
@@ -129,7 +133,7 @@ export class Directory {
       const active: { token: string; platform: string }[] = [];
       for (const [token, raw] of Object.entries(devices)) {
         const d = JSON.parse(raw) as { platform: string; active: boolean };
-        if (d.active) active.push({ token, platform: d.platform });
+        if (d.active !== false) active.push({ token, platform: d.platform });
       }
       return {
         id,
@@ -143,6 +147,11 @@ export class Directory {
         preferences,
       };
     });
+  }
+
+  /** Sets one preference (the provider told us the user unsubscribed, or an operator did). */
+  async setPreference(tenant: string, userId: string, pref: { channel?: Channel; category?: string; enabled: boolean }): Promise<void> {
+    await this.redis.hset(this.key(tenant, 'u', userId), `${PREF}${preferenceField(pref.channel, pref.category)}`, pref.enabled ? '1' : '0');
   }
 
   /** Marks a device token inactive at once, so no later send uses it. */

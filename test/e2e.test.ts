@@ -57,5 +57,6 @@ describe.each(['chained', 'split'])('end to end through all five stages (%s wiri
     expect(sum('delivered', 'email')).toBe(2);
     expect(sum('delivered', 'inapp')).toBe(3);
     expect(sum('failed')).toBe(0);
+    expect(new Set(rows.map((r) => r.event_date))).toEqual(new Set([new Date().toISOString().slice(0, 10)]));
   });
 });

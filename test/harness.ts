@@ -3,7 +3,7 @@ import { createLogger } from '../runtime/logger.js';
 import { loadConfig, type Config } from '../runtime/config.js';
 import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
 import { publishRequest } from '../runtime/producer.js';
-import { Directory } from '../runtime/directory.js';
+import { Directory, type DirectoryRecordInput } from '../runtime/directory.js';
 import { topologyOf, Topology } from '../streams/topology.js';
 import { applyAll } from '../streams/apply.js';
 import { SmtpCatcher } from '../sinks/smtp-catcher.js';
@@ -71,7 +71,7 @@ export class Harness {
     return stageDeps(this.config, this.topology, this.nats, this.redis, this.clickhouse, {}, new Metrics());
   }
 
-  async load(records: DirectoryRecord[]): Promise<void> {
+  async load(records: DirectoryRecordInput[]): Promise<void> {
     await this.directory.upsert(records);
   }
 
