@@ -39,10 +39,23 @@ export async function runDemo(pipeline: Pipeline): Promise<void> {
   out('== in-app inboxes (herald inbox USER --tenant demo):');
   userIds.forEach((u, i) => out(`   ${u}: ${entries?.[i]?.[0] ? `"${entries[i][0].title}"` : '(nothing yet)'}`));
 
+  // Email, push and SMS arrive on their own consumers: give them a moment to land.
+  await until(async () => {
+    const fakes = Object.values(pipeline.providers?.fakes ?? {});
+    const mailed = (pipeline.catcher?.messages.filter((m) => m.received_at >= started).length ?? 1) > 0;
+    return mailed && fakes.every((f) => f.script.delivered().some((r) => r.at >= started)) ? true : undefined;
+  }, 10_000);
   const mails = pipeline.catcher?.messages.filter((m) => m.received_at >= started) ?? [];
   out(`== local mailbox (herald mailbox): ${mails.length} new email(s)`);
   for (const m of mails) out(`   to ${m.to.join(', ')}: "${m.subject}"`);
   if (!pipeline.catcher) out('   (email went to SMTP_URL or to another Herald process\'s catcher)');
+
+  const fakes = pipeline.providers?.fakes ?? {};
+  for (const [name, fake] of Object.entries(fakes)) {
+    const got = fake?.script.delivered().filter((r) => r.at >= started) ?? [];
+    out(`== sandbox ${name} (herald sandbox ${name}): ${got.length} delivered`);
+    for (const r of got) out(`   to ${r.target.slice(0, 24)}: ${JSON.stringify(r.body).slice(0, 110)}`);
+  }
 
   const rows = await until(async () => {
     const r = await queryFunnel(pipeline.clickhouse, pipeline.config.clickhouseDatabase, started - 60_000);

@@ -11,6 +11,8 @@ import { applyAll } from '../streams/apply.js';
 import { topologyOf, type StageName } from '../streams/topology.js';
 import { InboxStore } from '../sinks/inapp.js';
 import { readMailbox } from '../sinks/smtp-catcher.js';
+import { sandboxDir } from '../sinks/providers.js';
+import type { FakeRecord } from '../sinks/fakes/script.js';
 import { Pipeline, stageDeps } from '../processors/pipeline.js';
 import { Metrics } from '../processors/metrics.js';
 import { isListening, startServer, stopDetached, urlOf, type ServerName } from '../compose/local-servers.js';
@@ -160,6 +162,26 @@ program
     const mails = readMailbox(path.join(cfg.dataDir, 'mailbox'));
     print(!!o.json, mails, () => mails.length === 0 ? '(mailbox empty)' :
       mails.map((m) => `${new Date(m.received_at).toISOString()}  to ${m.to.join(', ')}  "${m.subject}"  ${m.file}`).join('\n'));
+  });
+
+program
+  .command('sandbox')
+  .description('what the sandbox fakes of APNs, FCM and Twilio received (channels without credentials)')
+  .argument('[provider]', 'apns, fcm or twilio (default: all)')
+  .option('--limit <n>', 'newest n per provider', '20')
+  .option('--json', 'machine-readable output')
+  .action((provider: string | undefined, o: { limit: string; json?: boolean }) => {
+    const cfg = config();
+    const names = provider ? [provider] : ['apns', 'fcm', 'twilio'];
+    for (const n of names) if (!['apns', 'fcm', 'twilio'].includes(n)) fail(`unknown provider "${n}" (apns, fcm, twilio)`);
+    const out: Record<string, FakeRecord[]> = {};
+    for (const n of names) {
+      const file = path.join(sandboxDir(cfg), `${n}.jsonl`);
+      const lines = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
+      out[n] = lines.slice(-Number(o.limit)).map((l) => JSON.parse(l) as FakeRecord);
+    }
+    print(!!o.json, out, () => names.map((n) => [`== ${n} (${out[n].length})`,
+      ...out[n].map((r) => `${new Date(r.at).toISOString()}  ${r.status}  ${r.target.slice(0, 24)}  ${JSON.stringify(r.body).slice(0, 120)}`)].join('\n')).join('\n'));
   });
 
 program
