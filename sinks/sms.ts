@@ -11,7 +11,7 @@ export interface SmsSinkOptions {
   endpoint?: { baseUrl: string; ca: Buffer };
   /** Name in receipts and breakers. @default 'twilio' */
   provider?: string;
-  /** Messages in flight at once. @default 32 */
+  /** Messages in flight at once, across every batch this sink is sending. @default 32 */
   concurrency?: number;
 }
 
@@ -35,6 +35,8 @@ export class SmsSink implements Sink {
   readonly maxBatch = 50;
   readonly provider: string;
   private readonly client: twilio.Twilio;
+  private inFlight = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(private readonly opts: SmsSinkOptions) {
     this.provider = opts.provider ?? 'twilio';
@@ -54,32 +56,34 @@ export class SmsSink implements Sink {
     this.client = twilio(opts.accountSid, opts.authToken, { httpClient });
   }
 
+  /** One slot of the sink-wide bound on requests in flight (shared by concurrent batches). */
+  private async slot<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.inFlight >= (this.opts.concurrency ?? 32)) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.inFlight++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.inFlight--;
+    }
+  }
+
   async send(items: DeliveryItem[]): Promise<Outcome[]> {
-    const outcomes: Outcome[] = new Array(items.length);
-    let next = 0;
-    const worker = async () => {
-      while (next < items.length) {
-        const i = next++;
-        const { recipient, content } = items[i];
-        const to = recipient.to[0];
-        if (!E164.test(to ?? '')) {
-          outcomes[i] = { kind: 'permanent', reason: `"${to}" is not an E.164 phone number`, code: 'E164' };
-          continue;
-        }
-        try {
-          const msg = await this.client.messages.create({
-            to,
-            body: `${content.title}\n${content.body}`.slice(0, 1_600),
-            ...(this.opts.from.startsWith('MG') ? { messagingServiceSid: this.opts.from } : { from: this.opts.from }),
-          });
-          outcomes[i] = { kind: 'delivered', providerId: msg.sid };
-        } catch (err) {
-          outcomes[i] = twilioOutcome(err);
-        }
+    return Promise.all(items.map(async ({ recipient, content }): Promise<Outcome> => {
+      const to = recipient.to[0];
+      if (!E164.test(to ?? '')) return { kind: 'permanent', reason: `"${to}" is not an E.164 phone number`, code: 'E164' };
+      try {
+        const msg = await this.slot(() => this.client.messages.create({
+          to,
+          body: `${content.title}\n${content.body}`.slice(0, 1_600),
+          ...(this.opts.from.startsWith('MG') ? { messagingServiceSid: this.opts.from } : { from: this.opts.from }),
+        }));
+        return { kind: 'delivered', providerId: msg.sid };
+      } catch (err) {
+        return twilioOutcome(err);
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.opts.concurrency ?? 32, items.length) }, worker));
-    return outcomes;
+    }));
   }
 
   async close(): Promise<void> {}

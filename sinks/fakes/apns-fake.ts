@@ -8,7 +8,21 @@ import { certDir, fakeTls, FakeScript } from './script.js';
 /** The public half of the fake token-auth key (sinks/fakes/certs/fake-apns-auth-key.p8). */
 const tokenKey = crypto.createPublicKey(fs.readFileSync(path.join(certDir, 'fake-apns-auth-key.pub.pem')));
 
+// Providers reuse a token for up to an hour; like APNs, verify each one once.
+const verified = new Map<string, { ok: true; kid: string; iss: string }>();
+
 function verifyJwt(jwt: string): { ok: true; kid: string; iss: string } | { ok: false; reason: string } {
+  const known = verified.get(jwt);
+  if (known) return known;
+  const result = checkJwt(jwt);
+  if (result.ok) {
+    if (verified.size > 1_000) verified.clear();
+    verified.set(jwt, result);
+  }
+  return result;
+}
+
+function checkJwt(jwt: string): { ok: true; kid: string; iss: string } | { ok: false; reason: string } {
   const [h, p, s] = jwt.split('.');
   if (!h || !p || !s) return { ok: false, reason: 'MissingProviderToken' };
   const header = JSON.parse(Buffer.from(h, 'base64url').toString());

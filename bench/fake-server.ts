@@ -1,0 +1,17 @@
+// The provider fakes in a process of their own, so a benchmark's client and server do not share a thread.
+import { ApnsFake } from '../sinks/fakes/apns-fake.js';
+import { FcmFake } from '../sinks/fakes/fcm-fake.js';
+import { TwilioFake } from '../sinks/fakes/twilio-fake.js';
+import { SmtpCatcher } from '../sinks/smtp-catcher.js';
+
+const apns = new ApnsFake();
+const fcm = new FcmFake();
+const twilio = new TwilioFake({ ACbench: 'secret' });
+const smtp = new SmtpCatcher();
+const ports = { apns: await apns.start(), fcm: await fcm.start(), twilio: await twilio.start(), smtp: await smtp.start() };
+// Keep memory flat over long runs: the benchmark counts on the client side.
+setInterval(() => {
+  for (const s of [apns.script, fcm.script, twilio.script]) s.records.length = 0;
+  smtp.messages.length = 0;
+}, 1_000);
+process.stdout.write(`${JSON.stringify(ports)}\n`);
