@@ -20,6 +20,9 @@ import { parseSince } from './duration.js';
 import { formatFunnel, queryFunnel } from './funnel.js';
 import { replay } from './replay.js';
 import { runDemo } from './demo.js';
+import { Kvm } from '@nats-io/kv';
+import { Cancellations } from '../processors/cancellations.js';
+import { listDeadLetters, redriveDeadLetters } from '../streams/dead-letters.js';
 
 function config(): Config {
   try {
@@ -248,6 +251,76 @@ program
       const stream = `KV_${topologyOf(cfg).kvBucket('dedup')}`;
       const r = await nats.jsm.streams.purge(stream);
       process.stdout.write(`purged ${r.purged} dedup entries\n`);
+    } finally {
+      await nats.nc.drain();
+    }
+  });
+
+const dlq = program.command('dlq').description('dead letters: inspect them and send them back');
+const dlqFilters = (c: Command) => c
+  .option('--stage <stage>', 'validate, resolve, filter, batch, dispatch, loader')
+  .option('--reason <text>', 'reason or problem contains this')
+  .option('--since <when>', 'a duration back (15m, 1h) or an ISO date-time');
+const dlqQuery = (o: { stage?: string; reason?: string; since?: string }) => ({
+  stage: o.stage, reason: o.reason, since: o.since ? parseSince(o.since) : undefined,
+});
+dlqFilters(dlq.command('list').description('dead letters, oldest first'))
+  .option('--json', 'machine-readable output')
+  .action(async (o: { stage?: string; reason?: string; since?: string; json?: boolean }) => {
+    const cfg = config();
+    const nats = await connectNats(cfg, 'herald-dlq');
+    try {
+      const letters = await listDeadLetters(nats.jsm, topologyOf(cfg), dlqQuery(o));
+      print(!!o.json, letters.map(({ original_b64: _, ...d }) => d), () => letters.length === 0 ? '(no dead letters)' : letters.map((d) =>
+        `#${d.dlq_seq}  ${new Date(d.failed_at).toISOString()}  ${d.stage.padEnd(8)}  ${d.tenant ?? '-'}/${d.request_id ?? '-'}  after ${d.attempts}: ${d.reason}`).join('\n'));
+    } finally {
+      await nats.nc.drain();
+    }
+  });
+dlq.command('show').description('one dead letter in full, with its original message')
+  .argument('<seq>', 'the # from dlq list')
+  .action(async (seq: string) => {
+    const cfg = config();
+    const nats = await connectNats(cfg, 'herald-dlq');
+    try {
+      const letters = await listDeadLetters(nats.jsm, topologyOf(cfg), {});
+      const d = letters.find((x) => x.dlq_seq === Number(seq));
+      if (!d) fail(`no dead letter #${seq}`);
+      const original = Buffer.from(d.original_b64, 'base64').toString('utf8');
+      let parsed: unknown = original;
+      try { parsed = JSON.parse(original); } catch { /* shown as text */ }
+      const { original_b64: _, ...rest } = d;
+      process.stdout.write(`${JSON.stringify({ ...rest, original: parsed }, null, 2)}\n`);
+    } finally {
+      await nats.nc.drain();
+    }
+  });
+dlqFilters(dlq.command('redrive').description('send dead letters back to their stage (dedup keeps what was sent from repeating)'))
+  .option('--seq <n>', 'only this one')
+  .action(async (o: { stage?: string; reason?: string; since?: string; seq?: string }) => {
+    const cfg = config();
+    const nats = await connectNats(cfg, 'herald-dlq');
+    try {
+      const n = await redriveDeadLetters(nats, topologyOf(cfg), { ...dlqQuery(o), seq: o.seq ? Number(o.seq) : undefined });
+      process.stdout.write(`redrove ${n} dead letter${n === 1 ? '' : 's'}\n`);
+    } finally {
+      await nats.nc.drain();
+    }
+  });
+
+program
+  .command('cancel')
+  .description('cancel a request: every delivery not yet sent is dropped with a cancelled receipt')
+  .argument('<request-id>')
+  .requiredOption('--tenant <tenant>', 'tenant id')
+  .option('--reason <text>', 'why, for the record', '')
+  .action(async (id: string, o: { tenant: string; reason: string }) => {
+    const cfg = config();
+    const nats = await connectNats(cfg, 'herald-cancel');
+    try {
+      const kv = await new Kvm(nats.js).open(topologyOf(cfg).kvBucket('cancellations'));
+      await new Cancellations(kv).cancel(o.tenant, id, o.reason);
+      process.stdout.write(`cancelled ${o.tenant}/${id}\n`);
     } finally {
       await nats.nc.drain();
     }

@@ -5,7 +5,10 @@ import type { Channel } from '../schemas/index.js';
 /** The recipients of one (request, chunk, part, channel) already sent, with the KV revision read. */
 export interface DoneSet {
   key: string;
+  /** Sent: never sent again, not even on redrive. */
   users: Set<string>;
+  /** Failed for good: skipped on retries of the batch, tried again on a redrive. */
+  failed: Set<string>;
   revision: number;
 }
 
@@ -23,16 +26,20 @@ export class DedupStore {
 
   async read(key: string): Promise<DoneSet> {
     const entry = await this.kv.get(key);
-    if (!entry || entry.operation !== 'PUT' || entry.length === 0) return { key, users: new Set(), revision: entry?.revision ?? 0 };
-    return { key, users: new Set(entry.json<string[]>()), revision: entry.revision };
+    if (!entry || entry.operation !== 'PUT' || entry.length === 0) return { key, users: new Set(), failed: new Set(), revision: entry?.revision ?? 0 };
+    const value = entry.json<{ s: string[]; f?: string[] }>();
+    return { key, users: new Set(value.s), failed: new Set(value.f ?? []), revision: entry.revision };
   }
 
-  /** Adds `users` to the entry; on a concurrent writer, re-reads and merges. */
-  async add(done: DoneSet, users: string[]): Promise<void> {
+  /** Adds sent and failed ids to the entry; on a concurrent writer, re-reads and merges. */
+  async add(done: DoneSet, sent: string[], failed: string[] = []): Promise<void> {
+    if (sent.length === 0 && failed.length === 0) return;
     let current = done;
     for (let attempt = 0; attempt < 5; attempt++) {
-      const merged = [...new Set([...current.users, ...users])];
-      const value = JSON.stringify(merged);
+      const s = [...new Set([...current.users, ...sent])];
+      const sentSet = new Set(s);
+      const f = [...new Set([...current.failed, ...failed])].filter((id) => !sentSet.has(id));
+      const value = JSON.stringify(f.length ? { s, f } : { s });
       try {
         if (current.revision === 0) await this.kv.create(current.key, value);
         else await this.kv.update(current.key, value, current.revision);

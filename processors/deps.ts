@@ -5,6 +5,7 @@ import type { Channel } from '../schemas/index.js';
 import type { Sink } from '../sinks/sink.js';
 import type { DedupStore } from './dedup.js';
 import type { Metrics } from './metrics.js';
+import type { Cancellations } from './cancellations.js';
 
 /** Everything stages may depend on; each stage takes only what it uses. */
 export interface StageDeps {
@@ -16,6 +17,8 @@ export interface StageDeps {
   clickhouseDatabase: string;
   defaultChannels: Channel[];
   metrics: Metrics;
+  /** Cancelled requests (absent: nothing is ever cancelled). */
+  cancellations?: Cancellations;
   /** The clock; tests replace it. */
   now: () => number;
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ContentError, type RenderedContent } from '../runtime/templates.js';
-import { RetryableError } from '../runtime/errors.js';
+import { DeferError, RetryableError } from '../runtime/errors.js';
 import { deliveryBatchSchema, type DeliveryBatch, type DeliveryGroup, type Receipt, type Recipient } from '../schemas/index.js';
 import type { DeliveryItem, Outcome } from '../sinks/sink.js';
 import type { DoneSet } from './dedup.js';
@@ -64,8 +64,12 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           return [];
         }
 
-        // Expired work is dropped with a receipt saying so.
+        // Expired or cancelled work is dropped with a receipt saying so.
         const live = batch.groups.filter((group) => {
+          if (deps.cancellations?.isCancelled(group.request.tenant, group.request.id)) {
+            ctx.receipt(receiptOf(group, { status: 'cancelled', count: group.recipients.length, reason: 'request cancelled' }));
+            return false;
+          }
           const expires = group.request.expires_at ? Date.parse(group.request.expires_at) : Infinity;
           if (expires > now) return true;
           ctx.receipt(receiptOf(group, { status: 'expired', count: group.recipients.length, reason: `expires_at ${group.request.expires_at} has passed` }));
@@ -86,7 +90,8 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           const done = doneSets.get(group);
           const skipped: string[] = [];
           for (const unit of unitsOf(group, channel)) {
-            if (done?.users.has(unit.dedupId)) {
+            // Sent is never sent again; failed for good is skipped on retries but tried on a redrive.
+            if (done?.users.has(unit.dedupId) || (done?.failed.has(unit.dedupId) && !ctx.redrive)) {
               skipped.push(unit.recipient.user_id);
               continue;
             }
@@ -114,6 +119,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         }
 
         const sent = new Map<DeliveryGroup, string[]>();
+        const failedForGood = new Map<DeliveryGroup, string[]>();
         const plainDelivered = new Map<string, { group: DeliveryGroup; provider: string; users: string[]; duplicate: boolean }>();
         const retry: { unit: Unit; outcome: Outcome & { kind: 'retry' } }[] = [];
         const sideEffects: Promise<unknown>[] = [];
@@ -145,11 +151,13 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
               } else {
                 giveUp.push({ unit, reason: `${outcome.reason}${outcome.code ? ` (${outcome.code})` : ''}` });
               }
+              pushTo(failedForGood, unit.group, unit.dedupId);
               break;
             case 'invalid_address':
               // A dead token is marked inactive at once so no later send uses it; nothing to redrive.
               if (channel === 'push') sideEffects.push(deps.directory.deactivateDevice(unit.group.request.tenant, unit.recipient.user_id, outcome.address));
               ctx.receipt(receiptOf(unit.group, { status: 'failed', provider, user_id: unit.recipient.user_id, reason: `token_invalid: ${outcome.reason}` }));
+              pushTo(failedForGood, unit.group, unit.dedupId);
               break;
           }
         });
@@ -158,9 +166,15 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         }
         await Promise.all(sideEffects);
         if (!sink.idempotent) {
-          await Promise.all([...sent].map(([group, ids]) => deps.dedup.add(doneSets.get(group)!, ids)));
+          const groups = new Set([...sent.keys(), ...failedForGood.keys()]);
+          await Promise.all([...groups].map((group) => deps.dedup.add(doneSets.get(group)!, sent.get(group) ?? [], failedForGood.get(group) ?? [])));
         }
 
+        // Only waiting (breaker open, rate limit): come back then, and it is not an attempt.
+        if (retry.length && retry.every((r) => r.outcome.deferred)) {
+          const afterMs = Math.max(...retry.map((r) => r.outcome.afterMs ?? 1_000));
+          throw new DeferError(deps.now() + afterMs, retry[0].outcome.reason);
+        }
         if (retry.length && ctx.isLastAttempt) {
           for (const r of retry) giveUp.push({ unit: r.unit, reason: `retries exhausted: ${r.outcome.reason}` });
         }

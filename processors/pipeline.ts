@@ -19,6 +19,10 @@ import { Metrics } from './metrics.js';
 import { ReceiptPublisher } from './receipt-publisher.js';
 import { StageRunner } from './runner.js';
 import { bindings } from './wiring.js';
+import { AttemptLog } from './attempts.js';
+import { Breakers } from './breaker.js';
+import { Cancellations } from './cancellations.js';
+import { RateLimiter } from './rate-limit.js';
 
 /** What stages need, built once per process. */
 export async function stageDeps(
@@ -57,6 +61,9 @@ export class Pipeline {
   private httpServer?: http.Server;
   catcher?: SmtpCatcher;
   providers?: ProviderSet;
+  cancellations?: Cancellations;
+  breakers?: Breakers;
+  limiter?: RateLimiter;
   readonly metrics = new Metrics();
 
   private constructor(
@@ -78,15 +85,29 @@ export class Pipeline {
     const receipts = new ReceiptPublisher(nats.js, topology);
     const pipeline = new Pipeline(config, topology, nats, redis, clickhouse, log, receipts, {});
     try {
+      const kvm = new Kvm(nats.js);
+      pipeline.cancellations = new Cancellations(await kvm.open(topology.kvBucket('cancellations')));
+      await pipeline.cancellations.start();
+      if (config.guards.enabled) {
+        pipeline.breakers = new Breakers(await kvm.open(topology.kvBucket('breakers')), {
+          failureThreshold: config.guards.breakerFailures, coolDownMs: config.guards.breakerCoolDownMs,
+        });
+        await pipeline.breakers.start();
+        const rates = Object.fromEntries(Object.entries(config.guards.rateLimits).map(([p, perSecond]) => [p, { perSecond }]));
+        pipeline.limiter = new RateLimiter(redis, topology.redisPrefix, rates, config.guards.tenantRateLimit ? { perSecond: config.guards.tenantRateLimit } : undefined);
+      }
       await pipeline.startSinks(opts.sinks);
       const deps = await stageDeps(config, topology, nats, redis, clickhouse, pipeline.sinks, pipeline.metrics, opts.now);
-      for (const b of bindings(topology, { stages: opts.stages, tiers: opts.tiers, wiring: config.wiring })) {
+      deps.cancellations = pipeline.cancellations;
+      const attemptLog = new AttemptLog(redis, topology.redisPrefix);
+      for (const b of bindings(topology, { stages: opts.stages, tiers: opts.tiers, wiring: config.wiring, retry: config.retry })) {
         const stage = b.create(deps);
         const consumer = await nats.js.consumers.get(b.stream, b.durable);
-        const runner = new StageRunner(b.def, stage, consumer, b.durable, b.route, nats.js, topology, receipts, log, pipeline.metrics, b.options);
+        const runner = new StageRunner(b.def, stage, consumer, b.durable, b.route, nats.js, topology, receipts, log, pipeline.metrics, { ...b.options, attemptLog });
         await runner.start();
         pipeline.runners.push(runner);
       }
+      pipeline.listenForCancels();
       pipeline.startHttp();
       log.info({ consumers: pipeline.runners.length, namespace: config.namespace || '(none)' }, 'pipeline running');
       return pipeline;
@@ -97,9 +118,26 @@ export class Pipeline {
   }
 
   private async startSinks(override?: Partial<Record<Channel, Sink>>): Promise<void> {
-    this.providers = await buildProviders(this.config, this.redis, this.topology.redisPrefix, this.log);
+    this.providers = await buildProviders(this.config, this.redis, this.topology.redisPrefix, this.log, { breaker: this.breakers, limiter: this.limiter });
     this.catcher = this.providers.catcher;
     Object.assign(this.sinks, this.providers.sinks, override ?? {});
+  }
+
+  /** `{"tenant": …, "id": …}` on the cancel subject cancels a request (one process of the group records it). */
+  private listenForCancels(): void {
+    const sub = this.nats.nc.subscribe(this.topology.cancel, { queue: 'herald-cancel' });
+    void (async () => {
+      for await (const m of sub) {
+        try {
+          const { tenant, id, reason } = m.json<{ tenant?: unknown; id?: unknown; reason?: unknown }>();
+          if (typeof tenant !== 'string' || typeof id !== 'string') throw new Error('a cancel needs string "tenant" and "id"');
+          await this.cancellations!.cancel(tenant, id, typeof reason === 'string' ? reason : '');
+          m.respond(JSON.stringify({ ok: true }));
+        } catch (err) {
+          m.respond(JSON.stringify({ ok: false, error: (err as Error).message }));
+        }
+      }
+    })();
   }
 
   private startHttp(): void {
@@ -133,6 +171,7 @@ export class Pipeline {
         ['runners', () => Promise.all(this.runners.map((r) => r.close()))],
         ['receipts', () => this.receipts.close()],
         ['sinks', async () => this.providers?.close()],
+        ['watchers', async () => { this.cancellations?.stop(); this.breakers?.stop(); }],
         ['http', async () => { this.httpServer?.close(); }],
         ['nats', () => this.nats.nc.drain()],
         ['redis', async () => { this.redis.disconnect(); }],

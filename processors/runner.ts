@@ -4,9 +4,11 @@ import { requestIdFor } from '../runtime/ids.js';
 import { backoffMs, DeferError, errorMessage, PermanentError, RetryableError } from '../runtime/errors.js';
 import { describeIssues, type DeadLetter, type Receipt, type ReceiptStatus } from '../schemas/index.js';
 import type { Topology } from '../streams/topology.js';
+import { REDRIVE_HEADER } from '../streams/dead-letters.js';
 import type { ReceiptPublisher } from './receipt-publisher.js';
 import type { Stage, StageContext, StageDefinition } from './stage.js';
 import type { Metrics } from './metrics.js';
+import type { AttemptLog } from './attempts.js';
 
 /** How one runner pulls and bounds its work. */
 export interface RunnerOptions {
@@ -31,12 +33,14 @@ export interface RunnerOptions {
   maxPublishesInFlight?: number;
   /** Replay: messages after this stream sequence are left alone, and `passedEnd` turns true. */
   lastSequence?: number;
+  /** Counts real failures per message (deferrals are not attempts); without it, JetStream's delivery count. */
+  attemptLog?: AttemptLog;
 }
 
 /** Where outputs go: the wiring maps each output to its subject. */
 export type Route<O> = (output: O) => string;
 
-interface Settings extends Required<Omit<RunnerOptions, 'lastSequence'>> { lastSequence?: number }
+interface Settings extends Required<Omit<RunnerOptions, 'lastSequence' | 'attemptLog'>> { lastSequence?: number; attemptLog?: AttemptLog }
 
 function settingsFrom(opts: RunnerOptions): Settings {
   const pullBatch = opts.pullBatch ?? 100;
@@ -52,10 +56,13 @@ function settingsFrom(opts: RunnerOptions): Settings {
     ackWaitMs: opts.ackWaitMs ?? 30_000,
     maxPublishesInFlight: opts.maxPublishesInFlight ?? 512,
     lastSequence: opts.lastSequence,
+    attemptLog: opts.attemptLog,
   };
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+
 
 /** Counting semaphore: bounds work in flight without blocking the event loop. */
 class Slots {
@@ -169,17 +176,17 @@ export class StageRunner<I, O> {
     await flush();
   }
 
-  private context(m: JsMsg, deadLetters: Promise<void>[]): StageContext {
-    const attempt = m.info.deliveryCount;
+  private context(m: JsMsg, deadLetters: Promise<void>[], attempt = m.info.deliveryCount): StageContext {
     return {
       log: this.log,
       attempt,
+      redrive: m.headers?.has(REDRIVE_HEADER) ?? false,
       isLastAttempt: attempt >= this.settings.maxAttempts,
       storedAt: Math.floor(m.info.timestampNanos / 1_000_000),
       signal: this.abort.signal,
       receipt: (r: Receipt) => this.receipts.add(r),
       deadLetter: (reason, problems, payload) => {
-        const p = this.publishDeadLetter(m, reason, problems, Buffer.from(JSON.stringify(payload)));
+        const p = this.publishDeadLetter(m, reason, problems, Buffer.from(JSON.stringify(payload)), undefined, attempt);
         deadLetters.push(p);
         return p;
       },
@@ -198,6 +205,20 @@ export class StageRunner<I, O> {
     return { ok: true, value: parsed.data, raw };
   }
 
+  private attemptId(m: JsMsg): string {
+    return `${this.durable}:${m.info.streamSequence}`;
+  }
+
+  /** The attempt this delivery is: 1 on first delivery; after that, failures recorded so far + 1. */
+  private async attemptOf(m: JsMsg): Promise<number> {
+    if (m.info.deliveryCount === 1 || !this.settings.attemptLog) return m.info.deliveryCount;
+    try {
+      return ((await this.settings.attemptLog.get(this.attemptId(m)))?.count ?? 0) + 1;
+    } catch {
+      return m.info.deliveryCount;
+    }
+  }
+
   /** Marks messages as in hand; one timer per runner tells JetStream they are still being worked on. */
   private keepAlive(msgs: JsMsg[]): () => void {
     for (const m of msgs) this.inHand.add(m);
@@ -211,12 +232,13 @@ export class StageRunner<I, O> {
     const decoded = this.decode(m);
     try {
       if (!decoded.ok) throw new PermanentError(`invalid ${this.def.name} input`, decoded.problems);
-      const ctx = this.context(m, deadLetters);
+      const ctx = this.context(m, deadLetters, await this.attemptOf(m));
       const produced = this.stage.process!(decoded.value, ctx);
       await this.publishAll(produced, `${this.durable}:${m.info.streamSequence}`);
       await Promise.all(deadLetters);
       await this.receipts.flush();
       m.ack();
+      if (m.info.deliveryCount > 1) this.settings.attemptLog?.clear(this.attemptId(m)).catch(() => undefined);
       this.metrics.processed(this.def.name, 'ok', performance.now() - started);
     } catch (err) {
       await this.settle(m, err, decoded.raw, deadLetters);
@@ -288,8 +310,16 @@ export class StageRunner<I, O> {
         m.nak(Math.max(0, err.untilMs - Date.now()));
         return;
       }
-      const attempt = m.info.deliveryCount;
       const permanent = err instanceof PermanentError;
+      let attempt = m.info.deliveryCount;
+      let firstError: string | undefined;
+      if (!permanent && this.settings.attemptLog) {
+        try {
+          const record = await this.settings.attemptLog.fail(this.attemptId(m), errorMessage(err));
+          attempt = record.count;
+          firstError = record.firstError;
+        } catch { /* Redis down: fall back on JetStream's delivery count */ }
+      }
       if (!permanent && attempt < this.settings.maxAttempts) {
         const retryAfter = err instanceof RetryableError ? err.retryAfterMs : undefined;
         const delay = retryAfter ?? backoffMs(attempt, this.settings.backoffBaseMs, this.settings.backoffCapMs);
@@ -305,8 +335,9 @@ export class StageRunner<I, O> {
         ts: Date.now(), stage: this.def.name, status, ...who, reason: `${reason}: ${problems.join('; ')}`.slice(0, 2_000),
         attempt, count: 1,
       });
-      await this.publishDeadLetter(m, reason, problems, m.data, raw);
+      await this.publishDeadLetter(m, reason, problems, m.data, raw, attempt, firstError);
       await this.receipts.flush();
+      this.settings.attemptLog?.clear(this.attemptId(m)).catch(() => undefined);
       this.log.warn({ seq: m.info.streamSequence, reason, problems: problems.slice(0, 20) }, 'dead-lettered');
       m.term(reason.slice(0, 200));
     } catch (settleErr) {
@@ -316,13 +347,16 @@ export class StageRunner<I, O> {
     }
   }
 
-  private async publishDeadLetter(m: JsMsg, reason: string, problems: string[], payload: Uint8Array, raw?: unknown): Promise<void> {
+  private async publishDeadLetter(
+    m: JsMsg, reason: string, problems: string[], payload: Uint8Array, raw?: unknown, attempts = m.info.deliveryCount, firstError?: string,
+  ): Promise<void> {
     const who = identify(raw ?? safeJson(payload), m.subject);
     const entry: DeadLetter = {
       stage: this.def.name,
       reason: reason.slice(0, 1_000),
       problems: problems.slice(0, 200).map((p) => p.slice(0, 1_000)),
-      attempts: m.info.deliveryCount,
+      attempts,
+      first_error: firstError?.slice(0, 1_000),
       last_error: reason.slice(0, 1_000),
       failed_at: Date.now(),
       subject: m.subject,

@@ -8,6 +8,8 @@ export interface StageContext {
   log: Logger;
   /** 1 on the first delivery of the input. */
   attempt: number;
+  /** Sent back from the DLQ by an operator: what failed for good before is tried again. */
+  redrive: boolean;
   /** True when a retryable failure now would be the last one allowed. */
   isLastAttempt: boolean;
   /** When JetStream stored the input message (ms since epoch). */

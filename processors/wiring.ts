@@ -51,7 +51,10 @@ export type Wiring = 'chained' | 'split';
 const build = (def: AnyDefinition) => (deps: StageDeps) => def.create(def.config.parse({}), deps);
 
 /** Every binding for the chosen stages and tiers. */
-export function bindings(topology: Topology, only?: { stages?: StageName[]; tiers?: Tier[]; wiring?: Wiring }): Binding[] {
+export function bindings(
+  topology: Topology,
+  only?: { stages?: StageName[]; tiers?: Tier[]; wiring?: Wiring; retry?: { maxAttempts: number; backoffBaseMs: number; backoffCapMs: number } },
+): Binding[] {
   checkPipeline(pipeline);
   const want = (s: StageName) => !only?.stages || only.stages.includes(s);
   const chained = (only?.wiring ?? 'chained') === 'chained';
@@ -76,7 +79,7 @@ export function bindings(topology: Topology, only?: { stages?: StageName[]; tier
     if (want('dispatch')) {
       for (const channel of channels) {
         out.push({ def: dispatchStage, create: build(dispatchStage), stream: work, durable: topology.durable('dispatch', tier, channel), tier, channel, route: null,
-          options: { ...base, maxAttempts: 12, backoffBaseMs: 500 } });
+          options: { ...base, maxAttempts: only?.retry?.maxAttempts ?? 12, backoffBaseMs: only?.retry?.backoffBaseMs ?? 500, backoffCapMs: only?.retry?.backoffCapMs ?? 300_000 } });
       }
     }
   }

@@ -51,6 +51,27 @@ const envSchema = z.object({
   HERALD_STORAGE_BUDGET_MB: z.coerce.number().int().min(64).default(16_384),
   /** `chained`: validate, resolve and filter run as one step; `split`: each has its own consumer. */
   HERALD_WIRING: z.enum(['chained', 'split']).default('chained'),
+  /** Circuit breakers and rate limits on provider calls (off only to measure what they cost). */
+  HERALD_GUARDS: z.enum(['on', 'off']).default('on'),
+  /** Deliveries per second per provider: `apns=5000,fcm=5000,twilio=100,smtp=500`. */
+  HERALD_RATE_LIMITS: z.string().default('apns=5000,fcm=5000,twilio=100,smtp=500')
+    .transform((s, ctx) => {
+      const out: Record<string, number> = {};
+      for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
+        const m = /^([a-z0-9_-]+)=(\d+(?:\.\d+)?)$/.exec(part);
+        if (!m || Number(m[2]) <= 0) ctx.addIssue({ code: 'custom', message: `"${part}" is not provider=rate` });
+        else out[m[1]] = Number(m[2]);
+      }
+      return out;
+    }),
+  /** Deliveries per second one tenant may send through one provider (unset: no tenant limit). */
+  HERALD_TENANT_RATE_LIMIT: z.coerce.number().positive().optional(),
+  HERALD_BREAKER_FAILURES: z.coerce.number().int().min(1).default(5),
+  HERALD_BREAKER_COOLDOWN_MS: z.coerce.number().int().min(100).default(5_000),
+  /** Delivery attempts before a delivery is dead-lettered, and the backoff between them. */
+  HERALD_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(12),
+  HERALD_BACKOFF_BASE_MS: z.coerce.number().int().min(1).default(500),
+  HERALD_BACKOFF_CAP_MS: z.coerce.number().int().min(1).default(300_000),
   HERALD_HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
@@ -82,6 +103,14 @@ export interface Config {
   httpPort: number;
   storageBudgetBytes: number;
   wiring: 'chained' | 'split';
+  guards: {
+    enabled: boolean;
+    rateLimits: Record<string, number>;
+    tenantRateLimit?: number;
+    breakerFailures: number;
+    breakerCoolDownMs: number;
+  };
+  retry: { maxAttempts: number; backoffBaseMs: number; backoffCapMs: number };
   logLevel: string;
 }
 
@@ -117,6 +146,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     httpPort: e.HERALD_HTTP_PORT,
     storageBudgetBytes: e.HERALD_STORAGE_BUDGET_MB * 1024 * 1024,
     wiring: e.HERALD_WIRING,
+    guards: {
+      enabled: e.HERALD_GUARDS === 'on',
+      rateLimits: e.HERALD_RATE_LIMITS,
+      tenantRateLimit: e.HERALD_TENANT_RATE_LIMIT,
+      breakerFailures: e.HERALD_BREAKER_FAILURES,
+      breakerCoolDownMs: e.HERALD_BREAKER_COOLDOWN_MS,
+    },
+    retry: { maxAttempts: e.HERALD_MAX_ATTEMPTS, backoffBaseMs: e.HERALD_BACKOFF_BASE_MS, backoffCapMs: e.HERALD_BACKOFF_CAP_MS },
     logLevel: e.LOG_LEVEL,
   });
 }

@@ -12,6 +12,7 @@ import { InAppSink, InboxStore } from './inapp.js';
 import { PushSink, type PushProviders } from './push.js';
 import type { Sink } from './sink.js';
 import { SmsSink } from './sms.js';
+import { GuardedSink, type BreakerGuard, type RateGuard } from './guarded.js';
 import { SmtpCatcher } from './smtp-catcher.js';
 import { ApnsFake } from './fakes/apns-fake.js';
 import { FcmFake, FAKE_FCM_ACCESS_TOKEN } from './fakes/fcm-fake.js';
@@ -36,7 +37,11 @@ export const sandboxDir = (config: Config) => path.join(config.dataDir, 'sandbox
  * local fake of its provider in sandbox mode (`HERALD_SANDBOX=auto`, the default), or is disabled
  * with one clear log line (`off`), in which case its deliveries get a failed receipt saying so.
  */
-export async function buildProviders(config: Config, redis: Redis, prefix: string, log: Logger): Promise<ProviderSet> {
+export async function buildProviders(
+  config: Config, redis: Redis, prefix: string, log: Logger, guards: { breaker?: BreakerGuard; limiter?: RateGuard } = {},
+): Promise<ProviderSet> {
+  // Every external provider sits behind its own breaker and rate limits (the inbox is ours: none).
+  const guard = (sink: Sink): Sink => (guards.breaker || guards.limiter ? new GuardedSink(sink, guards.breaker, guards.limiter) : sink);
   const p = config.providers;
   const sandbox = p.sandbox === 'auto';
   const set: ProviderSet = { sinks: {}, fakes: {}, close: async () => undefined };
@@ -61,7 +66,7 @@ export async function buildProviders(config: Config, redis: Redis, prefix: strin
     smtpUrls = [`smtp://127.0.0.1:${set.catcher?.port ?? config.smtpCatcherPort}`];
   }
   if (smtpUrls.length) {
-    const relays = smtpUrls.map((url, i) => new EmailSink({ url, from: config.smtpFrom, provider: smtpUrls.length > 1 ? `smtp${i + 1}` : 'smtp' }));
+    const relays = smtpUrls.map((url, i) => guard(new EmailSink({ url, from: config.smtpFrom, provider: smtpUrls.length > 1 ? `smtp${i + 1}` : 'smtp' })));
     set.sinks.email = relays.length > 1 ? new FailoverSink(relays) : relays[0];
   } else {
     log.warn({ channel: 'email' }, 'email disabled: no SMTP_URL and HERALD_SANDBOX=off');
@@ -70,37 +75,37 @@ export async function buildProviders(config: Config, redis: Redis, prefix: strin
   // Push: APNs for iOS, FCM for Android and web.
   const push: PushProviders = {};
   if (p.apns) {
-    push.ios = new ApnsSink({
+    push.ios = guard(new ApnsSink({
       auth: p.apns.auth.kind === 'token'
         ? { kind: 'token', key: p.apns.auth.keyFile, keyId: p.apns.auth.keyId, teamId: p.apns.auth.teamId }
         : { kind: 'certificate', cert: p.apns.auth.certFile, key: p.apns.auth.keyFile, passphrase: p.apns.auth.passphrase },
       topic: p.apns.topic, production: p.apns.production,
-    });
+    }));
   } else if (sandbox) {
     const fake = (set.fakes.apns = new ApnsFake());
     fake.script.recordTo(record('apns'));
     await fake.start();
     closers.push(() => fake.stop());
-    push.ios = new ApnsSink({
+    push.ios = guard(new ApnsSink({
       auth: { kind: 'token', key: path.join(certDir, 'fake-apns-auth-key.p8'), keyId: 'SANDBOXKEY', teamId: 'SANDBOXTEAM' },
       topic: 'com.example.herald', address: '127.0.0.1', port: fake.port, ca: [fakeTls.cert], provider: 'apns-sandbox',
-    });
+    }));
     log.info({ port: fake.port }, 'sandbox: no APNs credentials, iOS push goes to the local APNs fake (herald sandbox apns)');
   } else {
     log.warn({ channel: 'push', platform: 'ios' }, 'iOS push disabled: no APNS_KEY_FILE/APNS_CERT_FILE and HERALD_SANDBOX=off');
   }
   if (p.fcm) {
     const account = JSON.parse(fs.readFileSync(p.fcm.serviceAccountFile, 'utf8')) as { project_id?: string };
-    push.android = push.web = new FcmSink({ projectId: p.fcm.projectId ?? account.project_id ?? '', credential: p.fcm.serviceAccountFile });
+    push.android = push.web = guard(new FcmSink({ projectId: p.fcm.projectId ?? account.project_id ?? '', credential: p.fcm.serviceAccountFile }));
   } else if (sandbox) {
     const fake = (set.fakes.fcm = new FcmFake());
     fake.script.recordTo(record('fcm'));
     await fake.start();
     closers.push(() => fake.stop());
-    push.android = push.web = new FcmSink({
+    push.android = push.web = guard(new FcmSink({
       projectId: 'herald-sandbox', provider: 'fcm-sandbox', endpoint: { port: fake.port, ca: fakeTls.cert },
       credential: { getAccessToken: async () => ({ access_token: FAKE_FCM_ACCESS_TOKEN, expires_in: 3600 }) },
-    });
+    }));
     log.info({ port: fake.port }, 'sandbox: no FCM credentials, Android/web push goes to the local FCM fake (herald sandbox fcm)');
   } else {
     log.warn({ channel: 'push', platform: 'android,web' }, 'Android/web push disabled: no FCM_SERVICE_ACCOUNT_FILE and HERALD_SANDBOX=off');
@@ -109,17 +114,17 @@ export async function buildProviders(config: Config, redis: Redis, prefix: strin
 
   // SMS: Twilio accounts in failover order.
   if (p.twilio.length) {
-    const accounts = p.twilio.map((a, i) => new SmsSink({ accountSid: a.accountSid, authToken: a.authToken, from: a.from, provider: i ? `twilio${i + 1}` : 'twilio' }));
+    const accounts = p.twilio.map((a, i) => guard(new SmsSink({ accountSid: a.accountSid, authToken: a.authToken, from: a.from, provider: i ? `twilio${i + 1}` : 'twilio' })));
     set.sinks.sms = accounts.length > 1 ? new FailoverSink(accounts) : accounts[0];
   } else if (sandbox) {
     const fake = (set.fakes.twilio = new TwilioFake({ [SANDBOX_TWILIO.sid]: SANDBOX_TWILIO.token }));
     fake.script.recordTo(record('twilio'));
     await fake.start();
     closers.push(() => fake.stop());
-    set.sinks.sms = new SmsSink({
+    set.sinks.sms = guard(new SmsSink({
       accountSid: SANDBOX_TWILIO.sid, authToken: SANDBOX_TWILIO.token, from: SANDBOX_TWILIO.from, provider: 'twilio-sandbox',
       endpoint: { baseUrl: `https://127.0.0.1:${fake.port}`, ca: fakeTls.cert },
-    });
+    }));
     log.info({ port: fake.port }, 'sandbox: no Twilio credentials, SMS goes to the local Twilio fake (herald sandbox twilio)');
   } else {
     log.warn({ channel: 'sms' }, 'SMS disabled: no TWILIO_ACCOUNT_SID and HERALD_SANDBOX=off');

@@ -11,7 +11,7 @@ export interface DeliveryItem {
 /** What happened to one delivery. Each sink maps its provider's answers to these in one place. */
 export type Outcome = (
   | { kind: 'delivered'; providerId?: string; /** already there (idempotent sink) */ duplicate?: boolean }
-  | { kind: 'retry'; reason: string; afterMs?: number }
+  | { kind: 'retry'; reason: string; afterMs?: number; /** waiting on a breaker or rate limit: not a failed attempt */ deferred?: boolean }
   | { kind: 'permanent'; reason: string; code?: string; /** the recipient asked the provider to stop (Twilio 21610) */ optOut?: boolean }
   | { kind: 'invalid_address'; reason: string; /** the device token or address to deactivate */ address: string }
 ) & {

@@ -1,6 +1,10 @@
-import type { JetStreamManager } from '@nats-io/jetstream';
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
+import { headers } from '@nats-io/transport-node';
 import { deadLetterSchema, type DeadLetter } from '../schemas/index.js';
 import type { Topology } from './topology.js';
+
+/** Header set on a message sent back from the DLQ: deliveries that failed for good are tried again. */
+export const REDRIVE_HEADER = 'Herald-Redrive';
 
 /** Filters for reading the DLQ. */
 export interface DeadLetterQuery {
@@ -28,4 +32,22 @@ export async function listDeadLetters(jsm: JetStreamManager, topology: Topology,
     out.push({ ...d, dlq_seq: msg.seq });
   }
   return out;
+}
+
+/**
+ * Sends dead letters back to the subject they failed on, marked as a redrive (so deliveries that
+ * failed for good are tried again, while the dedup entry still stops anything already sent), then
+ * removes them from the DLQ. Returns how many went back.
+ */
+export async function redriveDeadLetters(nats: { js: JetStreamClient; jsm: JetStreamManager }, topology: Topology, q: DeadLetterQuery & { seq?: number } = {}): Promise<number> {
+  const letters = (await listDeadLetters(nats.jsm, topology, q)).filter((d) => q.seq === undefined || d.dlq_seq === q.seq);
+  let sent = 0;
+  for (const d of letters) {
+    const h = headers();
+    h.set(REDRIVE_HEADER, String(d.dlq_seq));
+    await nats.js.publish(d.subject, Buffer.from(d.original_b64, 'base64'), { headers: h, msgID: `redrive:${topology.dlqStream}:${d.dlq_seq}` });
+    await nats.jsm.streams.deleteMessage(topology.dlqStream, d.dlq_seq, false);
+    sent++;
+  }
+  return sent;
 }

@@ -61,6 +61,8 @@ export class Topology {
   deliver(channel: Channel | '*', tier: Tier): string { return this.subj(`deliver.${channel}.${tier}`); }
   receipt(status: string): string { return this.subj(`receipt.${status}`); }
   dlq(stage: string): string { return this.subj(`dlq.${stage}`); }
+  /** Core NATS subject (not a stream) where `{tenant, id}` cancels a request. */
+  get cancel(): string { return this.subj('cancel'); }
 
   get requestsStream(): string { return this.name('REQUESTS'); }
   workStream(tier: Tier): string { return this.name(`WORK_${tier.toUpperCase()}`); }

@@ -9,6 +9,7 @@ export function fakeContext(overrides: Partial<StageContext> = {}) {
   const ctx: StageContext = {
     log: createLogger('silent'),
     attempt: 1,
+    redrive: false,
     isLastAttempt: false,
     storedAt: 1_000,
     signal: new AbortController().signal,

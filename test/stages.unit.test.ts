@@ -153,9 +153,15 @@ describe('dispatch', () => {
   }
   class MemoryDedup {
     store = new Map<string, Set<string>>();
+    failed = new Map<string, Set<string>>();
     key(...parts: unknown[]) { return parts.join('.'); }
-    async read(key: string) { return { key, users: new Set(this.store.get(key)), revision: this.store.has(key) ? 1 : 0 }; }
-    async add(done: { key: string }, users: string[]) { this.store.set(done.key, new Set([...(this.store.get(done.key) ?? []), ...users])); }
+    async read(key: string) {
+      return { key, users: new Set(this.store.get(key)), failed: new Set(this.failed.get(key)), revision: this.store.has(key) ? 1 : 0 };
+    }
+    async add(done: { key: string }, sent: string[], failed: string[] = []) {
+      this.store.set(done.key, new Set([...(this.store.get(done.key) ?? []), ...sent]));
+      this.failed.set(done.key, new Set([...(this.failed.get(done.key) ?? []), ...failed]));
+    }
   }
   const batch: DeliveryBatch = {
     channel: 'email', tier: 'social',
@@ -191,6 +197,14 @@ describe('dispatch', () => {
     expect(deadLetters[0].problems[0]).toContain('550');
     expect(receipts.find((r) => r.status === 'failed')?.user_id).toBe('a');
     expect([...dedup.store.values()].flatMap((s) => [...s])).toEqual(['c']);
+    // The refused one is skipped when the batch comes back for 'b', but tried again on a redrive.
+    expect([...dedup.failed.values()].flatMap((s) => [...s])).toEqual(['a']);
+    sink.sent.length = 0;
+    await Promise.resolve(stage.process!(batch, fakeContext({ attempt: 2 }).ctx)).catch(() => undefined);
+    expect(sink.sent.map((s) => s.recipient.user_id)).toEqual(['b']);
+    sink.sent.length = 0;
+    await Promise.resolve(stage.process!(batch, fakeContext({ attempt: 1, redrive: true }).ctx)).catch(() => undefined);
+    expect(sink.sent.map((s) => s.recipient.user_id)).toEqual(['a', 'b']);
   });
 
   it('drops expired work with a receipt', async () => {

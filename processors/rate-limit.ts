@@ -1,0 +1,69 @@
+import type { Redis } from 'ioredis';
+
+/**
+ * Token buckets in Redis, taken atomically by one script for several buckets at once (provider and
+ * tenant): either every bucket has the tokens and all are taken, or none is and the script says how
+ * long to wait. A provider's Retry-After pauses its bucket for everyone.
+ * KEYS: bucket keys, then the pause key. ARGV: now ms, tokens wanted, then rate/s and burst per bucket.
+ */
+const TAKE = `
+local now = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local n = #KEYS - 1
+local paused = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
+if paused > now then return paused - now end
+local wait = 0
+local levels = {}
+for i = 1, n do
+  local rate = tonumber(ARGV[1 + i * 2])
+  local burst = tonumber(ARGV[2 + i * 2])
+  local b = redis.call('HMGET', KEYS[i], 'tokens', 'at')
+  local tokens = tonumber(b[1]) or burst
+  local at = tonumber(b[2]) or now
+  tokens = math.min(burst, tokens + (now - at) * rate / 1000)
+  levels[i] = tokens
+  local need = math.min(want, burst)
+  if tokens < need then wait = math.max(wait, math.ceil((need - tokens) * 1000 / rate)) end
+end
+if wait > 0 then return wait end
+for i = 1, n do
+  local burst = tonumber(ARGV[2 + i * 2])
+  redis.call('HSET', KEYS[i], 'tokens', levels[i] - math.min(want, burst), 'at', now)
+  redis.call('PEXPIRE', KEYS[i], 3600000)
+end
+return 0`;
+
+/** A rate in deliveries per second, with the burst a bucket holds. */
+export interface Rate {
+  perSecond: number;
+  burst?: number;
+}
+
+export class RateLimiter {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly providerRates: Record<string, Rate>,
+    private readonly tenantRate?: Rate,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Takes `count` tokens for a provider and a tenant; returns 0, or the ms to wait before trying again. */
+  async take(provider: string, tenant: string, count: number): Promise<number> {
+    const buckets: [string, Rate][] = [];
+    const providerRate = this.providerRates[provider] ?? this.providerRates[provider.replace(/-sandbox$|\d+$/, '')];
+    if (providerRate) buckets.push([`${this.prefix}rate:p:${provider}`, providerRate]);
+    if (this.tenantRate) buckets.push([`${this.prefix}rate:t:${tenant}`, this.tenantRate]);
+    const pauseKey = `${this.prefix}rate:pause:${provider}`;
+    const args: (string | number)[] = [this.now(), count];
+    for (const [, r] of buckets) args.push(r.perSecond, r.burst ?? Math.max(1, r.perSecond));
+    const wait = await this.redis.eval(TAKE, buckets.length + 1, ...buckets.map(([k]) => k), pauseKey, ...args);
+    return Number(wait);
+  }
+
+  /** The provider said "slow down until then" (429 Retry-After): every process waits. */
+  async pause(provider: string, untilMs: number): Promise<void> {
+    const ms = untilMs - this.now();
+    if (ms > 0) await this.redis.set(`${this.prefix}rate:pause:${provider}`, String(untilMs), 'PX', ms);
+  }
+}
