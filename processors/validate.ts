@@ -5,7 +5,10 @@ import { describeIssues, requestSchema, validatedSchema, type Validated } from '
 import type { StageDefinition } from './stage.js';
 import type { StageDeps } from './deps.js';
 
-export const validateConfig = z.object({});
+export const validateConfig = z.object({
+  /** The tier of the subject this instance consumes: a body naming another tier is rejected. */
+  tier: z.enum(['transactional', 'social', 'marketing']).optional(),
+});
 
 
 /** The template or content fields, if they are shaped well enough to check rendering. */
@@ -34,11 +37,14 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
   output: validatedSchema,
   config: validateConfig,
   giveUpStatus: 'rejected',
-  create(_config, deps) {
+  create(config, deps) {
     return {
       async process(raw, ctx) {
         const parsed = requestSchema.safeParse(raw);
         const problems = parsed.success ? [] : describeIssues(parsed.error.issues);
+        if (parsed.success && config.tier && parsed.data.tier !== config.tier) {
+          problems.push(`tier: "${parsed.data.tier}" published to the ${config.tier} subject; publish to notify.request.${parsed.data.tier}`);
+        }
         const content = renderable(raw);
         if (content) problems.push(...deps.templates.check(content));
         if (!parsed.success || problems.length > 0) {

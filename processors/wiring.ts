@@ -48,7 +48,7 @@ export function checkPipeline(stages: AnyDefinition[]): void {
  */
 export type Wiring = 'chained' | 'split';
 
-const build = (def: AnyDefinition) => (deps: StageDeps) => def.create(def.config.parse({}), deps);
+const build = (def: AnyDefinition, config: Record<string, unknown> = {}) => (deps: StageDeps) => def.create(def.config.parse(config), deps);
 
 /** Every binding for the chosen stages and tiers. */
 export function bindings(
@@ -65,10 +65,10 @@ export function bindings(
     const work = topology.workStream(tier);
     if (chained && want('validate')) {
       out.push({ def: validateStage, stream: topology.requestsStream, durable: topology.durable('validate', tier), tier,
-        create: (deps) => chain(chain(build(validateStage)(deps), build(resolveStage)(deps), 1), build(preferenceFilterStage)(deps), 8),
+        create: (deps) => chain(chain(build(validateStage, { tier })(deps), build(resolveStage)(deps), 1), build(preferenceFilterStage)(deps), 8),
         route: (o) => topology.filtered(o.request.tier), options: base });
     }
-    if (!chained && want('validate')) out.push({ def: validateStage, create: build(validateStage), stream: topology.requestsStream,
+    if (!chained && want('validate')) out.push({ def: validateStage, create: build(validateStage, { tier }), stream: topology.requestsStream,
       durable: topology.durable('validate', tier), tier, route: (o) => topology.validated(o.request.tier), options: base });
     if (!chained && want('resolve')) out.push({ def: resolveStage, create: build(resolveStage), stream: work, durable: topology.durable('resolve', tier), tier,
       route: (o) => topology.resolved(o.request.tier), options: base });

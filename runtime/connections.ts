@@ -10,10 +10,12 @@ export interface Nats {
   jsm: JetStreamManager;
 }
 
+/** NATS_URL may list several servers (a cluster), comma-separated; credentials come from the first. */
 export async function connectNats(config: Config, name = 'herald'): Promise<Nats> {
-  const url = new URL(config.natsUrl.includes('://') ? config.natsUrl : `nats://${config.natsUrl}`);
+  const urls = config.natsUrl.split(',').map((u) => new URL(u.includes('://') ? u.trim() : `nats://${u.trim()}`));
+  const url = urls[0];
   const nc = await connect({
-    servers: `${url.hostname}:${url.port || 4222}`,
+    servers: urls.map((u) => `${u.hostname}:${u.port || 4222}`),
     user: url.username ? decodeURIComponent(url.username) : undefined,
     pass: url.password ? decodeURIComponent(url.password) : undefined,
     name,

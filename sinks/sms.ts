@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import twilio from 'twilio';
 import type { DeliveryItem, Outcome, Sink } from './sink.js';
 
@@ -17,13 +18,24 @@ export interface SmsSinkOptions {
 
 export const E164 = /^\+[1-9]\d{6,14}$/;
 
+/** The twilio client drops response headers from its errors; each request records Retry-After here. */
+const responseHeaders = new AsyncLocalStorage<{ retryAfterMs?: number }>();
+
+function retryAfterMs(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const at = Date.parse(String(value));
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
 /** Maps one Twilio error to an outcome, in one place. */
-export function twilioOutcome(err: unknown): Outcome {
+export function twilioOutcome(err: unknown, retryAfter?: number): Outcome {
   const e = err as { status?: number; code?: number; message?: string };
   const reason = `${e.code ?? e.status ?? 'error'}: ${e.message ?? String(err)}`.slice(0, 300);
   if (e.code === 21610) return { kind: 'permanent', reason, code: '21610', optOut: true };
   if (e.code === 21211 || e.code === 21614) return { kind: 'permanent', reason, code: String(e.code) };
-  if (e.code === 20429 || e.status === 429) return { kind: 'retry', reason, afterMs: 1_000 };
+  if (e.code === 20429 || e.status === 429) return { kind: 'retry', reason, afterMs: retryAfter ?? 1_000 };
   if (e.status === undefined || e.status >= 500) return { kind: 'retry', reason };
   return { kind: 'permanent', reason, code: String(e.code ?? e.status) };
 }
@@ -41,19 +53,18 @@ export class SmsSink implements Sink {
   constructor(private readonly opts: SmsSinkOptions) {
     this.provider = opts.provider ?? 'twilio';
     const endpoint = opts.endpoint;
-    let httpClient: twilio.RequestClient | undefined;
-    if (endpoint) {
-      // The twilio client takes a custom HTTP client: this one sends to the fake on loopback.
-      class LoopbackClient extends twilio.RequestClient {
-        override request<T>(o: Parameters<twilio.RequestClient['request']>[0]) {
-          return super.request<T>({ ...o, uri: o.uri.replace(/^https:\/\/[^/]+/, endpoint!.baseUrl) } as Parameters<twilio.RequestClient['request']>[0] as never);
-        }
+    // The twilio client takes a custom HTTP client: this one keeps Retry-After, and in tests and
+    // the sandbox sends to the fake on loopback.
+    class HeraldClient extends twilio.RequestClient {
+      override async request<T>(o: Parameters<twilio.RequestClient['request']>[0]) {
+        const uri = endpoint ? o.uri.replace(/^https:\/\/[^/]+/, endpoint.baseUrl) : o.uri;
+        const res = await super.request<T>({ ...o, uri } as never);
+        const store = responseHeaders.getStore();
+        if (store && res.statusCode === 429) store.retryAfterMs = retryAfterMs((res.headers as Record<string, unknown>)['retry-after']);
+        return res;
       }
-      httpClient = new LoopbackClient({ keepAlive: true, ca: endpoint.ca });
-    } else {
-      httpClient = new twilio.RequestClient({ keepAlive: true });
     }
-    this.client = twilio(opts.accountSid, opts.authToken, { httpClient });
+    this.client = twilio(opts.accountSid, opts.authToken, { httpClient: new HeraldClient({ keepAlive: true, ...(endpoint ? { ca: endpoint.ca } : {}) }) });
   }
 
   /** One slot of the sink-wide bound on requests in flight (shared by concurrent batches). */
@@ -73,15 +84,16 @@ export class SmsSink implements Sink {
     return Promise.all(items.map(async ({ recipient, content }): Promise<Outcome> => {
       const to = recipient.to[0];
       if (!E164.test(to ?? '')) return { kind: 'permanent', reason: `"${to}" is not an E.164 phone number`, code: 'E164' };
+      const seen: { retryAfterMs?: number } = {};
       try {
-        const msg = await this.slot(() => this.client.messages.create({
+        const msg = await this.slot(() => responseHeaders.run(seen, () => this.client.messages.create({
           to,
           body: `${content.title}\n${content.body}`.slice(0, 1_600),
           ...(this.opts.from.startsWith('MG') ? { messagingServiceSid: this.opts.from } : { from: this.opts.from }),
-        }));
+        })));
         return { kind: 'delivered', providerId: msg.sid };
       } catch (err) {
-        return twilioOutcome(err);
+        return twilioOutcome(err, seen.retryAfterMs);
       }
     }));
   }

@@ -47,11 +47,11 @@ async function applyConsumer(jsm: JetStreamManager, stream: string, want: Partia
   return { kind: 'consumer', name, action: 'updated', changed };
 }
 
-async function applyBucket(nats: Nats, name: string, ttlMs: number, history: number): Promise<ApplyResult> {
+async function applyBucket(nats: Nats, name: string, ttlMs: number, history: number, replicas: number): Promise<ApplyResult> {
   const streamName = `KV_${name}`;
   const info = await nats.jsm.streams.info(streamName).catch(() => null);
   if (!info) {
-    await new Kvm(nats.js).create(name, { ttl: ttlMs, history });
+    await new Kvm(nats.js).create(name, { ttl: ttlMs, history, replicas });
     return { kind: 'kv', name, action: 'created' };
   }
   const want = { max_age: msToNs(ttlMs), max_msgs_per_subject: history };
@@ -92,7 +92,7 @@ export async function applyAll(nats: Nats, topology: Topology, ch?: ClickHouseCl
   const results: ApplyResult[] = [];
   for (const stream of topology.streams()) results.push(await applyStream(nats.jsm, stream));
   for (const { stream, config } of topology.consumers()) results.push(await applyConsumer(nats.jsm, stream, config));
-  for (const bucket of topology.buckets()) results.push(await applyBucket(nats, bucket.name, bucket.ttlMs, bucket.history));
+  for (const bucket of topology.buckets()) results.push(await applyBucket(nats, bucket.name, bucket.ttlMs, bucket.history, bucket.replicas));
   if (ch && database) results.push(...(await applyClickHouse(ch, database)));
   return results;
 }

@@ -41,7 +41,7 @@ export class Topology {
    * @param storageBudgetBytes what all of Herald's streams may reserve together; JetStream reserves
    *   each stream's max_bytes against the server's max_file_store, so this must fit in it.
    */
-  constructor(readonly namespace = '', readonly storageBudgetBytes = 16 * GiB) {}
+  constructor(readonly namespace = '', readonly storageBudgetBytes = 16 * GiB, readonly replicas = 1) {}
 
   private bytes(share: number): number {
     return Math.floor(this.storageBudgetBytes * share);
@@ -80,12 +80,13 @@ export class Topology {
   }
 
   streams(): Partial<StreamConfig>[] {
-    const base = { storage: StorageType.File, num_replicas: 1, discard: DiscardPolicy.Old };
+    const base = { storage: StorageType.File, num_replicas: this.replicas, discard: DiscardPolicy.Old };
     return [
       {
         ...base,
         name: this.requestsStream,
-        subjects: [this.request('*')],
+        // Only the three tiers: a publish to notify.request.<anything else> fails at once for the producer.
+        subjects: tiers.map((t) => this.request(t)),
         retention: RetentionPolicy.Limits,
         max_age: msToNs(7 * DAY),
         max_bytes: this.bytes(storageShares.requests),
@@ -152,18 +153,18 @@ export class Topology {
   }
 
   /** KV buckets with their history and TTL (ms). */
-  buckets(): { name: string; ttlMs: number; history: number }[] {
+  buckets(): { name: string; ttlMs: number; history: number; replicas: number }[] {
     return [
       // Longer than the whole retry schedule, so a late retry still finds the key.
-      { name: this.kvBucket('dedup'), ttlMs: 2 * DAY, history: 1 },
-      { name: this.kvBucket('breakers'), ttlMs: 0, history: 1 },
-      { name: this.kvBucket('checkpoints'), ttlMs: 7 * DAY, history: 1 },
-      { name: this.kvBucket('cancellations'), ttlMs: 7 * DAY, history: 1 },
+      { name: this.kvBucket('dedup'), ttlMs: 2 * DAY, history: 1, replicas: this.replicas },
+      { name: this.kvBucket('breakers'), ttlMs: 0, history: 1, replicas: this.replicas },
+      { name: this.kvBucket('checkpoints'), ttlMs: 7 * DAY, history: 1, replicas: this.replicas },
+      { name: this.kvBucket('cancellations'), ttlMs: 7 * DAY, history: 1, replicas: this.replicas },
     ];
   }
 }
 
 /** The topology a configuration describes. */
-export function topologyOf(config: { namespace: string; storageBudgetBytes: number }): Topology {
-  return new Topology(config.namespace, config.storageBudgetBytes);
+export function topologyOf(config: { namespace: string; storageBudgetBytes: number; replicas: number }): Topology {
+  return new Topology(config.namespace, config.storageBudgetBytes, config.replicas);
 }

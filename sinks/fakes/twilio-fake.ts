@@ -39,9 +39,9 @@ export class TwilioFake {
     await this.script.pause();
     const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
     const to = form.get('To') ?? '';
-    const json = (status: number, body: unknown) => {
+    const json = (status: number, body: unknown, extra: Record<string, string> = {}) => {
       this.script.record({ target: to, status, body: Object.fromEntries(form), headers: {} });
-      res.writeHead(status, { 'content-type': 'application/json' });
+      res.writeHead(status, { 'content-type': 'application/json', ...extra });
       res.end(JSON.stringify(body));
     };
     const match = /^\/2010-04-01\/Accounts\/([^/]+)\/Messages\.json$/.exec(req.url ?? '');
@@ -56,7 +56,8 @@ export class TwilioFake {
     const failure = this.script.take(to);
     if (failure) {
       const e = twilioErrors[failure.kind];
-      return json(e.status, { code: e.code, message: e.message, more_info: `https://www.twilio.com/docs/errors/${e.code}`, status: e.status });
+      return json(e.status, { code: e.code, message: e.message, more_info: `https://www.twilio.com/docs/errors/${e.code}`, status: e.status },
+        failure.kind === 'throttle' ? { 'retry-after': String(failure.retryAfterSec ?? 1) } : {});
     }
     const sid = `SM${crypto.randomBytes(16).toString('hex')}`;
     json(201, {
