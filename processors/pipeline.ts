@@ -56,7 +56,7 @@ export interface PipelineOptions {
 
 /** A running Herald process: every chosen stage on every chosen tier, plus health and metrics. */
 export class Pipeline {
-  private runners: StageRunner<unknown, unknown>[] = [];
+  readonly runners: StageRunner<unknown, unknown>[] = [];
   private closing?: Promise<void>;
   private httpServer?: http.Server;
   catcher?: SmtpCatcher;

@@ -176,7 +176,7 @@ export class StageRunner<I, O> {
     await flush();
   }
 
-  private context(m: JsMsg, deadLetters: Promise<void>[], attempt = m.info.deliveryCount): StageContext {
+  private context(m: JsMsg, deadLetters: Promise<void>[], attempt = m.info.deliveryCount, firstError?: string): StageContext {
     return {
       log: this.log,
       attempt,
@@ -186,7 +186,7 @@ export class StageRunner<I, O> {
       signal: this.abort.signal,
       receipt: (r: Receipt) => this.receipts.add(r),
       deadLetter: (reason, problems, payload) => {
-        const p = this.publishDeadLetter(m, reason, problems, Buffer.from(JSON.stringify(payload)), undefined, attempt);
+        const p = this.publishDeadLetter(m, reason, problems, Buffer.from(JSON.stringify(payload)), undefined, attempt, firstError);
         deadLetters.push(p);
         return p;
       },
@@ -209,13 +209,14 @@ export class StageRunner<I, O> {
     return `${this.durable}:${m.info.streamSequence}`;
   }
 
-  /** The attempt this delivery is: 1 on first delivery; after that, failures recorded so far + 1. */
-  private async attemptOf(m: JsMsg): Promise<number> {
-    if (m.info.deliveryCount === 1 || !this.settings.attemptLog) return m.info.deliveryCount;
+  /** The attempt this delivery is (1 on first delivery; then failures so far + 1), and the first failure. */
+  private async attemptOf(m: JsMsg): Promise<{ attempt: number; firstError?: string }> {
+    if (m.info.deliveryCount === 1 || !this.settings.attemptLog) return { attempt: m.info.deliveryCount };
     try {
-      return ((await this.settings.attemptLog.get(this.attemptId(m)))?.count ?? 0) + 1;
+      const record = await this.settings.attemptLog.get(this.attemptId(m));
+      return { attempt: (record?.count ?? 0) + 1, firstError: record?.firstError };
     } catch {
-      return m.info.deliveryCount;
+      return { attempt: m.info.deliveryCount };
     }
   }
 
@@ -232,7 +233,8 @@ export class StageRunner<I, O> {
     const decoded = this.decode(m);
     try {
       if (!decoded.ok) throw new PermanentError(`invalid ${this.def.name} input`, decoded.problems);
-      const ctx = this.context(m, deadLetters, await this.attemptOf(m));
+      const { attempt, firstError } = await this.attemptOf(m);
+      const ctx = this.context(m, deadLetters, attempt, firstError);
       const produced = this.stage.process!(decoded.value, ctx);
       await this.publishAll(produced, `${this.durable}:${m.info.streamSequence}`);
       await Promise.all(deadLetters);
@@ -339,7 +341,8 @@ export class StageRunner<I, O> {
       await this.receipts.flush();
       this.settings.attemptLog?.clear(this.attemptId(m)).catch(() => undefined);
       this.log.warn({ seq: m.info.streamSequence, reason, problems: problems.slice(0, 20) }, 'dead-lettered');
-      m.term(reason.slice(0, 200));
+      // No reason: NATS 2.9 ignores a "+TERM <reason>" ack, leaving the message pending.
+      m.term();
     } catch (settleErr) {
       // Could not record the failure (JetStream unavailable?): leave it to redelivery, never drop it.
       this.log.error({ err: settleErr }, 'could not dead-letter; will be redelivered');

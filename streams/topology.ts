@@ -88,6 +88,8 @@ export class Topology {
         // Only the three tiers: a publish to notify.request.<anything else> fails at once for the producer.
         subjects: tiers.map((t) => this.request(t)),
         retention: RetentionPolicy.Limits,
+        // Full: producers get an error and retry, rather than unprocessed requests being dropped.
+        discard: DiscardPolicy.New,
         max_age: msToNs(7 * DAY),
         max_bytes: this.bytes(storageShares.requests),
         // Producers set Nats-Msg-Id = tenant:idempotency_key; a repeat inside this window is dropped.
@@ -118,6 +120,8 @@ export class Topology {
         name: this.dlqStream,
         subjects: [this.subj('dlq.*')],
         retention: RetentionPolicy.Limits,
+        // Full: dead-lettering fails and the work stays where it was (retried), never dropped.
+        discard: DiscardPolicy.New,
         max_age: msToNs(30 * DAY),
         max_bytes: this.bytes(storageShares.dlq),
         duplicate_window: msToNs(2 * MINUTE),

@@ -1,0 +1,52 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../runtime/config.js';
+import { freePort } from '../compose/local-servers.js';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The environment that reproduces a test config for a `herald run` child process. */
+export function envFor(config: Config, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    NATS_URL: config.natsUrl, REDIS_URL: config.redisUrl, CLICKHOUSE_URL: config.clickhouseUrl,
+    CLICKHOUSE_DATABASE: config.clickhouseDatabase, HERALD_NAMESPACE: config.namespace,
+    HERALD_DATA_DIR: config.dataDir, HERALD_STORAGE_BUDGET_MB: String(config.storageBudgetBytes / 1024 / 1024),
+    SMTP_URL: config.providers.smtpUrls.join(','), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', HERALD_SMTP_CATCHER_PORT: '0',
+    ...extra,
+  };
+}
+
+/** A `herald run` process, started the way an operator would, ready when its /readyz answers. */
+export class HeraldProcess {
+  child?: ChildProcess;
+  exitCode?: number | null;
+  constructor(private readonly env: Record<string, string>) {}
+
+  async start(): Promise<void> {
+    const port = await freePort();
+    this.exitCode = undefined;
+    const child = spawn(path.join(root, 'bin', 'herald.js'), ['run'], {
+      cwd: root, env: { ...process.env, ...this.env, HERALD_HTTP_PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    this.child = child;
+    child.once('exit', (code) => { this.exitCode = code; });
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (this.exitCode !== undefined) throw new Error(`herald run exited with ${this.exitCode} before it was ready`);
+      if (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)) return;
+      if (Date.now() > deadline) throw new Error('herald run did not become ready in 30 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Sends a signal and waits for the exit; returns the exit code (null when killed by the signal). */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null | undefined> {
+    const child = this.child;
+    if (!child || this.exitCode !== undefined) return this.exitCode;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill(signal);
+    await exited;
+    return this.exitCode;
+  }
+}
