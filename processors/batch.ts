@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import {
   deliveryBatchSchema, filteredChunkSchema, type DeliveryBatch, type DeliveryGroup, type FilteredChunk,
@@ -26,6 +27,14 @@ export const batchStage: StageDefinition<FilteredChunk, DeliveryBatch, z.infer<t
   input: filteredChunkSchema,
   output: deliveryBatchSchema,
   config: batchConfig,
+  // The groups a batch carries name it: a batch rebuilt the same way after a crash is the same message.
+  outputId(batch) {
+    const h = createHash('sha256').update(batch.channel);
+    for (const g of batch.groups) {
+      h.update(`\u0000${g.request.tenant}\u0000${g.request.id}\u0000${g.request.replay ?? ''}\u0000${g.chunk}\u0000${g.part}\u0000${g.recipients.length}`);
+    }
+    return h.digest('base64url').slice(0, 32);
+  },
   create(config) {
     return {
       async processBatch(chunks) {

@@ -41,8 +41,11 @@ export class DedupStore {
       const f = [...new Set([...current.failed, ...failed])].filter((id) => !sentSet.has(id));
       const value = JSON.stringify(f.length ? { s, f } : { s });
       try {
-        if (current.revision === 0) await this.kv.create(current.key, value);
-        else await this.kv.update(current.key, value, current.revision);
+        const revision = current.revision === 0 ? await this.kv.create(current.key, value) : await this.kv.update(current.key, value, current.revision);
+        // Keep the caller's view current, so its next add needs no read.
+        done.users = sentSet;
+        done.failed = new Set(f);
+        done.revision = revision;
         return;
       } catch (err) {
         if (!/wrong last sequence|key exists/i.test(String((err as Error).message))) throw err;

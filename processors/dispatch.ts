@@ -112,13 +112,38 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           if (skipped.length) ctx.receipt(receiptOf(group, { status: 'deduplicated', user_ids: skipped, reason: 'already sent' }));
         }
 
-        const outcomes: Outcome[] = pending.length ? await sink.send(pending.map((p) => p.item), ctx.signal) : [];
+        // Provider calls run a few at a time; after each, what it sent is added to the dedup entry
+        // (one write per call, queued per group), so a crash repeats at most the calls in flight.
+        const outcomes: Outcome[] = new Array(pending.length);
+        const writes = new Map<DeliveryGroup, Promise<void>>();
+        const record = (group: DeliveryGroup, ids: string[]) => {
+          const done = doneSets.get(group);
+          if (!done || ids.length === 0) return;
+          writes.set(group, (writes.get(group) ?? Promise.resolve()).then(() => deps.dedup.add(done, ids)));
+        };
+        const callSize = Math.max(1, sink.callSize ?? sink.maxBatch);
+        let nextCall = 0;
+        const caller = async () => {
+          while (nextCall < pending.length) {
+            const start = nextCall;
+            nextCall += callSize;
+            const call = pending.slice(start, start + callSize);
+            const answers = await sink.send(call.map((p) => p.item), ctx.signal);
+            const sentNow = new Map<DeliveryGroup, string[]>();
+            answers.forEach((outcome, j) => {
+              outcomes[start + j] = outcome;
+              if (outcome.kind === 'delivered') pushTo(sentNow, call[j].unit.group, call[j].unit.dedupId);
+            });
+            if (!sink.idempotent) for (const [group, ids] of sentNow) record(group, ids);
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(16, Math.ceil(pending.length / callSize)) }, caller));
+        await Promise.all(writes.values());
         for (const group of live) {
           const count = pending.filter((p) => p.unit.group === group).length;
           if (count) ctx.receipt(receiptOf(group, { status: 'dispatched', count }));
         }
 
-        const sent = new Map<DeliveryGroup, string[]>();
         const failedForGood = new Map<DeliveryGroup, string[]>();
         const plainDelivered = new Map<string, { group: DeliveryGroup; provider: string; users: string[]; duplicate: boolean }>();
         const retry: { unit: Unit; outcome: Outcome & { kind: 'retry' } }[] = [];
@@ -138,7 +163,6 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
               } else {
                 ctx.receipt(receiptOf(unit.group, { status: outcome.duplicate ? 'deduplicated' : 'delivered', provider, user_id: unit.recipient.user_id, reason: outcome.providerId }));
               }
-              pushTo(sent, unit.group, unit.dedupId);
               break;
             case 'retry':
               retry.push({ unit, outcome });
@@ -166,8 +190,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         }
         await Promise.all(sideEffects);
         if (!sink.idempotent) {
-          const groups = new Set([...sent.keys(), ...failedForGood.keys()]);
-          await Promise.all([...groups].map((group) => deps.dedup.add(doneSets.get(group)!, sent.get(group) ?? [], failedForGood.get(group) ?? [])));
+          await Promise.all([...failedForGood].map(([group, ids]) => deps.dedup.add(doneSets.get(group)!, [], ids)));
         }
 
         // Only waiting (breaker open, rate limit): come back then, and it is not an attempt.

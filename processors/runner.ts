@@ -35,12 +35,14 @@ export interface RunnerOptions {
   lastSequence?: number;
   /** Counts real failures per message (deferrals are not attempts); without it, JetStream's delivery count. */
   attemptLog?: AttemptLog;
+  /** This runner replays a stream for an operator: stages see `ctx.replay`. */
+  replayId?: string;
 }
 
 /** Where outputs go: the wiring maps each output to its subject. */
 export type Route<O> = (output: O) => string;
 
-interface Settings extends Required<Omit<RunnerOptions, 'lastSequence' | 'attemptLog'>> { lastSequence?: number; attemptLog?: AttemptLog }
+interface Settings extends Required<Omit<RunnerOptions, 'lastSequence' | 'attemptLog' | 'replayId'>> { lastSequence?: number; attemptLog?: AttemptLog; replayId?: string }
 
 function settingsFrom(opts: RunnerOptions): Settings {
   const pullBatch = opts.pullBatch ?? 100;
@@ -57,6 +59,7 @@ function settingsFrom(opts: RunnerOptions): Settings {
     maxPublishesInFlight: opts.maxPublishesInFlight ?? 512,
     lastSequence: opts.lastSequence,
     attemptLog: opts.attemptLog,
+    replayId: opts.replayId,
   };
 }
 
@@ -181,6 +184,7 @@ export class StageRunner<I, O> {
       log: this.log,
       attempt,
       redrive: m.headers?.has(REDRIVE_HEADER) ?? false,
+      replay: this.settings.replayId,
       isLastAttempt: attempt >= this.settings.maxAttempts,
       storedAt: Math.floor(m.info.timestampNanos / 1_000_000),
       signal: this.abort.signal,
@@ -287,7 +291,9 @@ export class StageRunner<I, O> {
     let failure: unknown;
     const publish = (out: O) => {
       if (!this.route) throw new Error(`stage ${this.def.name} has no outputs but produced one`);
-      const p = this.js.publish(this.route(out), JSON.stringify(out), { msgID: `${idBase}:${index++}` });
+      const id = this.def.outputId ? `${this.durable}:${this.def.outputId(out)}` : `${idBase}:${index}`;
+      index++;
+      const p = this.js.publish(this.route(out), JSON.stringify(out), { msgID: id });
       pending.add(p);
       p.then(() => pending.delete(p), (err) => { failure ??= err; pending.delete(p); });
     };

@@ -8,6 +8,8 @@ export interface StageContext {
   log: Logger;
   /** 1 on the first delivery of the input. */
   attempt: number;
+  /** Set when this input is being replayed by an operator (the replay's id). */
+  replay?: string;
   /** Sent back from the DLQ by an operator: what failed for good before is tried again. */
   redrive: boolean;
   /** True when a retryable failure now would be the last one allowed. */
@@ -41,6 +43,11 @@ export interface StageDefinition<I, O, C, D> {
   /** Null for a stage that only has side effects (dispatch, loader). */
   output: z.ZodType<O> | null;
   config: z.ZodType<C>;
+  /**
+   * A stable id for an output, when its content says what it is better than its position does
+   * (batch: the groups it carries), so a republish after a crash is dropped by JetStream.
+   */
+  outputId?(output: O): string;
   /** Receipt status when this stage gives up on an input: `rejected` at validation. */
   giveUpStatus?: ReceiptStatus;
   create(config: C, deps: D): Stage<I, O>;

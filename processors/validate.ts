@@ -64,6 +64,7 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
           send_at: req.send_at,
           expires_at: req.expires_at,
           accepted_at: ctx.storedAt,
+          ...(ctx.replay ? { replay: ctx.replay } : {}),
         };
         const base = {
           stage: 'validate', request_id: request.id, tenant: request.tenant, tier: request.tier,

@@ -61,7 +61,7 @@ export function bindings(
   const out: Binding[] = [];
   for (const tier of only?.tiers ?? tiers) {
     const limits = tierLimits[tier];
-    const base: RunnerOptions = { pullBatch: limits.pullBatch, concurrency: limits.concurrency };
+    const base: RunnerOptions = { pullBatch: limits.pullBatch, concurrency: limits.concurrency, ackWaitMs: topology.ackWaitMs };
     const work = topology.workStream(tier);
     if (chained && want('validate')) {
       out.push({ def: validateStage, stream: topology.requestsStream, durable: topology.durable('validate', tier), tier,
@@ -85,7 +85,7 @@ export function bindings(
   }
   if (want('loader')) {
     out.push({ def: receiptLoaderStage, create: build(receiptLoaderStage), stream: topology.receiptsStream, durable: topology.durable('loader'), route: null,
-      options: { pullBatch: 500, maxBatch: 200, lingerMs: 200, batchConcurrency: 2, maxAttempts: 1_000_000, backoffCapMs: 30_000 } });
+      options: { pullBatch: 500, maxBatch: 200, lingerMs: 200, batchConcurrency: 2, maxAttempts: 1_000_000, backoffCapMs: 30_000, ackWaitMs: topology.ackWaitMs } });
   }
   return out;
 }

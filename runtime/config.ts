@@ -49,6 +49,8 @@ const envSchema = z.object({
   HERALD_DEFAULT_CHANNELS: channelList.default(['inapp', 'email', 'push']),
   /** Bytes all Herald streams may reserve (must fit the server's max_file_store); split across streams by share. */
   HERALD_STORAGE_BUDGET_MB: z.coerce.number().int().min(64).default(16_384),
+  /** How long a message may go unacknowledged before JetStream gives it to another process. */
+  HERALD_ACK_WAIT_MS: z.coerce.number().int().min(1_000).default(30_000),
   /** Copies of every stream and bucket: 3 on a three-node NATS cluster. */
   HERALD_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   /** `chained`: validate, resolve and filter run as one step; `split`: each has its own consumer. */
@@ -106,6 +108,7 @@ export interface Config {
   storageBudgetBytes: number;
   wiring: 'chained' | 'split';
   replicas: number;
+  ackWaitMs: number;
   guards: {
     enabled: boolean;
     rateLimits: Record<string, number>;
@@ -150,6 +153,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     storageBudgetBytes: e.HERALD_STORAGE_BUDGET_MB * 1024 * 1024,
     wiring: e.HERALD_WIRING,
     replicas: e.HERALD_REPLICAS,
+    ackWaitMs: e.HERALD_ACK_WAIT_MS,
     guards: {
       enabled: e.HERALD_GUARDS === 'on',
       rateLimits: e.HERALD_RATE_LIMITS,

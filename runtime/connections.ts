@@ -1,7 +1,7 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Redis } from 'ioredis';
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { createClient, ClickHouseLogLevel, type ClickHouseClient } from '@clickhouse/client';
 import type { Config } from './config.js';
 
 export interface Nats {
@@ -32,5 +32,6 @@ export function connectRedis(config: Config): Redis {
 }
 
 export function connectClickHouse(config: Config): ClickHouseClient {
-  return createClient({ url: config.clickhouseUrl, request_timeout: 30_000 });
+  // Failed inserts are retried and logged by the runner; the client's own console logging is noise.
+  return createClient({ url: config.clickhouseUrl, request_timeout: 30_000, log: { level: ClickHouseLogLevel.OFF } });
 }

@@ -65,5 +65,7 @@ export const acceptedRequestSchema = z.strictObject({
   expires_at: z.string().optional(),
   /** When JetStream stored the request (ms since epoch): the start of every latency. */
   accepted_at: z.number(),
+  /** Set when an operator replays the request: its batches are new messages, not repeats of the first run's. */
+  replay: z.string().optional(),
 });
 export type AcceptedRequest = z.infer<typeof acceptedRequestSchema>;

@@ -35,6 +35,7 @@ export class EmailSink implements Sink {
   readonly channel = 'email' as const;
   readonly idempotent = false;
   readonly maxBatch = 50;
+  readonly callSize = 1;
   readonly provider: string;
   private readonly transport: Transporter;
 

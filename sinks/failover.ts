@@ -5,6 +5,7 @@ export class FailoverSink implements Sink {
   readonly channel;
   readonly idempotent: boolean;
   readonly maxBatch: number;
+  readonly callSize?: number;
   readonly provider: string;
 
   constructor(private readonly providers: Sink[]) {
@@ -12,6 +13,7 @@ export class FailoverSink implements Sink {
     this.channel = providers[0].channel;
     this.idempotent = providers.every((p) => p.idempotent);
     this.maxBatch = Math.min(...providers.map((p) => p.maxBatch));
+    this.callSize = Math.min(...providers.map((p) => p.callSize ?? p.maxBatch));
     this.provider = providers.map((p) => p.provider).join('>');
   }
 

@@ -24,12 +24,14 @@ export class GuardedSink implements Sink {
   readonly channel;
   readonly idempotent;
   readonly maxBatch;
+  readonly callSize;
   readonly provider;
 
   constructor(private readonly inner: Sink, private readonly breaker?: BreakerGuard, private readonly limiter?: RateGuard, private readonly now = Date.now) {
     this.channel = inner.channel;
     this.idempotent = inner.idempotent;
     this.maxBatch = inner.maxBatch;
+    this.callSize = inner.callSize;
     this.provider = inner.provider;
   }
 

@@ -28,6 +28,11 @@ export interface Sink {
   readonly idempotent: boolean;
   /** Most recipients one call takes. */
   readonly maxBatch: number;
+  /**
+   * Recipients per provider call (one email, one SMS, 500 FCM tokens). Dispatch records what was
+   * sent after each call, so a crash repeats at most the calls in flight. @default maxBatch
+   */
+  readonly callSize?: number;
   send(items: DeliveryItem[], signal: AbortSignal): Promise<Outcome[]>;
   close(): Promise<void>;
 }

@@ -45,6 +45,7 @@ export class SmsSink implements Sink {
   readonly channel = 'sms' as const;
   readonly idempotent = false;
   readonly maxBatch = 50;
+  readonly callSize = 1;
   readonly provider: string;
   private readonly client: twilio.Twilio;
   private inFlight = 0;

@@ -41,7 +41,7 @@ export class Topology {
    * @param storageBudgetBytes what all of Herald's streams may reserve together; JetStream reserves
    *   each stream's max_bytes against the server's max_file_store, so this must fit in it.
    */
-  constructor(readonly namespace = '', readonly storageBudgetBytes = 16 * GiB, readonly replicas = 1) {}
+  constructor(readonly namespace = '', readonly storageBudgetBytes = 16 * GiB, readonly replicas = 1, readonly ackWaitMs = 30_000) {}
 
   private bytes(share: number): number {
     return Math.floor(this.storageBudgetBytes * share);
@@ -136,7 +136,8 @@ export class Topology {
       filter_subject: filter,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
-      ack_wait: msToNs(30_000),
+      // How soon a crashed process's messages go to another (the runner sends working() at a third of it).
+      ack_wait: msToNs(this.ackWaitMs),
       max_deliver: -1,
       max_ack_pending: maxAckPending,
     });
@@ -169,6 +170,6 @@ export class Topology {
 }
 
 /** The topology a configuration describes. */
-export function topologyOf(config: { namespace: string; storageBudgetBytes: number; replicas: number }): Topology {
-  return new Topology(config.namespace, config.storageBudgetBytes, config.replicas);
+export function topologyOf(config: { namespace: string; storageBudgetBytes: number; replicas: number; ackWaitMs: number }): Topology {
+  return new Topology(config.namespace, config.storageBudgetBytes, config.replicas, config.ackWaitMs);
 }

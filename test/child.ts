@@ -13,6 +13,7 @@ export function envFor(config: Config, extra: Record<string, string> = {}): Reco
     CLICKHOUSE_DATABASE: config.clickhouseDatabase, HERALD_NAMESPACE: config.namespace,
     HERALD_DATA_DIR: config.dataDir, HERALD_STORAGE_BUDGET_MB: String(config.storageBudgetBytes / 1024 / 1024),
     SMTP_URL: config.providers.smtpUrls.join(','), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', HERALD_SMTP_CATCHER_PORT: '0',
+    HERALD_ACK_WAIT_MS: String(config.ackWaitMs), HERALD_REPLICAS: String(config.replicas),
     ...extra,
   };
 }
