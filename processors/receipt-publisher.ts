@@ -69,7 +69,14 @@ export class ReceiptPublisher {
     this.inFlight.add(done);
     done.then(
       () => { this.inFlight.delete(done); waiters.forEach((w) => w.resolve()); },
-      (err) => { this.inFlight.delete(done); waiters.forEach((w) => w.reject(err)); },
+      () => {
+        // JetStream unavailable: keep the receipts (and whoever waits on them) for the next try.
+        // Their inputs stay unacked meanwhile, so nothing moves on without its receipts.
+        this.inFlight.delete(done);
+        this.pending.unshift(...receipts);
+        this.pendingDone.unshift(...waiters);
+        if (!this.timer) this.timer = setTimeout(() => this.publishPending(), 500);
+      },
     );
   }
 

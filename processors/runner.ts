@@ -114,6 +114,7 @@ export class StageRunner<I, O> {
   private batchBuffer: JsMsg[] = [];
   private batchTimer?: NodeJS.Timeout;
   private readonly inHand = new Set<JsMsg>();
+  private readonly inHandSeqs = new Set<number>();
   private workingTimer?: NodeJS.Timeout;
   private readonly log: Logger;
   /** True once a message past `lastSequence` arrived (replay is complete when also idle). */
@@ -155,8 +156,13 @@ export class StageRunner<I, O> {
         this.passedEnd = true;
         continue;
       }
+      // A redelivery of a message still in hand here (ack_wait passed while it waited) is the same
+      // work: handling it twice would send twice.
+      if (this.inHandSeqs.has(m.info.streamSequence)) continue;
+      // In hand from now, not from when a slot frees up: JetStream must not think it was forgotten.
+      const release = this.keepAlive([m]);
       await slots.take();
-      this.track(this.handleOne(m).finally(() => slots.give()));
+      this.track(this.handleOne(m).finally(() => { release(); slots.give(); }));
     }
   }
 
@@ -172,6 +178,8 @@ export class StageRunner<I, O> {
       this.track(this.handleBatch(batch).finally(() => slots.give()));
     };
     for await (const m of messages) {
+      if (this.inHandSeqs.has(m.info.streamSequence)) continue;
+      this.keepAlive([m]);
       this.batchBuffer.push(m);
       if (this.batchBuffer.length >= this.settings.maxBatch) await flush();
       else if (!this.batchTimer) this.batchTimer = setTimeout(() => void flush(), this.settings.lingerMs);
@@ -226,8 +234,16 @@ export class StageRunner<I, O> {
 
   /** Marks messages as in hand; one timer per runner tells JetStream they are still being worked on. */
   private keepAlive(msgs: JsMsg[]): () => void {
-    for (const m of msgs) this.inHand.add(m);
-    return () => { for (const m of msgs) this.inHand.delete(m); };
+    for (const m of msgs) {
+      this.inHand.add(m);
+      this.inHandSeqs.add(m.info.streamSequence);
+    }
+    return () => {
+      for (const m of msgs) {
+        this.inHand.delete(m);
+        this.inHandSeqs.delete(m.info.streamSequence);
+      }
+    };
   }
 
   private async handleOne(m: JsMsg): Promise<void> {

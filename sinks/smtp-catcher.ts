@@ -111,7 +111,12 @@ export class SmtpCatcher {
     });
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
-      this.server!.listen(port, host, () => resolve());
+      this.server!.listen(port, host, () => {
+        this.server!.off('error', reject);
+        // A client vanishing mid-session (ECONNRESET) is its problem, not a reason to crash.
+        this.server!.on('error', () => undefined);
+        resolve();
+      });
     });
     this.port = (this.server.server.address() as { port: number }).port;
     return this.port;
