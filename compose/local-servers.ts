@@ -16,6 +16,10 @@ export interface ServerPlan {
   dataDir: string;
   /** Extra port a server needs (NATS monitoring, ClickHouse native protocol). */
   sidePort: number;
+  /** NATS only: another config file (secure, cluster node) instead of nats.conf. */
+  configFile?: string;
+  /** Environment for the server (a NATS config's $VARIABLES). */
+  env?: Record<string, string>;
 }
 
 export interface RunningServer {
@@ -62,7 +66,7 @@ function commandFor(plan: ServerPlan): { cmd: string; args: string[] } {
     case 'nats':
       return {
         cmd: 'nats-server',
-        args: ['-c', path.join(repoDir, 'nats.conf'), '-a', '127.0.0.1', '-p', String(plan.port),
+        args: ['-c', plan.configFile ?? path.join(repoDir, 'nats.conf'), '-a', '127.0.0.1', '-p', String(plan.port),
           '-m', String(plan.sidePort), '-sd', path.join(plan.dataDir, 'jetstream')],
       };
     case 'redis':
@@ -105,7 +109,7 @@ export async function startServer(plan: ServerPlan, detached: boolean): Promise<
   const logFile = path.join(plan.dataDir, `${plan.name}.log`);
   const { cmd, args } = commandFor(plan);
   const out = fs.openSync(logFile, 'a');
-  const child = spawn(cmd, args, { cwd: plan.dataDir, detached, stdio: ['ignore', out, out] });
+  const child = spawn(cmd, args, { cwd: plan.dataDir, detached, stdio: ['ignore', out, out], env: { ...process.env, ...plan.env } });
   fs.closeSync(out);
   let exited: string | undefined;
   child.once('exit', (code, signal) => { exited = `exited (${signal ?? code})`; });
