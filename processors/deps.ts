@@ -17,6 +17,8 @@ export interface StageDeps {
   clickhouseDatabase: string;
   defaultChannels: Channel[];
   metrics: Metrics;
+  /** Dedup keys on (the default); off only to measure their cost. */
+  dedupEnabled?: boolean;
   /** Cancelled requests (absent: nothing is ever cancelled). */
   cancellations?: Cancellations;
   /** The clock; tests replace it. */

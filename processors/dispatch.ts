@@ -77,7 +77,8 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         });
 
         const doneSets = new Map<DeliveryGroup, DoneSet>();
-        if (!sink.idempotent) {
+        const dedup = !sink.idempotent && deps.dedupEnabled !== false;
+        if (dedup) {
           const reads = await Promise.all(live.map((g) =>
             deps.dedup.read(deps.dedup.key(g.request.tenant, g.request.id, channel, g.chunk, g.part))));
           live.forEach((g, i) => doneSets.set(g, reads[i]));
@@ -115,11 +116,19 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         // Provider calls run a few at a time; after each, what it sent is added to the dedup entry
         // (one write per call, queued per group), so a crash repeats at most the calls in flight.
         const outcomes: Outcome[] = new Array(pending.length);
-        const writes = new Map<DeliveryGroup, Promise<void>>();
+        // Group commit per dedup entry: while one write is out, later sends wait and go in the next one.
+        const writes = new Map<DeliveryGroup, { done: DoneSet; waiting: string[]; running?: Promise<void> }>();
         const record = (group: DeliveryGroup, ids: string[]) => {
           const done = doneSets.get(group);
           if (!done || ids.length === 0) return;
-          writes.set(group, (writes.get(group) ?? Promise.resolve()).then(() => deps.dedup.add(done, ids)));
+          let w = writes.get(group);
+          if (!w) writes.set(group, (w = { done, waiting: [] }));
+          w.waiting.push(...ids);
+          const entry = w;
+          const drain = async (): Promise<void> => {
+            while (entry.waiting.length) await deps.dedup.add(done, entry.waiting.splice(0));
+          };
+          entry.running ??= drain().finally(() => { entry.running = undefined; });
         };
         const callSize = Math.max(1, sink.callSize ?? sink.maxBatch);
         let nextCall = 0;
@@ -134,11 +143,15 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
               outcomes[start + j] = outcome;
               if (outcome.kind === 'delivered') pushTo(sentNow, call[j].unit.group, call[j].unit.dedupId);
             });
-            if (!sink.idempotent) for (const [group, ids] of sentNow) record(group, ids);
+            if (dedup) for (const [group, ids] of sentNow) record(group, ids);
           }
         };
         await Promise.all(Array.from({ length: Math.min(16, Math.ceil(pending.length / callSize)) }, caller));
-        await Promise.all(writes.values());
+        // A write that ended just as more ids arrived leaves them waiting: one last pass takes them.
+        for (const w of writes.values()) {
+          await w.running;
+          while (w.waiting.length) await deps.dedup.add(w.done, w.waiting.splice(0));
+        }
         for (const group of live) {
           const count = pending.filter((p) => p.unit.group === group).length;
           if (count) ctx.receipt(receiptOf(group, { status: 'dispatched', count }));
@@ -189,7 +202,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           ctx.receipt(receiptOf(group, { status: duplicate ? 'deduplicated' : 'delivered', provider, user_ids: users, reason: duplicate ? 'already in inbox' : '' }));
         }
         await Promise.all(sideEffects);
-        if (!sink.idempotent) {
+        if (dedup) {
           await Promise.all([...failedForGood].map(([group, ids]) => deps.dedup.add(doneSets.get(group)!, [], ids)));
         }
 

@@ -99,6 +99,7 @@ export class Pipeline {
       await pipeline.startSinks(opts.sinks);
       const deps = await stageDeps(config, topology, nats, redis, clickhouse, pipeline.sinks, pipeline.metrics, opts.now);
       deps.cancellations = pipeline.cancellations;
+      deps.dedupEnabled = config.dedup;
       const attemptLog = new AttemptLog(redis, topology.redisPrefix);
       for (const b of bindings(topology, { stages: opts.stages, tiers: opts.tiers, wiring: config.wiring, retry: config.retry })) {
         const stage = b.create(deps);

@@ -48,8 +48,35 @@ export class RateLimiter {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Takes `count` tokens for a provider and a tenant; returns 0, or the ms to wait before trying again. */
+  /** Tokens taken ahead from Redis and not used yet, per provider+tenant (spent within a second). */
+  private readonly credit = new Map<string, { tokens: number; until: number }>();
+
+  /**
+   * Takes `count` tokens for a provider and a tenant; returns 0, or the ms to wait before trying
+   * again. Small takes (one email) draw on tokens taken ahead in blocks, so Redis sees one call per
+   * block rather than one per message.
+   */
   async take(provider: string, tenant: string, count: number): Promise<number> {
+    const key = `${provider}\u0000${tenant}`;
+    const now = this.now();
+    const c = this.credit.get(key);
+    if (c && c.until > now && c.tokens >= count) {
+      c.tokens -= count;
+      return 0;
+    }
+    const block = Math.max(count, Math.min(20, Math.floor(this.blockLimit(provider) / 10)));
+    const wait = await this.takeFromRedis(provider, tenant, block);
+    if (wait > 0) return block > count ? this.takeFromRedis(provider, tenant, count) : wait;
+    this.credit.set(key, { tokens: block - count, until: now + 1_000 });
+    return 0;
+  }
+
+  private blockLimit(provider: string): number {
+    const rates = [this.providerRates[provider]?.perSecond ?? this.providerRates[provider.replace(/-sandbox$|\d+$/, '')]?.perSecond, this.tenantRate?.perSecond];
+    return Math.min(...rates.filter((r): r is number => r !== undefined), 1_000);
+  }
+
+  private async takeFromRedis(provider: string, tenant: string, count: number): Promise<number> {
     const buckets: [string, Rate][] = [];
     const providerRate = this.providerRates[provider] ?? this.providerRates[provider.replace(/-sandbox$|\d+$/, '')];
     if (providerRate) buckets.push([`${this.prefix}rate:p:${provider}`, providerRate]);

@@ -57,6 +57,8 @@ const envSchema = z.object({
   HERALD_WIRING: z.enum(['chained', 'split']).default('chained'),
   /** Circuit breakers and rate limits on provider calls (off only to measure what they cost). */
   HERALD_GUARDS: z.enum(['on', 'off']).default('on'),
+  /** Dedup keys before provider calls (off only to measure what they cost). */
+  HERALD_DEDUP: z.enum(['on', 'off']).default('on'),
   /** Deliveries per second per provider: `apns=5000,fcm=5000,twilio=100,smtp=500`. */
   HERALD_RATE_LIMITS: z.string().default('apns=5000,fcm=5000,twilio=100,smtp=500')
     .transform((s, ctx) => {
@@ -109,6 +111,7 @@ export interface Config {
   wiring: 'chained' | 'split';
   replicas: number;
   ackWaitMs: number;
+  dedup: boolean;
   guards: {
     enabled: boolean;
     rateLimits: Record<string, number>;
@@ -154,6 +157,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     wiring: e.HERALD_WIRING,
     replicas: e.HERALD_REPLICAS,
     ackWaitMs: e.HERALD_ACK_WAIT_MS,
+    dedup: e.HERALD_DEDUP === 'on',
     guards: {
       enabled: e.HERALD_GUARDS === 'on',
       rateLimits: e.HERALD_RATE_LIMITS,

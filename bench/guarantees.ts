@@ -1,0 +1,106 @@
+// `npm run bench:guarantees`: what breakers, rate limits and dedup cost (on vs off, same run), and how
+// a 50,000-recipient backlog drains after a 30 s provider outage. Email to an SMTP fake in its own process.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../runtime/config.js';
+import { connectClickHouse, connectNats, connectRedis } from '../runtime/connections.js';
+import { Directory } from '../runtime/directory.js';
+import { publishRequest } from '../runtime/producer.js';
+import { applyAll } from '../streams/apply.js';
+import { topologyOf } from '../streams/topology.js';
+import { createLogger } from '../runtime/logger.js';
+import { Pipeline } from '../processors/pipeline.js';
+import { benchServers } from './servers.js';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const PER_MODE = Number(process.env.BENCH_EMAILS ?? 10_000);
+const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 50_000);
+const OUTAGE_MS = Number(process.env.BENCH_OUTAGE_MS ?? 30_000);
+const DRAIN_RATE = Number(process.env.BENCH_DRAIN_RATE ?? 1_000);
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+const fakes = spawn(process.execPath, ['--import', 'tsx', 'bench/fake-server.ts'], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
+const lines = readline.createInterface({ input: fakes.stdout! });
+const answers: ((line: string) => void)[] = [];
+lines.on('line', (line) => answers.shift()?.(line));
+const next = () => new Promise<string>((resolve) => answers.push(resolve));
+const ports = JSON.parse(await next()) as { smtp: number };
+const command = async (c: string) => { const a = next(); fakes.stdin!.write(`${c}\n`); return JSON.parse(await a) as { smtpDelivered: number }; };
+
+const servers = await benchServers();
+const results: string[] = [];
+try {
+  let ns = 0;
+  async function run(label: string, env: Record<string, string>, work: (ctx: { publishTopic: (size: number) => Promise<void>; delivered: () => Promise<number> }) => Promise<void>) {
+    const config = loadConfig({ ...servers.env, ...env, HERALD_NAMESPACE: `g${ns++}`, HERALD_STORAGE_BUDGET_MB: '4096', SMTP_URL: `smtp://127.0.0.1:${ports.smtp}`, LOG_LEVEL: 'error' });
+    const topology = topologyOf(config);
+    const nats = await connectNats(config, 'bench');
+    const ch = connectClickHouse(config);
+    await applyAll(nats, topology, ch, config.clickhouseDatabase);
+    const redis = connectRedis(config);
+    const members = [];
+    for (let i = 0; i < BACKLOG; i++) {
+      members.push({ type: 'user' as const, tenant: 'b', id: `u${i}`, email: `u${i}@bench.test` });
+      members.push({ type: 'topic_member' as const, tenant: 'b', topic: 'all', user_id: `u${i}` });
+    }
+    await new Directory(redis, topology.redisPrefix).upsert(members, 5_000);
+    const pipeline = await Pipeline.start(config, createLogger('error'), { stages: ['validate', 'batch', 'dispatch', 'loader'] });
+    let n = 0;
+    try {
+      await work({
+        publishTopic: async (size) => {
+          await publishRequest(nats.js, topology, {
+            tenant: 'b', idempotency_key: `${label}-${n++}`, tier: 'marketing', category: 'news', content: { title: 't', body: 'b' },
+            recipients: size === BACKLOG ? { topic: 'all' } : { user_ids: Array.from({ length: size }, (_, i) => `u${i}`) }, channels: ['email'],
+          });
+        },
+        delivered: async () => (await command('count')).smtpDelivered,
+      });
+    } finally {
+      await pipeline.close();
+      await nats.nc.drain();
+      redis.disconnect();
+      await ch.close();
+    }
+  }
+
+  const rates: Record<string, number> = {};
+  for (const [label, env] of [
+    ['guards and dedup on', { HERALD_RATE_LIMITS: 'smtp=1000000' }],
+    ['guards and dedup off', { HERALD_GUARDS: 'off', HERALD_DEDUP: 'off' }],
+  ] as const) {
+    log(`${label} …`);
+    await run(label.replace(/ /g, '-'), env, async ({ publishTopic, delivered }) => {
+      const start = await delivered();
+      const t0 = performance.now();
+      for (let i = 0; i < PER_MODE / 1_000; i++) await publishTopic(1_000);
+      while ((await delivered()) - start < PER_MODE) await new Promise((r) => setTimeout(r, 50));
+      rates[label] = PER_MODE / ((performance.now() - t0) / 1000);
+    });
+  }
+  results.push(`email deliveries/s, breaker + rate limiter + dedup on:  ${Math.round(rates['guards and dedup on'])}`);
+  results.push(`email deliveries/s, all off:                            ${Math.round(rates['guards and dedup off'])}`);
+  results.push(`ratio on/off:                                           ${(rates['guards and dedup on'] / rates['guards and dedup off']).toFixed(2)}  (target ≥ 0.80)`);
+
+  log(`backlog: ${BACKLOG} recipients during a ${OUTAGE_MS / 1000} s outage, provider limit ${DRAIN_RATE}/s …`);
+  await run('backlog', { HERALD_RATE_LIMITS: `smtp=${DRAIN_RATE}`, HERALD_BREAKER_COOLDOWN_MS: '2000' }, async ({ publishTopic, delivered }) => {
+    const start = await delivered();
+    await command('down');
+    await publishTopic(BACKLOG);
+    await new Promise((r) => setTimeout(r, OUTAGE_MS));
+    const during = (await delivered()) - start;
+    await command('up');
+    const t0 = performance.now();
+    while ((await delivered()) - start < BACKLOG) await new Promise((r) => setTimeout(r, 100));
+    const seconds = (performance.now() - t0) / 1000;
+    results.push(`delivered during the outage:                            ${during}`);
+    results.push(`backlog drained in:                                     ${seconds.toFixed(1)} s = ${Math.round(BACKLOG / seconds)}/s against a configured ${DRAIN_RATE}/s (ratio ${(BACKLOG / seconds / DRAIN_RATE).toFixed(2)})`);
+  });
+} finally {
+  fakes.kill();
+  await servers.stop();
+}
+for (const r of results) console.log(r);
+process.exit(0);
