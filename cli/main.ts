@@ -78,6 +78,12 @@ program
     const stages = o.stages?.split(',') as StageName[] | undefined;
     const tierList = o.tiers?.split(',') as Tier[] | undefined;
     for (const t of tierList ?? []) if (!tiers.includes(t)) fail(`unknown tier "${t}"`);
+    // A bug that escapes every handler: say so, and exit for the supervisor to restart us (unacked
+    // work is redelivered, so nothing is lost).
+    process.on('unhandledRejection', (err) => {
+      log.fatal({ err }, 'unhandled rejection: exiting');
+      process.exit(1);
+    });
     const pipeline = await Pipeline.start(cfg, log, { stages, tiers: tierList });
     let stopping = false;
     const stop = (signal: string) => {

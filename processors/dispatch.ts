@@ -117,7 +117,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         // (one write per call, queued per group), so a crash repeats at most the calls in flight.
         const outcomes: Outcome[] = new Array(pending.length);
         // Group commit per dedup entry: while one write is out, later sends wait and go in the next one.
-        const writes = new Map<DeliveryGroup, { done: DoneSet; waiting: string[]; running?: Promise<void> }>();
+        const writes = new Map<DeliveryGroup, { done: DoneSet; waiting: string[]; running?: Promise<void>; error?: unknown }>();
         const record = (group: DeliveryGroup, ids: string[]) => {
           const done = doneSets.get(group);
           if (!done || ids.length === 0) return;
@@ -128,7 +128,8 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           const drain = async (): Promise<void> => {
             while (entry.waiting.length) await deps.dedup.add(done, entry.waiting.splice(0));
           };
-          entry.running ??= drain().finally(() => { entry.running = undefined; });
+          // Never left rejecting with no one listening: the error is kept and thrown at the end.
+          entry.running ??= drain().catch((err) => { entry.error ??= err; }).finally(() => { entry.running = undefined; });
         };
         const callSize = Math.max(1, sink.callSize ?? sink.maxBatch);
         let nextCall = 0;
@@ -150,6 +151,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         // A write that ended just as more ids arrived leaves them waiting: one last pass takes them.
         for (const w of writes.values()) {
           await w.running;
+          if (w.error) throw w.error;
           while (w.waiting.length) await deps.dedup.add(w.done, w.waiting.splice(0));
         }
         for (const group of live) {
