@@ -17,6 +17,10 @@ export interface StageDeps {
   clickhouseDatabase: string;
   defaultChannels: Channel[];
   metrics: Metrics;
+  /** Categories that ignore opt-outs (not the hard stop). */
+  criticalCategories?: string[];
+  /** Per-category daily caps per user. */
+  frequencyCaps?: Record<string, number>;
   /** Dedup keys on (the default); off only to measure their cost. */
   dedupEnabled?: boolean;
   /** Cancelled requests (absent: nothing is ever cancelled). */

@@ -37,6 +37,8 @@ export async function stageDeps(
     clickhouse,
     clickhouseDatabase: config.clickhouseDatabase,
     defaultChannels: config.defaultChannels,
+    criticalCategories: config.criticalCategories,
+    frequencyCaps: config.frequencyCaps,
     metrics,
     now,
   };

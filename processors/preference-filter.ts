@@ -38,10 +38,14 @@ function preferenceKeys(channel: Channel, category: string): string[] {
   return keys;
 }
 
-/** What one user gets on one channel: an address to send to, or the reason for not sending. */
-export function decide(profile: UserProfile, channel: Channel, category: string): Decision {
+/**
+ * What one user gets on one channel: an address to send to, or the reason for not sending.
+ * The hard stop is never bypassed; a critical category ignores every other opt-out.
+ */
+export function decide(profile: UserProfile, channel: Channel, category: string, critical = false): Decision {
   if (!profile.exists) return { suppress: 'unknown_user' };
-  const out = optedOut(profile, channel, category);
+  if (profile.hardStop) return { suppress: 'hard_stop' };
+  const out = critical ? null : optedOut(profile, channel, category);
   if (out) return { suppress: out };
   const base = { user_id: profile.id, locale: profile.locale };
   switch (channel) {
@@ -65,16 +69,28 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
   output: filteredChunkSchema,
   config: preferenceFilterConfig,
   create(_config, deps) {
+    /** Users over the category's daily cap with this request counted (critical categories are never capped). */
+    async function overCap(profiles: UserProfile[], request: FilteredChunk['request'], critical: boolean): Promise<Set<string>> {
+      const cap = deps.frequencyCaps?.[request.category];
+      if (cap === undefined || critical) return new Set();
+      const eligible = profiles.filter((p) => p.exists && !p.hardStop);
+      const now = new Date(deps.now());
+      const counts = await deps.directory.countTowardCap(request.tenant, request.category, request.id,
+        eligible.map((p) => ({ id: p.id, day: dayIn(p.timezone, now) })));
+      return new Set(eligible.filter((_, i) => counts[i] > cap).map((p) => p.id));
+    }
     return {
       async process(chunk, ctx) {
         const { request } = chunk;
         const profiles = await deps.directory.profiles(request.tenant, chunk.user_ids, request.channels.includes('push'));
+        const critical = deps.criticalCategories?.includes(request.category) ?? false;
+        const capped = await overCap(profiles, request, critical);
         const byChannel = new Map<Channel, Recipient[]>();
         const suppressed = new Map<string, { channel: Channel; reason: string; users: string[] }>();
         const now = deps.now();
         for (const profile of profiles) {
           for (const channel of request.channels) {
-            const decision = decide(profile, channel, request.category);
+            const decision: Decision = capped.has(profile.id) ? { suppress: 'frequency_cap' } : decide(profile, channel, request.category, critical);
             if ('send' in decision) {
               const list = byChannel.get(channel);
               if (list) list.push(decision.send);
@@ -100,3 +116,18 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
     };
   },
 };
+
+const dayFormats = new Map<string, Intl.DateTimeFormat>();
+/** The calendar day (YYYY-MM-DD) it is for someone in `timeZone`. */
+export function dayIn(timeZone: string, at: Date): string {
+  let f = dayFormats.get(timeZone);
+  if (!f) {
+    try {
+      f = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' });
+    } catch {
+      f = new Intl.DateTimeFormat('en-CA', { timeZone: 'UTC', year: 'numeric', month: '2-digit', day: '2-digit' });
+    }
+    dayFormats.set(timeZone, f);
+  }
+  return f.format(at);
+}

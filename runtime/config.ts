@@ -57,6 +57,18 @@ const envSchema = z.object({
   HERALD_WIRING: z.enum(['chained', 'split']).default('chained'),
   /** Circuit breakers and rate limits on provider calls (off only to measure what they cost). */
   HERALD_GUARDS: z.enum(['on', 'off']).default('on'),
+  /** Categories that ignore opt-outs (never the hard stop): security notices, one-time codes. */
+  HERALD_CRITICAL_CATEGORIES: z.string().default('security,otp').transform((s) => s.split(',').map((c) => c.trim()).filter(Boolean)),
+  /** Most messages a user gets per category per day (their day): `promo=3,digest=1`. */
+  HERALD_FREQUENCY_CAPS: z.string().default('').transform((s, ctx) => {
+    const out: Record<string, number> = {};
+    for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
+      const m = /^([A-Za-z0-9_.:-]+)=(\d+)$/.exec(part);
+      if (!m) ctx.addIssue({ code: 'custom', message: `"${part}" is not category=count` });
+      else out[m[1]] = Number(m[2]);
+    }
+    return out;
+  }),
   /** Dedup keys before provider calls (off only to measure what they cost). */
   HERALD_DEDUP: z.enum(['on', 'off']).default('on'),
   /** Deliveries per second per provider: `apns=5000,fcm=5000,twilio=100,smtp=500`. */
@@ -112,6 +124,8 @@ export interface Config {
   replicas: number;
   ackWaitMs: number;
   dedup: boolean;
+  criticalCategories: string[];
+  frequencyCaps: Record<string, number>;
   guards: {
     enabled: boolean;
     rateLimits: Record<string, number>;
@@ -158,6 +172,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     replicas: e.HERALD_REPLICAS,
     ackWaitMs: e.HERALD_ACK_WAIT_MS,
     dedup: e.HERALD_DEDUP === 'on',
+    criticalCategories: e.HERALD_CRITICAL_CATEGORIES,
+    frequencyCaps: e.HERALD_FREQUENCY_CAPS,
     guards: {
       enabled: e.HERALD_GUARDS === 'on',
       rateLimits: e.HERALD_RATE_LIMITS,

@@ -21,6 +21,8 @@ export interface UserProfile {
   devices: { token: string; platform: string }[];
   /** Preference flags by key: `channel:email`, `category:promo`, `email:promo`. */
   preferences: Record<string, boolean>;
+  /** Do-not-contact: nothing is ever delivered, critical or not. */
+  hardStop?: boolean;
 }
 
 export interface ImportReport {
@@ -57,6 +59,9 @@ export class Directory {
       }
       case 'topic_member':
         pipeline.zadd(this.key(record.tenant, 't', record.topic), 0, record.user_id);
+        break;
+      case 'hard_stop':
+        pipeline.hset(this.key(record.tenant, 'u', record.user_id), 'hard_stop', record.enabled ? '1' : '0');
         break;
     }
   }
@@ -145,6 +150,7 @@ export class Directory {
         timezone: user.timezone ?? 'UTC',
         devices: active,
         preferences,
+        hardStop: user.hard_stop === '1',
       };
     });
   }
@@ -152,6 +158,17 @@ export class Directory {
   /** Sets one preference (the provider told us the user unsubscribed, or an operator did). */
   async setPreference(tenant: string, userId: string, pref: { channel?: Channel; category?: string; enabled: boolean }): Promise<void> {
     await this.redis.hset(this.key(tenant, 'u', userId), `${PREF}${preferenceField(pref.channel, pref.category)}`, pref.enabled ? '1' : '0');
+  }
+
+  /**
+   * Counts a request toward a frequency cap: per user, category and day (in the user's time zone),
+   * as a set of request ids, so a redelivered chunk is not counted twice. Returns each user's count.
+   */
+  async countTowardCap(tenant: string, category: string, requestId: string, users: { id: string; day: string }[]): Promise<number[]> {
+    if (users.length === 0) return [];
+    const keys = users.map((u) => `${this.prefix}${tenant}:cap:${category}:${u.day}:${u.id}`);
+    const counts = (await this.redis.eval(COUNT_TOWARD_CAP, keys.length, ...keys, requestId)) as number[];
+    return counts.map(Number);
   }
 
   /** Marks a device token inactive at once, so no later send uses it. */
@@ -170,6 +187,14 @@ export function preferenceField(channel?: Channel, category?: string): string {
   if (category) return `category:${category}`;
   return 'all';
 }
+
+const COUNT_TOWARD_CAP = `local out = {}
+for i, key in ipairs(KEYS) do
+  redis.call('SADD', key, ARGV[1])
+  redis.call('EXPIRE', key, 172800)
+  out[i] = redis.call('SCARD', key)
+end
+return out`;
 
 const HGETALL_MANY = `local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end

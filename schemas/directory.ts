@@ -39,9 +39,17 @@ export const topicMemberRecordSchema = z.strictObject({
   user_id: id,
 });
 
+/** Do-not-contact (right to be forgotten, legal hold): no delivery of any category, ever, while set. */
+export const hardStopRecordSchema = z.strictObject({
+  type: z.literal('hard_stop'),
+  tenant,
+  user_id: id,
+  enabled: z.boolean().default(true),
+});
+
 /** One line of `herald directory import FILE.jsonl`. */
 export const directoryRecordSchema = z.discriminatedUnion('type', [
-  userRecordSchema, deviceRecordSchema, preferenceRecordSchema, topicMemberRecordSchema,
+  userRecordSchema, deviceRecordSchema, preferenceRecordSchema, topicMemberRecordSchema, hardStopRecordSchema,
 ]);
 export type DirectoryRecord = z.infer<typeof directoryRecordSchema>;
 export type UserRecord = z.infer<typeof userRecordSchema>;
