@@ -154,10 +154,10 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           if (w.error) throw w.error;
           while (w.waiting.length) await deps.dedup.add(w.done, w.waiting.splice(0));
         }
-        for (const group of live) {
-          const count = pending.filter((p) => p.unit.group === group).length;
-          if (count) ctx.receipt(receiptOf(group, { status: 'dispatched', count }));
-        }
+        // One pass, not a scan of every delivery per group: a coalesced batch holds a thousand groups.
+        const dispatched = new Map<DeliveryGroup, number>();
+        for (const p of pending) dispatched.set(p.unit.group, (dispatched.get(p.unit.group) ?? 0) + 1);
+        for (const [group, count] of dispatched) ctx.receipt(receiptOf(group, { status: 'dispatched', count }));
 
         const failedForGood = new Map<DeliveryGroup, string[]>();
         const plainDelivered = new Map<string, { group: DeliveryGroup; provider: string; users: string[]; duplicate: boolean }>();

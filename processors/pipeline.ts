@@ -1,5 +1,4 @@
 import http from 'node:http';
-import path from 'node:path';
 import { Kvm } from '@nats-io/kv';
 import type { Redis } from 'ioredis';
 import type { ClickHouseClient } from '@clickhouse/client';

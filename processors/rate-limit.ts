@@ -71,14 +71,19 @@ export class RateLimiter {
     return 0;
   }
 
+  /** A provider's configured rate; `twilio2` and `twilio-sandbox` use `twilio`'s. */
+  private rateFor(provider: string): Rate | undefined {
+    return this.providerRates[provider] ?? this.providerRates[provider.replace(/-sandbox$|\d+$/, '')];
+  }
+
   private blockLimit(provider: string): number {
-    const rates = [this.providerRates[provider]?.perSecond ?? this.providerRates[provider.replace(/-sandbox$|\d+$/, '')]?.perSecond, this.tenantRate?.perSecond];
+    const rates = [this.rateFor(provider)?.perSecond, this.tenantRate?.perSecond];
     return Math.min(...rates.filter((r): r is number => r !== undefined), 1_000);
   }
 
   private async takeFromRedis(provider: string, tenant: string, count: number): Promise<number> {
     const buckets: [string, Rate][] = [];
-    const providerRate = this.providerRates[provider] ?? this.providerRates[provider.replace(/-sandbox$|\d+$/, '')];
+    const providerRate = this.rateFor(provider);
     if (providerRate) buckets.push([`${this.prefix}rate:p:${provider}`, providerRate]);
     if (this.tenantRate) buckets.push([`${this.prefix}rate:t:${tenant}`, this.tenantRate]);
     const pauseKey = `${this.prefix}rate:pause:${provider}`;

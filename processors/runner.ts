@@ -159,10 +159,9 @@ export class StageRunner<I, O> {
       // A redelivery of a message still in hand here (ack_wait passed while it waited) is the same
       // work: handling it twice would send twice.
       if (this.inHandSeqs.has(m.info.streamSequence)) continue;
-      // In hand from now, not from when a slot frees up: JetStream must not think it was forgotten.
-      const release = this.keepAlive([m]);
+      this.hold(m);
       await slots.take();
-      this.track(this.handleOne(m).finally(() => { release(); slots.give(); }));
+      this.track(this.handleOne(m).finally(() => slots.give()));
     }
   }
 
@@ -179,7 +178,7 @@ export class StageRunner<I, O> {
     };
     for await (const m of messages) {
       if (this.inHandSeqs.has(m.info.streamSequence)) continue;
-      this.keepAlive([m]);
+      this.hold(m);
       this.batchBuffer.push(m);
       if (this.batchBuffer.length >= this.settings.maxBatch) await flush();
       else if (!this.batchTimer) this.batchTimer = setTimeout(() => void flush(), this.settings.lingerMs);
@@ -232,23 +231,24 @@ export class StageRunner<I, O> {
     }
   }
 
-  /** Marks messages as in hand; one timer per runner tells JetStream they are still being worked on. */
-  private keepAlive(msgs: JsMsg[]): () => void {
+  /**
+   * Marks a message as in hand from the moment it arrives (not when a slot frees up): one timer per
+   * runner tells JetStream it is still being worked on. The handler releases it when it settles.
+   */
+  private hold(m: JsMsg): void {
+    this.inHand.add(m);
+    this.inHandSeqs.add(m.info.streamSequence);
+  }
+
+  private release(msgs: JsMsg[]): void {
     for (const m of msgs) {
-      this.inHand.add(m);
-      this.inHandSeqs.add(m.info.streamSequence);
+      this.inHand.delete(m);
+      this.inHandSeqs.delete(m.info.streamSequence);
     }
-    return () => {
-      for (const m of msgs) {
-        this.inHand.delete(m);
-        this.inHandSeqs.delete(m.info.streamSequence);
-      }
-    };
   }
 
   private async handleOne(m: JsMsg): Promise<void> {
     const started = performance.now();
-    const stopKeepAlive = this.keepAlive([m]);
     const deadLetters: Promise<void>[] = [];
     const decoded = this.decode(m);
     try {
@@ -266,13 +266,12 @@ export class StageRunner<I, O> {
       await this.settle(m, err, decoded.raw, deadLetters);
       this.metrics.processed(this.def.name, err instanceof DeferError ? 'deferred' : 'failed', performance.now() - started);
     } finally {
-      stopKeepAlive();
+      this.release([m]);
     }
   }
 
   private async handleBatch(msgs: JsMsg[]): Promise<void> {
     const started = performance.now();
-    const stopKeepAlive = this.keepAlive(msgs);
     const good: { m: JsMsg; value: I }[] = [];
     try {
       for (const m of msgs) {
@@ -296,7 +295,7 @@ export class StageRunner<I, O> {
         this.metrics.processed(this.def.name, 'failed', performance.now() - started, good.length);
       }
     } finally {
-      stopKeepAlive();
+      this.release(msgs);
     }
   }
 

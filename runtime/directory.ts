@@ -68,9 +68,13 @@ export class Directory {
 
   /** Writes records (checked, defaults filled) in pipelines of `batchSize`. */
   async upsert(records: DirectoryRecordInput[], batchSize = 1_000): Promise<void> {
+    await this.writeAll(records.map((r) => directoryRecordSchema.parse(r)), batchSize);
+  }
+
+  private async writeAll(records: DirectoryRecord[], batchSize = 1_000): Promise<void> {
     for (let i = 0; i < records.length; i += batchSize) {
       const pipeline = this.redis.pipeline();
-      for (const record of records.slice(i, i + batchSize)) this.write(pipeline, directoryRecordSchema.parse(record));
+      for (const record of records.slice(i, i + batchSize)) this.write(pipeline, record);
       await execOrThrow(pipeline);
     }
   }
@@ -98,12 +102,12 @@ export class Directory {
       }
       pending.push(parsed.data);
       if (pending.length >= 1_000) {
-        await this.upsert(pending);
+        await this.writeAll(pending);
         report.loaded += pending.length;
         pending = [];
       }
     }
-    await this.upsert(pending);
+    await this.writeAll(pending);
     report.loaded += pending.length;
     return report;
   }

@@ -6,25 +6,29 @@ import { eventually, Harness } from './harness.js';
 
 const phone = (i: number) => `+1555${String(i).padStart(7, '0')}`;
 
+/** A pipeline whose SMS goes to the sandbox Twilio fake, with fast breakers and backoff, and users p0…pN. */
+async function smsPipeline(label: string, users: number, env: Record<string, string>) {
+  const h = await Harness.create(label, {
+    HERALD_BREAKER_FAILURES: '3', HERALD_BREAKER_COOLDOWN_MS: '1000', HERALD_BACKOFF_BASE_MS: '50', HERALD_BACKOFF_CAP_MS: '400',
+    HERALD_RATE_LIMITS: 'twilio=100000', ...env,
+  });
+  await h.load(Array.from({ length: users }, (_, i) => ({ type: 'user' as const, tenant: 'acme', id: `p${i}`, phone: phone(i) })));
+  const pipeline = await h.start();
+  const sms = (key: string, ids: string[]) => h.publish({
+    tenant: 'acme', idempotency_key: key, tier: 'transactional', category: 'otp',
+    content: { title: key, body: 'b' }, recipients: { user_ids: ids }, channels: ['sms'],
+  });
+  return { h, twilio: pipeline.providers!.fakes.twilio!, sms };
+}
+
 describe('delivery guarantees against a failing provider (Twilio fake)', () => {
   let h: Harness;
   let twilio: TwilioFake;
+  let sms: (key: string, users: string[]) => Promise<unknown>;
   beforeAll(async () => {
-    h = await Harness.create('guarantees', {
-      HERALD_BREAKER_FAILURES: '3', HERALD_BREAKER_COOLDOWN_MS: '1000',
-      HERALD_MAX_ATTEMPTS: '4', HERALD_BACKOFF_BASE_MS: '50', HERALD_BACKOFF_CAP_MS: '400',
-      HERALD_RATE_LIMITS: 'twilio=100000',
-    });
-    await h.load(Array.from({ length: 60 }, (_, i) => ({ type: 'user' as const, tenant: 'acme', id: `p${i}`, phone: phone(i) })));
-    const pipeline = await h.start();
-    twilio = pipeline.providers!.fakes.twilio!;
+    ({ h, twilio, sms } = await smsPipeline('guarantees', 60, { HERALD_MAX_ATTEMPTS: '4' }));
   });
   afterAll(async () => h?.close());
-
-  const sms = (key: string, users: string[]) => h.publish({
-    tenant: 'acme', idempotency_key: key, tier: 'transactional', category: 'otp',
-    content: { title: key, body: 'b' }, recipients: { user_ids: users }, channels: ['sms'],
-  });
 
   it('honours Retry-After on a 429: the provider is not called again before then', async () => {
     twilio.script.fail('*', { kind: 'throttle', retryAfterSec: 2, times: 1 });
@@ -76,21 +80,11 @@ describe('delivery guarantees against a failing provider (Twilio fake)', () => {
 describe('a provider outage behind the circuit breaker', () => {
   let h: Harness;
   let twilio: TwilioFake;
+  let sms: (key: string, users: string[]) => Promise<unknown>;
   beforeAll(async () => {
-    h = await Harness.create('breaker', {
-      HERALD_BREAKER_FAILURES: '3', HERALD_BREAKER_COOLDOWN_MS: '1000', HERALD_BACKOFF_BASE_MS: '50', HERALD_BACKOFF_CAP_MS: '400',
-      HERALD_RATE_LIMITS: 'twilio=100000',
-    });
-    await h.load(Array.from({ length: 10 }, (_, i) => ({ type: 'user' as const, tenant: 'acme', id: `p${i}`, phone: phone(i) })));
-    const pipeline = await h.start();
-    twilio = pipeline.providers!.fakes.twilio!;
+    ({ h, twilio, sms } = await smsPipeline('breaker', 10, {}));
   });
   afterAll(async () => h?.close());
-
-  const sms = (key: string, users: string[]) => h.publish({
-    tenant: 'acme', idempotency_key: key, tier: 'transactional', category: 'otp',
-    content: { title: key, body: 'b' }, recipients: { user_ids: users }, channels: ['sms'],
-  });
 
   it('opens the breaker on a provider answering 500, sends only probes while open, and loses nothing', async () => {
     twilio.script.fail('*', { kind: 'retry' });

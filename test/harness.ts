@@ -10,7 +10,7 @@ import { SmtpCatcher } from '../sinks/smtp-catcher.js';
 import { InboxStore } from '../sinks/inapp.js';
 import { Pipeline, stageDeps, type PipelineOptions } from '../processors/pipeline.js';
 import { Metrics } from '../processors/metrics.js';
-import type { DirectoryRecord, NotificationRequest } from '../schemas/index.js';
+import type { NotificationRequest } from '../schemas/index.js';
 import type { Redis } from 'ioredis';
 import type { ClickHouseClient } from '@clickhouse/client';
 

@@ -1,8 +1,6 @@
-import https from 'node:https';
 import crypto from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { fakeTls, FakeScript } from './script.js';
+import { HttpsFake } from './script.js';
 
 /** The bearer token the fake accepts (the sandbox credential hands it out). */
 export const FAKE_FCM_ACCESS_TOKEN = 'herald-fake-fcm-access-token';
@@ -22,26 +20,11 @@ function fcmError(res: ServerResponse, http: number, status: string, errorCode: 
  * answering `{"name": …}` or FCM's error bodies (UNREGISTERED, INVALID_ARGUMENT, QUOTA_EXCEEDED
  * with Retry-After, UNAVAILABLE, INTERNAL).
  */
-export class FcmFake {
-  readonly script = new FakeScript();
-  private server?: https.Server;
-  port = 0;
-
-  async start(port = 0): Promise<number> {
-    this.server = https.createServer({ ...fakeTls, keepAlive: true }, (req, res) => void this.handle(req, res));
-    this.server.keepAliveTimeout = 60_000;
-    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', () => resolve()));
-    this.port = (this.server.address() as AddressInfo).port;
-    return this.port;
-  }
-
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    await this.script.pause();
+export class FcmFake extends HttpsFake {
+  protected answer(req: IncomingMessage, res: ServerResponse, received: Buffer): void {
     const match = /^\/v1\/projects\/([^/]+)\/messages:send$/.exec(req.url ?? '');
     let body: { message?: { token?: string; notification?: unknown; apns?: unknown; android?: unknown; webpush?: unknown; data?: unknown } } = {};
-    try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch { /* checked below */ }
+    try { body = JSON.parse(received.toString('utf8')); } catch { /* checked below */ }
     const token = body.message?.token ?? '';
     const record = (status: number) => this.script.record({ target: token, status, body: body.message ?? null, headers: { project: match?.[1] ?? '' } });
     if (req.method !== 'POST' || !match) { record(404); return fcmError(res, 404, 'NOT_FOUND', 'UNSPECIFIED_ERROR', 'Not found'); }
@@ -65,10 +48,4 @@ export class FcmFake {
     res.end(JSON.stringify({ name: `projects/${match[1]}/messages/${crypto.randomUUID()}` }));
   }
 
-  async stop(): Promise<void> {
-    if (!this.server) return;
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server!.close(() => resolve()));
-    this.server = undefined;
-  }
 }

@@ -1,4 +1,7 @@
 import fs from 'node:fs';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -75,5 +78,39 @@ export class FakeScript {
 
   async pause(): Promise<void> {
     if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
+  }
+}
+
+/**
+ * A provider fake over HTTPS on loopback: reads each request body, applies the script's delay, and
+ * hands the request to `answer`. `stop()` drops every connection (the provider going down).
+ */
+export abstract class HttpsFake {
+  readonly script = new FakeScript();
+  private server?: https.Server;
+  port = 0;
+
+  protected abstract answer(req: IncomingMessage, res: ServerResponse, body: Buffer): void;
+
+  async start(port = 0): Promise<number> {
+    this.server = https.createServer({ ...fakeTls, keepAlive: true }, (req, res) => void this.receive(req, res));
+    this.server.keepAliveTimeout = 60_000;
+    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', () => resolve()));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this.port;
+  }
+
+  private async receive(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    await this.script.pause();
+    this.answer(req, res, Buffer.concat(chunks));
+  }
+
+  async stop(): Promise<void> {
+    if (!this.server) return;
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    this.server = undefined;
   }
 }

@@ -1,8 +1,6 @@
-import https from 'node:https';
 import crypto from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { fakeTls, FakeScript } from './script.js';
+import { HttpsFake } from './script.js';
 
 const twilioErrors = {
   invalid: { status: 400, code: 21211, message: "The 'To' number is not a valid phone number." },
@@ -19,25 +17,13 @@ const twilioErrors = {
  * basic auth and a form body; answers 201 with a message resource or Twilio's error JSON.
  * `accounts` maps account SID → auth token.
  */
-export class TwilioFake {
-  readonly script = new FakeScript();
-  private server?: https.Server;
-  port = 0;
-
-  constructor(private readonly accounts: Record<string, string>) {}
-
-  async start(port = 0): Promise<number> {
-    this.server = https.createServer({ ...fakeTls, keepAlive: true }, (req, res) => void this.handle(req, res));
-    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', () => resolve()));
-    this.port = (this.server.address() as AddressInfo).port;
-    return this.port;
+export class TwilioFake extends HttpsFake {
+  constructor(private readonly accounts: Record<string, string>) {
+    super();
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    await this.script.pause();
-    const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  protected answer(req: IncomingMessage, res: ServerResponse, received: Buffer): void {
+    const form = new URLSearchParams(received.toString('utf8'));
     const to = form.get('To') ?? '';
     const json = (status: number, body: unknown, extra: Record<string, string> = {}) => {
       this.script.record({ target: to, status, body: Object.fromEntries(form), headers: {} });
@@ -66,10 +52,4 @@ export class TwilioFake {
     });
   }
 
-  async stop(): Promise<void> {
-    if (!this.server) return;
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server!.close(() => resolve()));
-    this.server = undefined;
-  }
 }
