@@ -1,10 +1,13 @@
 import { z } from 'zod';
-import { RetryableError } from '../runtime/errors.js';
+import { DeferError, RetryableError } from '../runtime/errors.js';
 import { receiptBatchSchema, type ReceiptBatch } from '../schemas/index.js';
 import type { StageDefinition } from './stage.js';
 import type { StageDeps } from './deps.js';
 
 export const receiptLoaderConfig = z.object({});
+
+/** How often receipts waiting out a ClickHouse outage try again. */
+const OUTAGE_RECHECK_MS = 2_000;
 
 type StoredReceipt = ReceiptBatch['receipts'][number];
 
@@ -52,6 +55,10 @@ export const receiptLoaderStage: StageDefinition<ReceiptBatch, never, z.infer<ty
         try {
           await deps.clickhouse.insert({ table: `${deps.clickhouseDatabase}.receipts`, values: rows, format: 'JSONEachRow' });
         } catch (err) {
+          // An outage is not the receipts' fault: wait it out without spending attempts, so a long
+          // outage never dead-letters analytics and the backlog loads within seconds of recovery.
+          const reachable = await deps.clickhouse.ping().then((r) => r.success, () => false);
+          if (!reachable) throw new DeferError(Date.now() + OUTAGE_RECHECK_MS, 'clickhouse unavailable');
           throw new RetryableError(`clickhouse insert of ${rows.length} receipts failed: ${(err as Error).message}`);
         }
         return [];

@@ -292,7 +292,7 @@ export class StageRunner<I, O> {
         this.metrics.processed(this.def.name, 'ok', performance.now() - started, good.length);
       } catch (err) {
         for (const g of good) await this.settle(g.m, err, g.value, deadLetters);
-        this.metrics.processed(this.def.name, 'failed', performance.now() - started, good.length);
+        this.metrics.processed(this.def.name, err instanceof DeferError ? 'deferred' : 'failed', performance.now() - started, good.length);
       }
     } finally {
       this.release(msgs);
