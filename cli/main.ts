@@ -6,10 +6,13 @@ import { createLogger } from '../runtime/logger.js';
 import { connectClickHouse, connectNats, connectRedis } from '../runtime/connections.js';
 import { Directory } from '../runtime/directory.js';
 import { publishRequest } from '../runtime/producer.js';
-import { describeIssues, requestSchema, tiers, type Tier } from '../schemas/index.js';
+import { describeIssues, directoryRecordSchema, requestSchema, tiers, type Tier } from '../schemas/index.js';
 import { applyAll } from '../streams/apply.js';
 import { topologyOf, type StageName } from '../streams/topology.js';
 import { InboxStore } from '../sinks/inapp.js';
+import { readInbox } from '../processors/inbox-view.js';
+import { recordsFromFlags, type DirectorySetFlags } from './directory-set.js';
+import type { UserView } from '../runtime/directory.js';
 import { readMailbox } from '../sinks/smtp-catcher.js';
 import { sandboxDir } from '../sinks/providers.js';
 import type { FakeRecord } from '../sinks/fakes/script.js';
@@ -39,6 +42,18 @@ function config(): Config {
 function fail(message: string): never {
   process.stderr.write(`herald: ${message}\n`);
   process.exit(1);
+}
+
+function formatUser(u: UserView): string {
+  const prefs = Object.entries(u.preferences).map(([k, v]) => `${k}=${v ? 'on' : 'off'}`).join(', ') || '(none: opted in to everything)';
+  return [
+    `${u.tenant}/${u.id}${u.exists ? '' : '  (no user record)'}`,
+    `  email: ${u.email ?? '-'}   phone: ${u.phone ?? '-'}   locale: ${u.locale}   timezone: ${u.timezone}`,
+    `  quiet hours: ${u.quiet_hours ?? '-'}   hard stop: ${u.hard_stop ? 'ON (nothing is delivered)' : 'off'}`,
+    `  preferences: ${prefs}`,
+    `  devices: ${u.devices.map((d) => `${d.platform}:${d.token.slice(0, 12)}${d.token.length > 12 ? '…' : ''}${d.active ? '' : ' (inactive)'}`).join(', ') || '-'}`,
+    `  topics: ${u.topics.join(', ') || '-'}`,
+  ].join('\n');
 }
 
 const print = (json: boolean, value: unknown, text: () => string) =>
@@ -143,6 +158,66 @@ directory
     }
   });
 
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+directory
+  .command('set')
+  .description("set a user's address, locale, time zone, preferences, quiet hours, hard stop, devices and topics")
+  .argument('<user>')
+  .requiredOption('--tenant <tenant>', 'tenant id')
+  .option('--email <address>')
+  .option('--phone <e164>', 'E.164, e.g. +15550100')
+  .option('--locale <locale>', 'e.g. fr-CA')
+  .option('--timezone <iana>', 'IANA name, e.g. America/Los_Angeles')
+  .option('--pref <key=on|off>', 'preference (repeatable): all, channel:email, category:promo, email:promo', collect)
+  .option('--quiet-hours <window>', 'HH:MM-HH:MM in the user\'s time zone, or off')
+  .option('--hard-stop <on|off>', 'do not contact, ever (until set off)')
+  .option('--device <platform:token>', 'ios|android|web:TOKEN[:inactive] (repeatable)', collect)
+  .option('--topic <topic>', 'join a topic (repeatable)', collect)
+  .option('--leave-topic <topic>', 'leave a topic (repeatable)', collect)
+  .option('--json', 'machine-readable output')
+  .action(async (user: string, o: DirectorySetFlags & { tenant: string; json?: boolean }) => {
+    const cfg = config();
+    const redis = connectRedis(cfg);
+    try {
+      const dir = new Directory(redis, topologyOf(cfg).redisPrefix);
+      let records;
+      try {
+        records = recordsFromFlags(o.tenant, user, o, await dir.show(o.tenant, user));
+        const problems = records.flatMap((r, i) => {
+          const parsed = directoryRecordSchema.safeParse(r);
+          return parsed.success ? [] : describeIssues(parsed.error.issues).map((p) => `${r.type} (change ${i + 1}): ${p}`);
+        });
+        if (problems.length) throw new Error(problems.join('\n'));
+      } catch (err) {
+        fail((err as Error).message);
+      }
+      await dir.upsert(records);
+      for (const topic of o.leaveTopic ?? []) await dir.leaveTopic(o.tenant, user, topic);
+      const view = await dir.show(o.tenant, user);
+      print(!!o.json, view, () => formatUser(view));
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+directory
+  .command('show')
+  .description("everything the directory holds about a user")
+  .argument('<user>')
+  .requiredOption('--tenant <tenant>', 'tenant id')
+  .option('--json', 'machine-readable output')
+  .action(async (user: string, o: { tenant: string; json?: boolean }) => {
+    const cfg = config();
+    const redis = connectRedis(cfg);
+    try {
+      const view = await new Directory(redis, topologyOf(cfg).redisPrefix).show(o.tenant, user);
+      print(!!o.json, view, () => formatUser(view));
+      if (!view.exists && view.devices.length === 0 && view.topics.length === 0) process.exitCode = 1;
+    } finally {
+      redis.disconnect();
+    }
+  });
+
 program
   .command('inbox')
   .description("list a user's in-app notifications, newest first")
@@ -154,7 +229,8 @@ program
     const cfg = config();
     const redis = connectRedis(cfg);
     try {
-      const entries = await new InboxStore(redis, topologyOf(cfg).redisPrefix).list(o.tenant, user, Number(o.limit));
+      const prefix = topologyOf(cfg).redisPrefix;
+      const entries = await readInbox(new InboxStore(redis, prefix), new Directory(redis, prefix), o.tenant, user, Number(o.limit), cfg.criticalCategories);
       print(!!o.json, entries, () => entries.length === 0 ? `(no notifications for ${user} in ${o.tenant})` :
         entries.map((e) => `${new Date(e.created_at).toISOString()}  ${e.read ? '   ' : '[*]'} ${e.title} — ${e.body}  (${e.category}, ${e.id})`).join('\n'));
     } finally {

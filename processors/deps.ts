@@ -6,6 +6,8 @@ import type { Sink } from '../sinks/sink.js';
 import type { DedupStore } from './dedup.js';
 import type { Metrics } from './metrics.js';
 import type { Cancellations } from './cancellations.js';
+import type { Checkpoints } from './checkpoints.js';
+import type { InboxStore } from '../sinks/inapp.js';
 
 /** Everything stages may depend on; each stage takes only what it uses. */
 export interface StageDeps {
@@ -25,6 +27,16 @@ export interface StageDeps {
   dedupEnabled?: boolean;
   /** Cancelled requests (absent: nothing is ever cancelled). */
   cancellations?: Cancellations;
+  /** Fan-out checkpoints (absent: a restarted fan-out starts over, its repeats dropped by msgID). */
+  checkpoints?: Checkpoints;
+  /** The in-app inbox, for fan-out-on-read broadcast records. */
+  inbox?: InboxStore;
+  /** Topic size from which in-app goes out as one broadcast record (0: never). */
+  inappBroadcastThreshold?: number;
+  /** Channels quiet hours hold back (in-app does not interrupt, so it is not held by default). */
+  quietChannels?: Channel[];
+  /** Longest one wait for a deferred delivery lasts before the clock is read again. */
+  deferRecheckMs?: number;
   /** The clock; tests replace it. */
   now: () => number;
 }

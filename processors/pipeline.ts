@@ -21,6 +21,8 @@ import { bindings } from './wiring.js';
 import { AttemptLog } from './attempts.js';
 import { Breakers } from './breaker.js';
 import { Cancellations } from './cancellations.js';
+import { Checkpoints } from './checkpoints.js';
+import { InboxStore } from '../sinks/inapp.js';
 import { RateLimiter } from './rate-limit.js';
 
 /** What stages need, built once per process. */
@@ -28,10 +30,16 @@ export async function stageDeps(
   config: Config, topology: Topology, nats: Nats, redis: Redis, clickhouse: ClickHouseClient,
   sinks: Partial<Record<Channel, Sink>>, metrics: Metrics, now: () => number = Date.now,
 ): Promise<StageDeps> {
+  const kvm = new Kvm(nats.js);
   return {
     directory: new Directory(redis, topology.redisPrefix),
     templates: new TemplateStore(config.templatesDir),
-    dedup: new DedupStore(await new Kvm(nats.js).open(topology.kvBucket('dedup'))),
+    dedup: new DedupStore(await kvm.open(topology.kvBucket('dedup'))),
+    checkpoints: new Checkpoints(await kvm.open(topology.kvBucket('checkpoints'))),
+    inbox: new InboxStore(redis, topology.redisPrefix),
+    inappBroadcastThreshold: config.inappBroadcastThreshold,
+    quietChannels: config.quietChannels,
+    deferRecheckMs: config.deferRecheckMs,
     sinks,
     clickhouse,
     clickhouseDatabase: config.clickhouseDatabase,

@@ -3,8 +3,10 @@ import type { UserProfile } from '../runtime/directory.js';
 import {
   filteredChunkSchema, resolvedChunkSchema, type Channel, type FilteredChunk, type Recipient, type ResolvedChunk,
 } from '../schemas/index.js';
+import { createHash } from 'node:crypto';
 import type { StageDefinition } from './stage.js';
 import type { StageDeps } from './deps.js';
+import { parseQuietHours, quietUntil } from './quiet-hours.js';
 
 export const preferenceFilterConfig = z.object({});
 
@@ -69,6 +71,7 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
   output: filteredChunkSchema,
   config: preferenceFilterConfig,
   create(_config, deps) {
+    const quietChannels = deps.quietChannels ?? ['push', 'sms', 'email'];
     /** Users over the category's daily cap with this request counted (critical categories are never capped). */
     async function overCap(profiles: UserProfile[], request: FilteredChunk['request'], critical: boolean): Promise<Set<string>> {
       const cap = deps.frequencyCaps?.[request.category];
@@ -87,11 +90,22 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
         const capped = await overCap(profiles, request, critical);
         const byChannel = new Map<Channel, Recipient[]>();
         const suppressed = new Map<string, { channel: Channel; reason: string; users: string[] }>();
+        // Quiet hours hold back interrupting channels of non-transactional, non-critical work.
+        const holdable = request.tier === 'transactional' || critical ? [] : request.channels.filter((c) => quietChannels.includes(c));
+        const held = new Map<number, Map<Channel, string[]>>();
         const now = deps.now();
         for (const profile of profiles) {
+          const quiet = holdable.length ? parseQuietHours(profile.quietHours) : undefined;
+          const until = quiet ? quietUntil(quiet, profile.timezone, now) : null;
           for (const channel of request.channels) {
             const decision: Decision = capped.has(profile.id) ? { suppress: 'frequency_cap' } : decide(profile, channel, request.category, critical);
-            if ('send' in decision) {
+            if ('send' in decision && until !== null && holdable.includes(channel)) {
+              let byHeldChannel = held.get(until);
+              if (!byHeldChannel) held.set(until, (byHeldChannel = new Map()));
+              const users = byHeldChannel.get(channel);
+              if (users) users.push(profile.id);
+              else byHeldChannel.set(channel, [profile.id]);
+            } else if ('send' in decision) {
               const list = byChannel.get(channel);
               if (list) list.push(decision.send);
               else byChannel.set(channel, [decision.send]);
@@ -109,6 +123,20 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
             tier: request.tier, category: request.category, channel, user_ids: users,
             reason, attempt: ctx.attempt, latency_ms: Math.max(0, now - request.accepted_at),
           });
+        }
+        for (const [until, byHeldChannel] of held) {
+          const users = [...new Set([...byHeldChannel.values()].flat())];
+          // Filtered again when due: an opt-out or a hard stop set during the night still counts.
+          const later = { request: { ...request, channels: [...byHeldChannel.keys()] }, chunk: chunk.chunk, user_ids: users };
+          const id = createHash('sha256').update(`${request.tenant}\u0000${request.id}\u0000${request.replay ?? ''}\u0000${chunk.chunk}\u0000${until}\u0000${users.join(',')}`).digest('base64url').slice(0, 32);
+          ctx.later(later, until, id);
+          for (const [channel, channelUsers] of byHeldChannel) {
+            ctx.receipt({
+              ts: now, stage: 'filter', status: 'deferred', request_id: request.id, tenant: request.tenant,
+              tier: request.tier, category: request.category, channel, user_ids: channelUsers,
+              reason: `quiet_hours until ${new Date(until).toISOString()}`, attempt: ctx.attempt, latency_ms: Math.max(0, now - request.accepted_at),
+            });
+          }
         }
         if (byChannel.size === 0) return [];
         return [{ request, chunk: chunk.chunk, deliveries: [...byChannel].map(([channel, recipients]) => ({ channel, recipients })) }];

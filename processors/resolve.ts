@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { resolvedChunkSchema, validatedSchema, type ResolvedChunk, type Validated } from '../schemas/index.js';
+import type { InboxContent } from '../sinks/inapp.js';
+import type { FanoutCheckpoint } from './checkpoints.js';
 import type { StageDefinition, StageContext } from './stage.js';
 import type { StageDeps } from './deps.js';
 
@@ -8,10 +10,15 @@ export const resolveConfig = z.object({
   chunkSize: z.number().int().min(1).max(500).default(500),
 });
 
+type Request = Validated['request'];
+
 /**
  * resolve: expands user ids or a topic into chunks of at most `chunkSize` users. Chunks are
  * numbered deterministically (user ids in request order, topic members in id order), so the same
  * request always yields the same chunks: the chunk number is part of every dedup key downstream.
+ * A topic larger than two chunks is checkpointed in KV after each chunk is stored, so a crash
+ * resumes after the last stored chunk; a topic at or above the broadcast threshold gets its
+ * in-app notification as one fan-out-on-read record.
  */
 export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typeof resolveConfig>, StageDeps> = {
   name: 'resolve',
@@ -26,18 +33,68 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
         latency_ms: Math.max(0, deps.now() - v.request.accepted_at),
       });
 
+    /** Writes the in-app broadcast record (once) and says so in a receipt. */
+    async function broadcast(request: Request, topic: string, members: number, ctx: StageContext): Promise<void> {
+      const locales = request.template ? deps.templates.locales(request.template.id) : [];
+      const contents = ['*', ...locales].map((locale) => {
+        const rendered = deps.templates.render(request, locale === '*' ? 'en' : locale);
+        const content: InboxContent = { id: request.id, category: request.category, title: rendered.title, body: rendered.body, created_at: request.accepted_at };
+        return { locale, content };
+      });
+      const fresh = await deps.inbox!.writeBroadcast(request.tenant, topic, request.id, contents, request.accepted_at);
+      const now = deps.now();
+      ctx.receipt({
+        ts: now, stage: 'resolve', status: fresh ? 'delivered' : 'deduplicated', request_id: request.id, tenant: request.tenant,
+        tier: request.tier, category: request.category, channel: 'inapp', provider: 'broadcast', count: members,
+        reason: `fan-out on read: topic "${topic}", ${members} members`, attempt: ctx.attempt, latency_ms: Math.max(0, now - request.accepted_at),
+      });
+    }
+
     async function* fromTopic(v: Validated, topic: string, ctx: StageContext): AsyncIterable<ResolvedChunk> {
-      let after: string | undefined;
-      let chunk = 0;
+      const { tenant } = v.request;
+      const size = await deps.directory.topicSize(tenant, topic);
+      if (size === 0) {
+        receipt(v, ctx, 0, `topic "${topic}" has no members`);
+        return;
+      }
+      const checkpoints = size > 2 * config.chunkSize ? deps.checkpoints : undefined;
+      const key = checkpoints?.key(tenant, v.request.id, v.request.replay);
+      const saved = key ? await checkpoints!.read(key) : undefined;
+      if (saved?.done) return;
+      const threshold = deps.inappBroadcastThreshold ?? 0;
+      const broadcasting = saved?.broadcast
+        ?? (threshold > 0 && size >= threshold && v.request.channels.includes('inapp') && deps.inbox !== undefined);
+      if (broadcasting && !saved) await broadcast(v.request, topic, size, ctx);
+      const request: Request = broadcasting ? { ...v.request, channels: v.request.channels.filter((c) => c !== 'inapp') } : v.request;
+      if (request.channels.length === 0) {
+        receipt(v, ctx, size, 'every channel fans out on read');
+        return;
+      }
+      const at: FanoutCheckpoint = saved
+        ? { ...saved, resumed_from: [...saved.resumed_from, saved.chunk] }
+        : { chunk: 0, members: 0, broadcast: broadcasting, done: false, resumed_from: [] };
+      if (saved) {
+        ctx.log.info({ request: v.request.id, chunk: saved.chunk, members: saved.members }, 'resuming fan-out from its checkpoint');
+        receipt(v, ctx, 0, `resumed at chunk ${saved.chunk} after ${saved.members} members`);
+      }
       for (;;) {
-        const page = await deps.directory.topicPage(v.request.tenant, topic, after, config.chunkSize);
+        const page = await deps.directory.topicPage(tenant, topic, at.after, config.chunkSize);
         if (page.length === 0) break;
         receipt(v, ctx, page.length);
-        yield { request: v.request, chunk: chunk++, user_ids: page };
-        after = page[page.length - 1];
+        yield { request, chunk: at.chunk, user_ids: page };
+        at.chunk++;
+        at.members += page.length;
+        at.after = page[page.length - 1];
+        if (key) {
+          const snapshot = { ...at };
+          ctx.afterOutputs(() => checkpoints!.save(key, snapshot));
+        }
         if (page.length < config.chunkSize) break;
       }
-      if (chunk === 0) receipt(v, ctx, 0, `topic "${topic}" has no members`);
+      if (key) {
+        const final = { ...at, done: true };
+        ctx.afterOutputs(() => checkpoints!.save(key, final));
+      }
     }
 
     return {

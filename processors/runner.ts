@@ -37,12 +37,14 @@ export interface RunnerOptions {
   attemptLog?: AttemptLog;
   /** This runner replays a stream for an operator: stages see `ctx.replay`. */
   replayId?: string;
+  /** A stable id per output (a chain's outputs are its last stage's); overrides the definition's. */
+  outputId?: (output: any) => string;
 }
 
 /** Where outputs go: the wiring maps each output to its subject. */
 export type Route<O> = (output: O) => string;
 
-interface Settings extends Required<Omit<RunnerOptions, 'lastSequence' | 'attemptLog' | 'replayId'>> { lastSequence?: number; attemptLog?: AttemptLog; replayId?: string }
+interface Settings extends Required<Omit<RunnerOptions, 'lastSequence' | 'attemptLog' | 'replayId' | 'outputId'>> { lastSequence?: number; attemptLog?: AttemptLog; replayId?: string }
 
 function settingsFrom(opts: RunnerOptions): Settings {
   const pullBatch = opts.pullBatch ?? 100;
@@ -84,6 +86,38 @@ class Slots {
   get busy(): number { return this.used; }
 }
 
+/**
+ * The publishes one input causes: bounded in flight, the first failure kept, and callbacks that run
+ * once everything before them is stored (checkpoints).
+ */
+class Outputs {
+  readonly pending = new Set<Promise<unknown>>();
+  failure: unknown;
+  private afterChain: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly js: JetStreamClient) {}
+
+  publish(subject: string, body: string, msgID: string): void {
+    this.track(this.js.publish(subject, body, { msgID }));
+  }
+
+  after(fn: () => Promise<void>): void {
+    const before = [...this.pending];
+    this.afterChain = this.afterChain.then(() => Promise.all(before)).then(fn);
+    this.track(this.afterChain);
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.pending.add(p);
+    p.then(() => this.pending.delete(p), (err) => { this.failure ??= err; this.pending.delete(p); });
+  }
+
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.pending]);
+    if (this.failure) throw this.failure;
+  }
+}
+
 /** Best-effort identity of whatever a message is about, for receipts and dead letters of bad input. */
 function identify(raw: unknown, subject: string): { tenant: string; request_id: string; tier: string; category: string } {
   const obj = (raw && typeof raw === 'object' ? raw : {}) as Record<string, unknown>;
@@ -117,6 +151,7 @@ export class StageRunner<I, O> {
   private readonly inHandSeqs = new Set<number>();
   private workingTimer?: NodeJS.Timeout;
   private readonly log: Logger;
+  private readonly outputId?: (output: O) => string;
   /** True once a message past `lastSequence` arrived (replay is complete when also idle). */
   passedEnd = false;
 
@@ -134,6 +169,7 @@ export class StageRunner<I, O> {
     opts: RunnerOptions = {},
   ) {
     this.settings = settingsFrom(opts);
+    this.outputId = opts.outputId;
     this.log = log.child({ stage: def.name, consumer: durable });
   }
 
@@ -186,8 +222,12 @@ export class StageRunner<I, O> {
     await flush();
   }
 
-  private context(m: JsMsg, deadLetters: Promise<void>[], attempt = m.info.deliveryCount, firstError?: string): StageContext {
+  private context(m: JsMsg, deadLetters: Promise<void>[], outputs: Outputs, attempt = m.info.deliveryCount, firstError?: string): StageContext {
     return {
+      afterOutputs: (fn) => outputs.after(fn),
+      later: (work, untilMs, id) => {
+        outputs.publish(this.topology.deferred(work.request.tier), JSON.stringify({ until: untilMs, work }), `${this.durable}:later:${id}`);
+      },
       log: this.log,
       attempt,
       redrive: m.headers?.has(REDRIVE_HEADER) ?? false,
@@ -254,9 +294,10 @@ export class StageRunner<I, O> {
     try {
       if (!decoded.ok) throw new PermanentError(`invalid ${this.def.name} input`, decoded.problems);
       const { attempt, firstError } = await this.attemptOf(m);
-      const ctx = this.context(m, deadLetters, attempt, firstError);
+      const outputs = new Outputs(this.js);
+      const ctx = this.context(m, deadLetters, outputs, attempt, firstError);
       const produced = this.stage.process!(decoded.value, ctx);
-      await this.publishAll(produced, `${this.durable}:${m.info.streamSequence}`);
+      await this.publishAll(produced, `${this.durable}:${m.info.streamSequence}`, outputs);
       await Promise.all(deadLetters);
       await this.receipts.flush();
       m.ack();
@@ -283,9 +324,10 @@ export class StageRunner<I, O> {
       const deadLetters: Promise<void>[] = [];
       const first = good[0].m;
       try {
-        const outputs = await this.stage.processBatch!(good.map((g) => g.value), this.context(first, deadLetters));
+        const outputs = new Outputs(this.js);
+        const produced = await this.stage.processBatch!(good.map((g) => g.value), this.context(first, deadLetters, outputs));
         const seqs = good.map((g) => g.m.info.streamSequence);
-        await this.publishAll(outputs, `${this.durable}:${seqs[0]}-${seqs.at(-1)}x${seqs.length}`);
+        await this.publishAll(produced, `${this.durable}:${seqs[0]}-${seqs.at(-1)}x${seqs.length}`, outputs);
         await Promise.all(deadLetters);
         await this.receipts.flush();
         for (const g of good) g.m.ack();
@@ -300,29 +342,25 @@ export class StageRunner<I, O> {
   }
 
   /** Publishes outputs pipelined (bounded), each with a msgID derived from the input. */
-  private async publishAll(produced: O[] | Promise<O[]> | AsyncIterable<O>, idBase: string): Promise<void> {
-    const pending = new Set<Promise<unknown>>();
+  private async publishAll(produced: O[] | Promise<O[]> | AsyncIterable<O>, idBase: string, outputs: Outputs): Promise<void> {
     let index = 0;
-    let failure: unknown;
+    const outputId = this.outputId ?? this.def.outputId;
     const publish = (out: O) => {
       if (!this.route) throw new Error(`stage ${this.def.name} has no outputs but produced one`);
-      const id = this.def.outputId ? `${this.durable}:${this.def.outputId(out)}` : `${idBase}:${index}`;
+      const id = outputId ? `${this.durable}:${outputId(out)}` : `${idBase}:${index}`;
       index++;
-      const p = this.js.publish(this.route(out), JSON.stringify(out), { msgID: id });
-      pending.add(p);
-      p.then(() => pending.delete(p), (err) => { failure ??= err; pending.delete(p); });
+      outputs.publish(this.route(out), JSON.stringify(out), id);
     };
     if (Symbol.asyncIterator in (produced as object)) {
       for await (const out of produced as AsyncIterable<O>) {
-        if (failure) throw failure;
+        if (outputs.failure) throw outputs.failure;
         publish(out);
-        if (pending.size >= this.settings.maxPublishesInFlight) await Promise.race(pending);
+        if (outputs.pending.size >= this.settings.maxPublishesInFlight) await Promise.race(outputs.pending);
       }
     } else {
       for (const out of await (produced as Promise<O[]>)) publish(out);
     }
-    await Promise.allSettled([...pending]);
-    if (failure) throw failure;
+    await outputs.settled();
   }
 
   /** Decides the fate of a message whose processing threw. Never leaves it unsettled. */

@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import type { Logger } from 'pino';
-import type { Receipt, ReceiptStatus } from '../schemas/index.js';
+import type { Receipt, ReceiptStatus, ResolvedChunk } from '../schemas/index.js';
 import type { StageName } from '../streams/topology.js';
 
 /** What a stage may do besides returning outputs. It never sees a JsMsg, a subject or a connection. */
@@ -25,6 +25,16 @@ export interface StageContext {
    * the rest succeeds. `payload` replaces the original message on redrive.
    */
   deadLetter(reason: string, problems: string[], payload: unknown): Promise<void>;
+  /**
+   * Runs `fn` once every output produced so far is stored in JetStream (in call order; the input is
+   * not acked before it finishes). A long fan-out records its checkpoint here.
+   */
+  afterOutputs(fn: () => Promise<void>): void;
+  /**
+   * Hands recipients back to be filtered again at `untilMs` (quiet hours): stored durably on the
+   * tier's deferred subject before the input is acked. `id` names the hand-back, so a redo is dropped.
+   */
+  later(work: ResolvedChunk, untilMs: number, id: string): void;
 }
 
 /** A stage built from its definition: a function of (input, context) → outputs. */

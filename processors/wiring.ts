@@ -11,6 +11,7 @@ import type { RunnerOptions } from './runner.js';
 import type { Stage, StageDefinition } from './stage.js';
 import { chain } from './chain.js';
 import { validateStage } from './validate.js';
+import { wakeStage } from './wake.js';
 
 type AnyDefinition = StageDefinition<any, any, any, StageDeps>;
 
@@ -48,6 +49,13 @@ export function checkPipeline(stages: AnyDefinition[]): void {
  */
 export type Wiring = 'chained' | 'split';
 
+/**
+ * A request's chunk is named by its number, not by its position in this delivery's outputs: a
+ * fan-out resumed from its checkpoint starts at a later chunk, and must not reuse earlier msgIDs.
+ */
+const chunkId = (o: { request: { tenant: string; id: string; replay?: string }; chunk: number }) =>
+  `${o.request.tenant}:${o.request.id}:${o.request.replay ?? ''}:${o.chunk}`;
+
 const build = (def: AnyDefinition, config: Record<string, unknown> = {}) => (deps: StageDeps) => def.create(def.config.parse(config), deps);
 
 /** Every binding for the chosen stages and tiers. */
@@ -66,13 +74,16 @@ export function bindings(
     if (chained && want('validate')) {
       out.push({ def: validateStage, stream: topology.requestsStream, durable: topology.durable('validate', tier), tier,
         create: (deps) => chain(chain(build(validateStage, { tier })(deps), build(resolveStage)(deps), 1), build(preferenceFilterStage)(deps), 8),
-        route: (o) => topology.filtered(o.request.tier), options: base });
+        route: (o) => topology.filtered(o.request.tier), options: { ...base, outputId: chunkId } });
     }
     if (!chained && want('validate')) out.push({ def: validateStage, create: build(validateStage, { tier }), stream: topology.requestsStream,
       durable: topology.durable('validate', tier), tier, route: (o) => topology.validated(o.request.tier), options: base });
     if (!chained && want('resolve')) out.push({ def: resolveStage, create: build(resolveStage), stream: work, durable: topology.durable('resolve', tier), tier,
-      route: (o) => topology.resolved(o.request.tier), options: base });
+      route: (o) => topology.resolved(o.request.tier), options: { ...base, outputId: chunkId } });
     if (!chained && want('filter')) out.push({ def: preferenceFilterStage, create: build(preferenceFilterStage), stream: work, durable: topology.durable('filter', tier), tier,
+      route: (o) => topology.filtered(o.request.tier), options: base });
+    if (want('filter')) out.push({ def: wakeStage, stream: work, durable: topology.durable('wake', tier), tier,
+      create: (deps) => chain(build(wakeStage)(deps), build(preferenceFilterStage)(deps), 1),
       route: (o) => topology.filtered(o.request.tier), options: base });
     if (want('batch')) out.push({ def: batchStage, create: build(batchStage), stream: work, durable: topology.durable('batch', tier), tier,
       route: (o) => topology.deliver(o.channel, o.tier), options: { ...base, lingerMs: tier === 'transactional' ? 2 : 10, batchConcurrency: 4 } });

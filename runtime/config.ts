@@ -69,6 +69,12 @@ const envSchema = z.object({
     }
     return out;
   }),
+  /** Topic size from which in-app goes out as one broadcast record each inbox merges at read time (0: never). */
+  HERALD_INAPP_BROADCAST_THRESHOLD: z.coerce.number().int().min(0).default(10_000),
+  /** Channels quiet hours hold back for non-transactional work. */
+  HERALD_QUIET_HOURS_CHANNELS: channelList.default(['push', 'sms', 'email']),
+  /** Longest a deferred delivery waits before the clock is read again (quiet hours). */
+  HERALD_DEFER_RECHECK_MS: z.coerce.number().int().min(10).default(60_000),
   /** Dedup keys before provider calls (off only to measure what they cost). */
   HERALD_DEDUP: z.enum(['on', 'off']).default('on'),
   /** Deliveries per second per provider: `apns=5000,fcm=5000,twilio=100,smtp=500`. */
@@ -126,6 +132,9 @@ export interface Config {
   dedup: boolean;
   criticalCategories: string[];
   frequencyCaps: Record<string, number>;
+  inappBroadcastThreshold: number;
+  quietChannels: Channel[];
+  deferRecheckMs: number;
   guards: {
     enabled: boolean;
     rateLimits: Record<string, number>;
@@ -174,6 +183,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dedup: e.HERALD_DEDUP === 'on',
     criticalCategories: e.HERALD_CRITICAL_CATEGORIES,
     frequencyCaps: e.HERALD_FREQUENCY_CAPS,
+    inappBroadcastThreshold: e.HERALD_INAPP_BROADCAST_THRESHOLD,
+    quietChannels: e.HERALD_QUIET_HOURS_CHANNELS,
+    deferRecheckMs: e.HERALD_DEFER_RECHECK_MS,
     guards: {
       enabled: e.HERALD_GUARDS === 'on',
       rateLimits: e.HERALD_RATE_LIMITS,

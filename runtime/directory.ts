@@ -23,6 +23,24 @@ export interface UserProfile {
   preferences: Record<string, boolean>;
   /** Do-not-contact: nothing is ever delivered, critical or not. */
   hardStop?: boolean;
+  /** Quiet hours as stored ("22:00-07:00"), in `timezone`. */
+  quietHours?: string;
+}
+
+/** Everything the directory holds about one user, for operators (`herald directory show`). */
+export interface UserView {
+  tenant: string;
+  id: string;
+  exists: boolean;
+  email?: string;
+  phone?: string;
+  locale: string;
+  timezone: string;
+  quiet_hours?: string;
+  hard_stop: boolean;
+  preferences: Record<string, boolean>;
+  devices: { token: string; platform: string; active: boolean }[];
+  topics: string[];
 }
 
 export interface ImportReport {
@@ -59,6 +77,12 @@ export class Directory {
       }
       case 'topic_member':
         pipeline.zadd(this.key(record.tenant, 't', record.topic), 0, record.user_id);
+        // The reverse index: an inbox merges its topics' broadcasts at read time.
+        pipeline.sadd(this.key(record.tenant, 'ut', record.user_id), record.topic);
+        break;
+      case 'quiet_hours':
+        if (record.start && record.end) pipeline.hset(this.key(record.tenant, 'u', record.user_id), 'quiet_hours', `${record.start}-${record.end}`);
+        else pipeline.hdel(this.key(record.tenant, 'u', record.user_id), 'quiet_hours');
         break;
       case 'hard_stop':
         pipeline.hset(this.key(record.tenant, 'u', record.user_id), 'hard_stop', record.enabled ? '1' : '0');
@@ -155,8 +179,42 @@ export class Directory {
         devices: active,
         preferences,
         hardStop: user.hard_stop === '1',
+        quietHours: user.quiet_hours,
       };
     });
+  }
+
+  /** The topics a user belongs to. */
+  async topicsOf(tenant: string, userId: string): Promise<string[]> {
+    return (await this.redis.smembers(this.key(tenant, 'ut', userId))).sort();
+  }
+
+  /** Removes a user from a topic (both directions). */
+  async leaveTopic(tenant: string, userId: string, topic: string): Promise<void> {
+    await execOrThrow(this.redis.pipeline()
+      .zrem(this.key(tenant, 't', topic), userId)
+      .srem(this.key(tenant, 'ut', userId), topic));
+  }
+
+  /** Everything about one user, devices inactive included. */
+  async show(tenant: string, userId: string): Promise<UserView> {
+    const [user, devices, topics] = await Promise.all([
+      this.redis.hgetall(this.key(tenant, 'u', userId)),
+      this.redis.hgetall(this.key(tenant, 'd', userId)),
+      this.topicsOf(tenant, userId),
+    ]);
+    const preferences: Record<string, boolean> = {};
+    for (const k in user) if (k.startsWith(PREF)) preferences[k.slice(PREF.length)] = user[k] === '1';
+    return {
+      tenant, id: userId, exists: user.locale !== undefined,
+      email: user.email, phone: user.phone, locale: user.locale ?? 'en', timezone: user.timezone ?? 'UTC',
+      quiet_hours: user.quiet_hours, hard_stop: user.hard_stop === '1', preferences,
+      devices: Object.entries(devices).map(([token, raw]) => {
+        const d = JSON.parse(raw) as { platform: string; active: boolean };
+        return { token, platform: d.platform, active: d.active !== false };
+      }),
+      topics,
+    };
   }
 
   /** Sets one preference (the provider told us the user unsubscribed, or an operator did). */

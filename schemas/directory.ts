@@ -39,6 +39,21 @@ export const topicMemberRecordSchema = z.strictObject({
   user_id: id,
 });
 
+const clock = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'a 24-hour local time, e.g. 22:00');
+
+/**
+ * Quiet hours in the user's time zone: non-transactional push, SMS and email wait for the window's end.
+ * Without start and end, clears them.
+ */
+export const quietHoursRecordSchema = z.strictObject({
+  type: z.literal('quiet_hours'),
+  tenant,
+  user_id: id,
+  start: clock.optional(),
+  end: clock.optional(),
+}).refine((r) => (r.start === undefined) === (r.end === undefined), { message: 'give both start and end (or neither, to clear)', path: ['end'] })
+  .refine((r) => r.start === undefined || r.start !== r.end, { message: 'start and end must differ', path: ['end'] });
+
 /** Do-not-contact (right to be forgotten, legal hold): no delivery of any category, ever, while set. */
 export const hardStopRecordSchema = z.strictObject({
   type: z.literal('hard_stop'),
@@ -49,7 +64,7 @@ export const hardStopRecordSchema = z.strictObject({
 
 /** One line of `herald directory import FILE.jsonl`. */
 export const directoryRecordSchema = z.discriminatedUnion('type', [
-  userRecordSchema, deviceRecordSchema, preferenceRecordSchema, topicMemberRecordSchema, hardStopRecordSchema,
+  userRecordSchema, deviceRecordSchema, preferenceRecordSchema, topicMemberRecordSchema, hardStopRecordSchema, quietHoursRecordSchema,
 ]);
 export type DirectoryRecord = z.infer<typeof directoryRecordSchema>;
 export type UserRecord = z.infer<typeof userRecordSchema>;

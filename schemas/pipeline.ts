@@ -58,3 +58,10 @@ export const deliveryBatchSchema = z.strictObject({
   groups: z.array(deliveryGroupSchema).min(1),
 });
 export type DeliveryBatch = z.infer<typeof deliveryBatchSchema>;
+
+/** notify.deferred.<tier>: recipients held back (quiet hours) until `until` (ms since epoch), then filtered again. */
+export const deferredWorkSchema = z.strictObject({
+  until: z.number().int(),
+  work: resolvedChunkSchema,
+});
+export type DeferredWork = z.infer<typeof deferredWorkSchema>;

@@ -17,6 +17,22 @@ const ZADD_NX_MANY = `local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('ZADD', key, 'NX', ARGV[2 * i - 1], ARGV[2 * i]) end
 return out`;
 
+/** Which topic broadcasts a user's inbox merges at read time, in which locale, and which it may show. */
+export interface InboxView {
+  topics: string[];
+  locale: string;
+  /** False for a category the user may not see (opted out of in-app, or a hard stop). */
+  visible: (category: string) => boolean;
+}
+
+/** Locale slot of a broadcast reference (`broadcast:<request id>`) in an inbox listing. */
+const BROADCAST = 'broadcast';
+
+function splitRef(ref: string): { locale: string; requestId: string } {
+  const cut = ref.indexOf(':');
+  return { locale: ref.slice(0, cut), requestId: ref.slice(cut + 1) };
+}
+
 /** Notification content shared by every recipient of a request in one locale. */
 export interface InboxContent {
   id: string;
@@ -66,30 +82,75 @@ export class InboxStore {
     return entries.map((_, i) => added[i] === 1);
   }
 
-  async list(tenant: string, userId: string, limit = 50): Promise<InboxEntry[]> {
-    const k = this.keys(tenant, userId);
-    const refs = await this.redis.zrevrange(k.index, 0, limit - 1);
-    if (refs.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const ref of refs) {
-      const cut = ref.indexOf(':');
-      pipeline.hget(this.contentKey(tenant, ref.slice(cut + 1)), ref.slice(0, cut));
-    }
-    const [raw, read] = await Promise.all([execOrThrow(pipeline), this.redis.smismember(k.read, ...refs)]);
-    return refs.flatMap((_, i) => (raw[i] ? [{ ...(JSON.parse(raw[i] as string) as InboxContent), read: read[i] === 1 }] : []));
+  private broadcastKey(tenant: string, topic: string): string {
+    return `${this.prefix}${tenant}:bcast:${topic}`;
   }
 
-  /** Marks notifications read by request id. */
+  /**
+   * Fan-out on read: one record for a whole topic, which each member's inbox merges when read.
+   * Content is stored per locale (`*` is the fallback). Returns whether the record is new.
+   */
+  async writeBroadcast(tenant: string, topic: string, requestId: string, contents: { locale: string; content: InboxContent }[], createdAt: number): Promise<boolean> {
+    const key = this.contentKey(tenant, requestId);
+    const pipeline = this.redis.pipeline();
+    for (const { locale, content } of contents) pipeline.hset(key, locale, JSON.stringify(content));
+    pipeline.expire(key, this.contentTtlSeconds);
+    const index = this.broadcastKey(tenant, topic);
+    pipeline.zadd(index, 'NX', createdAt, requestId);
+    // Records older than their content's lifetime point at nothing: drop them as new ones arrive.
+    pipeline.zremrangebyscore(index, '-inf', createdAt - this.contentTtlSeconds * 1_000);
+    const results = await execOrThrow(pipeline);
+    return results[contents.length + 1] === 1;
+  }
+
+  /** How many broadcast records a topic holds (for tests and operators). */
+  async broadcastCount(tenant: string, topic: string): Promise<number> {
+    return this.redis.zcard(this.broadcastKey(tenant, topic));
+  }
+
+  /**
+   * A user's inbox, newest first: their own entries, merged (when `view` names their topics) with
+   * the broadcasts of those topics that `view.visible` allows — preferences and the hard stop are
+   * applied at read time for fan-out-on-read records.
+   */
+  async list(tenant: string, userId: string, limit = 50, view?: InboxView): Promise<InboxEntry[]> {
+    const k = this.keys(tenant, userId);
+    const own = this.redis.zrevrange(k.index, 0, limit - 1, 'WITHSCORES');
+    const shared = (view?.topics ?? []).map((t) => this.redis.zrevrange(this.broadcastKey(tenant, t), 0, limit - 1, 'WITHSCORES'));
+    const refs: { ref: string; score: number }[] = [];
+    const pairs = (flat: string[], toRef: (m: string) => string) => {
+      for (let i = 0; i < flat.length; i += 2) refs.push({ ref: toRef(flat[i]), score: Number(flat[i + 1]) });
+    };
+    pairs(await own, (m) => m);
+    for (const p of shared) pairs(await p, (id) => `${BROADCAST}:${id}`);
+    if (refs.length === 0) return [];
+    const newest = [...new Map(refs.map((r) => [r.ref, r])).values()].sort((a, b) => b.score - a.score);
+    const pipeline = this.redis.pipeline();
+    for (const { ref } of newest) {
+      const { locale, requestId } = splitRef(ref);
+      if (locale === BROADCAST) {
+        const wanted = view?.locale ?? 'en';
+        pipeline.hmget(this.contentKey(tenant, requestId), wanted, wanted.split('-')[0], '*');
+      } else pipeline.hget(this.contentKey(tenant, requestId), locale);
+    }
+    const [raw, read] = await Promise.all([execOrThrow(pipeline), this.redis.smismember(k.read, ...newest.map((r) => r.ref))]);
+    const out: InboxEntry[] = [];
+    newest.forEach(({ ref }, i) => {
+      const found = Array.isArray(raw[i]) ? (raw[i] as (string | null)[]).find((x) => x) : (raw[i] as string | null);
+      if (!found) return;
+      const content = JSON.parse(found) as InboxContent;
+      if (ref.startsWith(`${BROADCAST}:`) && view && !view.visible(content.category)) return;
+      out.push({ ...content, read: read[i] === 1 });
+    });
+    return out.slice(0, limit);
+  }
+
+  /** Marks notifications read by request id (own entries and topic broadcasts alike). */
   async markRead(tenant: string, userId: string, requestIds: string[]): Promise<void> {
     const k = this.keys(tenant, userId);
-    const refs = (await this.redis.zrange(k.index, 0, -1)).filter((r) => requestIds.includes(r.slice(r.indexOf(':') + 1)));
+    const refs = (await this.redis.zrange(k.index, 0, -1)).filter((r) => requestIds.includes(splitRef(r).requestId));
+    refs.push(...requestIds.map((id) => `${BROADCAST}:${id}`));
     if (refs.length) await this.redis.sadd(k.read, ...refs);
-  }
-
-  async unreadCount(tenant: string, userId: string): Promise<number> {
-    const k = this.keys(tenant, userId);
-    const [total, read] = await Promise.all([this.redis.zcard(k.index), this.redis.scard(k.read)]);
-    return Math.max(0, total - read);
   }
 }
 

@@ -11,7 +11,7 @@ const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 const GiB = 1024 ** 3;
 
-export type StageName = 'validate' | 'resolve' | 'filter' | 'batch' | 'dispatch' | 'loader';
+export type StageName = 'validate' | 'resolve' | 'filter' | 'wake' | 'batch' | 'dispatch' | 'loader';
 
 /** Per-tier worker settings: the isolation between tiers lives here, not in code paths. */
 export interface TierLimits {
@@ -58,6 +58,8 @@ export class Topology {
   validated(tier: Tier): string { return this.subj(`validated.${tier}`); }
   resolved(tier: Tier): string { return this.subj(`resolved.${tier}`); }
   filtered(tier: Tier): string { return this.subj(`filtered.${tier}`); }
+  /** Recipients waiting for a time (quiet hours) before they are filtered again. */
+  deferred(tier: Tier): string { return this.subj(`deferred.${tier}`); }
   deliver(channel: Channel | '*', tier: Tier): string { return this.subj(`deliver.${channel}.${tier}`); }
   receipt(status: string): string { return this.subj(`receipt.${status}`); }
   dlq(stage: string): string { return this.subj(`dlq.${stage}`); }
@@ -98,7 +100,7 @@ export class Topology {
       ...tiers.map((tier) => ({
         ...base,
         name: this.workStream(tier),
-        subjects: [this.validated(tier), this.resolved(tier), this.filtered(tier), this.deliver('*', tier)],
+        subjects: [this.validated(tier), this.resolved(tier), this.filtered(tier), this.deferred(tier), this.deliver('*', tier)],
         retention: RetentionPolicy.Workqueue,
         max_age: msToNs(7 * DAY),
         max_bytes: this.bytes(tierLimits[tier].storageShare),
@@ -148,6 +150,7 @@ export class Topology {
       const work = this.workStream(tier);
       out.push({ stream: work, config: pull(this.durable('resolve', tier), this.validated(tier), pending) });
       out.push({ stream: work, config: pull(this.durable('filter', tier), this.resolved(tier), pending) });
+      out.push({ stream: work, config: pull(this.durable('wake', tier), this.deferred(tier), pending) });
       out.push({ stream: work, config: pull(this.durable('batch', tier), this.filtered(tier), pending) });
       for (const channel of channels) {
         out.push({ stream: work, config: pull(this.durable('dispatch', tier, channel), this.deliver(channel, tier), pending) });

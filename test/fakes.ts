@@ -1,11 +1,12 @@
 import { createLogger } from '../runtime/logger.js';
 import type { StageContext } from '../processors/stage.js';
-import type { Receipt } from '../schemas/index.js';
+import type { Receipt, ResolvedChunk } from '../schemas/index.js';
 
 /** A StageContext that records what the stage did, for unit tests of process(). */
 export function fakeContext(overrides: Partial<StageContext> = {}) {
   const receipts: Receipt[] = [];
   const deadLetters: { reason: string; problems: string[]; payload: unknown }[] = [];
+  const handedBack: { work: ResolvedChunk; untilMs: number; id: string }[] = [];
   const ctx: StageContext = {
     log: createLogger('silent'),
     attempt: 1,
@@ -15,9 +16,11 @@ export function fakeContext(overrides: Partial<StageContext> = {}) {
     signal: new AbortController().signal,
     receipt: (r) => receipts.push(r),
     deadLetter: async (reason, problems, payload) => { deadLetters.push({ reason, problems, payload }); },
+    afterOutputs: (fn) => { void fn(); },
+    later: (work, untilMs, id) => handedBack.push({ work, untilMs, id }),
     ...overrides,
   };
-  return { ctx, receipts, deadLetters };
+  return { ctx, receipts, deadLetters, handedBack };
 }
 
 export async function collect<T>(out: T[] | Promise<T[]> | AsyncIterable<T>): Promise<T[]> {

@@ -8,7 +8,8 @@ import { eventually, Harness } from './harness.js';
 describe('pipeline against real NATS, Redis, ClickHouse and SMTP', () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await Harness.create('pipe');
+    // Per-member in-app fan-out is under test here: no fan-out-on-read broadcast.
+    h = await Harness.create('pipe', { HERALD_INAPP_BROADCAST_THRESHOLD: '0' });
     await h.load([
       { type: 'user', tenant: 'acme', id: 'a1', email: 'a1@acme.test', locale: 'en', timezone: 'UTC' },
       { type: 'user', tenant: 'globex', id: 'a1', email: 'a1@globex.test', locale: 'en', timezone: 'UTC' },

@@ -83,6 +83,7 @@ describe('resolve', () => {
     const directory = {
       topicPage: async (_t: string, _topic: string, after: string | undefined, limit: number) =>
         members.filter((m) => after === undefined || m > after).slice(0, limit),
+      topicSize: async () => members.length,
     };
     const stage = resolveStage.create(resolveStage.config.parse({}), deps({ directory: directory as never }));
     const out = await collect(stage.process!({ request: accepted, recipients: { topic: 'x' } }, fakeContext().ctx));

@@ -1,0 +1,109 @@
+import { describe, expect, it } from 'vitest';
+import { parseQuietHours, quietUntil } from '../processors/quiet-hours.js';
+import { chain } from '../processors/chain.js';
+import { recordsFromFlags } from '../cli/directory-set.js';
+import { directoryRecordSchema } from '../schemas/index.js';
+import type { Stage } from '../processors/stage.js';
+import type { UserView } from '../runtime/directory.js';
+import { fakeContext } from './fakes.js';
+
+const night = { start: '22:00', end: '07:00' };
+const la = 'America/Los_Angeles';
+const at = (iso: string) => Date.parse(iso);
+
+describe('quiet hours in the user\'s time zone', () => {
+  it.each([
+    // [what, now (UTC), until (UTC) or null]
+    ['23:30 PST, ordinary night', '2026-11-22T07:30:00Z', '2026-11-22T15:00:00Z'],
+    ['23:30 PST before spring forward: ends 07:00 PDT, an hour sooner in UTC', '2026-03-08T07:30:00Z', '2026-03-08T14:00:00Z'],
+    ['23:30 PDT before fall back: ends 07:00 PST', '2026-11-01T06:30:00Z', '2026-11-01T15:00:00Z'],
+    ['06:59 PST: ends in a minute', '2026-11-22T14:59:00Z', '2026-11-22T15:00:00Z'],
+    ['22:00 PST: the window opens', '2026-11-22T06:00:00Z', '2026-11-22T15:00:00Z'],
+    ['07:00 PST: over', '2026-11-22T15:00:00Z', null],
+    ['21:59 PST: not yet', '2026-11-22T05:59:00Z', null],
+    ['noon: not quiet', '2026-11-22T20:00:00Z', null],
+  ])('%s', (_what, now, until) => {
+    expect(quietUntil(night, la, at(now))).toBe(until === null ? null : at(until));
+  });
+
+  it('handles a window that does not cross midnight', () => {
+    const lunch = { start: '12:00', end: '13:30' };
+    expect(quietUntil(lunch, 'Europe/Paris', at('2026-07-01T10:15:00Z'))).toBe(at('2026-07-01T11:30:00Z'));
+    expect(quietUntil(lunch, 'Europe/Paris', at('2026-07-01T11:30:00Z'))).toBeNull();
+  });
+
+  it('moves an end that falls in the spring-forward gap to the first real minute after it', () => {
+    // 02:30 does not exist in Los Angeles on 2026-03-08: the window ends at 03:30 PDT.
+    const until = quietUntil({ start: '01:00', end: '02:30' }, la, at('2026-03-08T09:30:00Z'));
+    expect(until).toBe(at('2026-03-08T10:30:00Z'));
+  });
+
+  it('reads only well-formed stored windows', () => {
+    expect(parseQuietHours('22:00-07:00')).toEqual(night);
+    expect(parseQuietHours('25:00-07:00')).toBeUndefined();
+    expect(parseQuietHours('07:00-07:00')).toBeUndefined();
+    expect(parseQuietHours(undefined)).toBeUndefined();
+  });
+});
+
+describe('chain afterOutputs', () => {
+  it('runs a first-stage checkpoint only after the outputs before it were handed on, in order', async () => {
+    const events: string[] = [];
+    const first: Stage<number, number> = {
+      process: (n, ctx) => (async function* () {
+        for (let i = 0; i < n; i++) {
+          yield i;
+          ctx.afterOutputs(async () => { events.push(`checkpoint ${i}`); });
+        }
+      })(),
+    };
+    const second: Stage<number, string> = {
+      // Later items finish first: the chain must still keep order.
+      process: async (i) => { await new Promise((r) => setTimeout(r, (5 - i) * 5)); return [`out ${i}`]; },
+    };
+    const afters: (() => Promise<void>)[] = [];
+    const { ctx } = fakeContext({ afterOutputs: (fn) => { events.push(`after queued (${events.filter((e) => e.startsWith('out')).length} out)`); afters.push(fn); } });
+    for await (const out of chain(first, second, 4).process!(5, ctx) as AsyncIterable<string>) events.push(out);
+    for (const fn of afters) await fn();
+    // Each checkpoint i is queued only once "out i" has been handed on.
+    const queued = events.filter((e) => e.startsWith('after queued')).map((e) => Number(/\((\d+) out\)/.exec(e)![1]));
+    expect(queued).toEqual([1, 2, 3, 4, 5]);
+    expect(events.filter((e) => e.startsWith('checkpoint'))).toEqual(['checkpoint 0', 'checkpoint 1', 'checkpoint 2', 'checkpoint 3', 'checkpoint 4']);
+  });
+});
+
+describe('herald directory set', () => {
+  const stored: UserView = {
+    tenant: 'acme', id: 'ada', exists: true, email: 'ada@acme.test', locale: 'fr', timezone: 'Europe/Paris',
+    hard_stop: false, preferences: {}, devices: [], topics: [],
+  };
+
+  it('turns flags into checked directory records, keeping the stored user fields it was not asked to change', () => {
+    const records = recordsFromFlags('acme', 'ada', {
+      phone: '+15550100', pref: ['email:promo=off', 'channel:sms=on', 'category:digest=off', 'all=on'],
+      quietHours: '22:00-07:00', hardStop: 'off', device: ['ios:abc123', 'android:dead:inactive'], topic: ['news'],
+    }, stored);
+    expect(records).toEqual([
+      { type: 'user', tenant: 'acme', id: 'ada', email: 'ada@acme.test', phone: '+15550100', locale: 'fr', timezone: 'Europe/Paris' },
+      { type: 'preference', tenant: 'acme', user_id: 'ada', channel: 'email', category: 'promo', enabled: false },
+      { type: 'preference', tenant: 'acme', user_id: 'ada', channel: 'sms', enabled: true },
+      { type: 'preference', tenant: 'acme', user_id: 'ada', category: 'digest', enabled: false },
+      { type: 'preference', tenant: 'acme', user_id: 'ada', enabled: true },
+      { type: 'quiet_hours', tenant: 'acme', user_id: 'ada', start: '22:00', end: '07:00' },
+      { type: 'hard_stop', tenant: 'acme', user_id: 'ada', enabled: false },
+      { type: 'device', tenant: 'acme', user_id: 'ada', platform: 'ios', token: 'abc123', active: true },
+      { type: 'device', tenant: 'acme', user_id: 'ada', platform: 'android', token: 'dead', active: false },
+      { type: 'topic_member', tenant: 'acme', topic: 'news', user_id: 'ada' },
+    ]);
+    for (const r of records) expect(directoryRecordSchema.safeParse(r).success).toBe(true);
+  });
+
+  it('says what is wrong with a flag', () => {
+    expect(() => recordsFromFlags('acme', 'ada', { pref: ['email:promo'] }, stored)).toThrow(/expected KEY=on\|off/);
+    expect(() => recordsFromFlags('acme', 'ada', { pref: ['fax:promo=on'] }, stored)).toThrow(/"fax" is not a channel/);
+    expect(() => recordsFromFlags('acme', 'ada', { quietHours: '22:00' }, stored)).toThrow(/HH:MM-HH:MM/);
+    expect(() => recordsFromFlags('acme', 'ada', { hardStop: 'maybe' }, stored)).toThrow(/neither on nor off/);
+    const [bad] = recordsFromFlags('acme', 'ada', { quietHours: '25:00-07:00' }, stored);
+    expect(directoryRecordSchema.safeParse(bad).error?.issues[0].message).toMatch(/24-hour local time/);
+  });
+});
