@@ -10,9 +10,9 @@ import { Directory } from '../runtime/directory.js';
 import { publishRequest } from '../runtime/producer.js';
 import { applyAll } from '../streams/apply.js';
 import { topologyOf } from '../streams/topology.js';
-import { freePort } from '../compose/local-servers.js';
-import type { DirectoryRecord, Receipt } from '../schemas/index.js';
-import { benchServers, peakRssMb, percentile } from './servers.js';
+import type { DirectoryRecord } from '../schemas/index.js';
+import { DeliveredWatch, quiesce, startHerald } from './herald-child.js';
+import { benchServers, fmt, peakRssMb, percentile, printTable } from './servers.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SINGLE = Number(process.env.BENCH_SINGLE ?? 30_000);
@@ -36,8 +36,7 @@ try {
   const baseline = JSON.parse(await runChild(['--import', 'tsx', 'bench/jetstream-baseline.ts'], servers.env)) as
     { consumeAckPerSec: number; p50Ms: number; p99Ms: number; peakRssMb: number };
 
-  const httpPort = await freePort();
-  const env = { ...servers.env, HERALD_NAMESPACE: 'bench', HERALD_HTTP_PORT: String(httpPort) };
+  const env = { ...servers.env, HERALD_NAMESPACE: 'bench' };
   const config = loadConfig({ ...env });
   const topology = topologyOf(config);
   const nats = await connectNats(config, 'bench');
@@ -58,13 +57,7 @@ try {
   users.length = 0;
 
   log('starting `herald run` …');
-  const herald = spawn(process.env.BENCH_NODE_FLAGS ? process.execPath : 'bin/herald.js', [...(process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), ...(process.env.BENCH_NODE_FLAGS ? ['bin/herald.js'] : []), 'run'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
-  for (let i = 0; ; i++) {
-    const ok = await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false);
-    if (ok) break;
-    if (i > 300) throw new Error('herald did not become ready');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const herald = await startHerald(env);
 
   // Peak RSS per phase, sampled, to see which load the memory goes to.
   let phasePeak = 0;
@@ -90,33 +83,9 @@ try {
     cpuStart = now;
     wallStart = performance.now();
   };
-  const delivered = new Map<string, number>();
-  const latencies = new Map<string, number[]>();
-  const firstSeen = new Map<string, number>();
-  const lastSeen = new Map<string, number>();
-  const sub = nats.nc.subscribe(topology.receipt('delivered'));
-  void (async () => {
-    for await (const m of sub) {
-      const now = performance.now();
-      for (const r of (m.json() as { receipts: Receipt[] }).receipts) {
-        const n = r.user_ids?.length ?? r.count ?? 1;
-        delivered.set(r.tenant, (delivered.get(r.tenant) ?? 0) + n);
-        if (!firstSeen.has(r.tenant)) firstSeen.set(r.tenant, now);
-        lastSeen.set(r.tenant, now);
-        const l = latencies.get(r.tenant);
-        const samples: number[] = Array(n).fill(r.latency_ms ?? 0);
-        if (l) l.push(...samples);
-        else latencies.set(r.tenant, samples);
-      }
-    }
-  })();
-  const waitDelivered = async (tenant: string, n: number, timeoutMs: number) => {
-    const deadline = Date.now() + timeoutMs;
-    while ((delivered.get(tenant) ?? 0) < n) {
-      if (Date.now() > deadline) throw new Error(`${tenant}: ${delivered.get(tenant) ?? 0} of ${n} delivered in time`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
+  const watch = new DeliveredWatch(nats, topology);
+  const { latencies, lastSeen } = watch;
+  const waitDelivered = (tenant: string, n: number, timeoutMs: number) => watch.waitFor(tenant, n, timeoutMs);
 
   log(`single-recipient transactional requests: ${SINGLE} …`);
   const inFlight = new Set<Promise<unknown>>();
@@ -136,18 +105,7 @@ try {
   endPhase('single-recipient');
 
   // Each phase starts with nothing left over from the last (receipts loading, batches in flight).
-  const quiesce = async () => {
-    for (;;) {
-      let busy = 0;
-      for (const { stream, config: c } of topology.consumers()) {
-        const ci = await nats.jsm.consumers.info(stream, c.durable_name!);
-        busy += ci.num_pending + ci.num_ack_pending;
-      }
-      if (busy === 0) return;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  };
-  await quiesce();
+  await quiesce(nats, topology);
   cpuStart = snapshot();
   wallStart = performance.now();
   log(`fan-out to a ${FANOUT}-member topic …`);
@@ -160,7 +118,7 @@ try {
   const fanPerSec = FANOUT / ((lastSeen.get('fan')! - t1) / 1000);
   endPhase('fan-out');
 
-  await quiesce();
+  await quiesce(nats, topology);
   cpuStart = snapshot();
   wallStart = performance.now();
   log(`latency at ${RATE} requests/s for ${RATE_SECONDS} s …`);
@@ -182,12 +140,12 @@ try {
 
   herald.kill('SIGTERM');
   await new Promise((r) => herald.once('exit', r));
-  sub.unsubscribe();
+  watch.close();
   await nats.nc.drain();
   redis.disconnect();
   await ch.close();
 
-  const f = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+  const f = fmt;
   const rows: [string, string, string, string][] = [
     ['raw JetStream consume+ack (baseline)', `${f(baseline.consumeAckPerSec)} msg/s`, '1.00', ''],
     ['Herald, 1-recipient transactional', `${f(singlePerSec)} deliveries/s`, f(singlePerSec / baseline.consumeAckPerSec, 3), '≥ 3,000/s'],
@@ -198,10 +156,7 @@ try {
     ['baseline process peak RSS', `${f(baseline.peakRssMb)} MB`, '1.00', ''],
     ['Herald process peak RSS', `${f(rss)} MB`, f(rss / baseline.peakRssMb, 2), '< 300 MB'],
   ];
-  const w = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i].length), ['figure', 'value', 'ratio to baseline', 'target'][i].length));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
-  console.log(line(['figure', 'value', 'ratio to baseline', 'target']));
-  for (const r of rows) console.log(line(r));
+  printTable(['figure', 'value', 'ratio to baseline', 'target'], rows);
 } finally {
   await servers.stop();
 }

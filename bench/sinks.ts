@@ -1,5 +1,6 @@
 // `npm run bench:sinks`: deliveries/s of each Herald sink against its fake, beside the bare client
 // library sending in a loop to the same fake, measured in the same run. Prints figures only.
+import { printTable } from './servers.js';
 import { spawn } from 'node:child_process';
 import https from 'node:https';
 import tls from 'node:tls';
@@ -165,7 +166,5 @@ server.kill();
 const f = (n: number) => Math.round(n).toLocaleString('en-US');
 const rows = results.map(([name, bare, herald, target]) => [name, `${f(bare)}/s`, `${f(herald)}/s`, (herald / bare).toFixed(2), target]);
 const head = ['sink', 'bare library', 'Herald sink', 'ratio', 'target'];
-const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-console.log(head.map((h, i) => (i ? h.padStart(w[i]) : h.padEnd(w[i]))).join('  '));
-for (const r of rows) console.log(r.map((c, i) => (i ? c.padStart(w[i]) : c.padEnd(w[i]))).join('  '));
+printTable(head, rows);
 process.exit(0);

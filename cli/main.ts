@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadConfig, ConfigError, type Config } from '../runtime/config.js';
@@ -87,9 +88,15 @@ program
   .option('--stages <list>', 'comma-separated stages: validate,resolve,filter,batch,dispatch,loader')
   .option('--tiers <list>', `comma-separated tiers: ${tiers.join(',')}`)
   .option('--demo', 'publish a sample notification once running and show where it arrived')
-  .action(async (o: { stages?: string; tiers?: string; demo?: boolean }) => {
+  .option('--nice <n>', 'lower this process\'s CPU priority (0-19): run bulk tiers this way beside a transactional process')
+  .action(async (o: { stages?: string; tiers?: string; demo?: boolean; nice?: string }) => {
     const cfg = config();
     const log = createLogger(cfg.logLevel);
+    if (o.nice !== undefined) {
+      const nice = Number(o.nice);
+      if (!Number.isInteger(nice) || nice < 0 || nice > 19) fail(`--nice: "${o.nice}" is not a whole number from 0 to 19`);
+      os.setPriority(nice);
+    }
     const stages = o.stages?.split(',') as StageName[] | undefined;
     const tierList = o.tiers?.split(',') as Tier[] | undefined;
     for (const t of tierList ?? []) if (!tiers.includes(t)) fail(`unknown tier "${t}"`);

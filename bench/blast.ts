@@ -1,0 +1,110 @@
+// `npm run bench:blast`: a 1,000,000-member marketing fan-out while 1,000 transactional requests/s
+// are published. Prints the marketing delivery rate, and transactional request→delivery latency
+// during the blast against the same load without it (measured in the same run), and peak RSS.
+import { loadConfig } from '../runtime/config.js';
+import { connectClickHouse, connectNats, connectRedis } from '../runtime/connections.js';
+import { Directory, type DirectoryRecordInput } from '../runtime/directory.js';
+import { publishRequest } from '../runtime/producer.js';
+import { applyAll } from '../streams/apply.js';
+import { topologyOf } from '../streams/topology.js';
+import { benchServers, fmt, peakRssMb, percentile, printTable } from './servers.js';
+import { DeliveredWatch, quiesce, startHerald } from './herald-child.js';
+
+const MEMBERS = Number(process.env.BENCH_MEMBERS ?? 1_000_000);
+const TX_RATE = Number(process.env.BENCH_TX_RATE ?? 1_000);
+const TX_ALONE_SECONDS = Number(process.env.BENCH_TX_SECONDS ?? 10);
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+const servers = await benchServers();
+try {
+  // Per-member in-app fan-out is what is measured: no fan-out-on-read shortcut.
+  const env = { ...servers.env, HERALD_NAMESPACE: 'blast', HERALD_INAPP_BROADCAST_THRESHOLD: '0', HERALD_STORAGE_BUDGET_MB: '4096' };
+  const config = loadConfig(env);
+  const topology = topologyOf(config);
+  const nats = await connectNats(config, 'bench');
+  const ch = connectClickHouse(config);
+  await applyAll(nats, topology, ch, config.clickhouseDatabase);
+  const redis = connectRedis(config);
+  const directory = new Directory(redis, topology.redisPrefix);
+  log(`loading the directory (${MEMBERS.toLocaleString('en-US')}-member topic, 2 × 20,000 transactional users) …`);
+  for (let start = 0; start < MEMBERS; start += 50_000) {
+    const records: DirectoryRecordInput[] = [];
+    for (let i = start; i < Math.min(MEMBERS, start + 50_000); i++) {
+      records.push({ type: 'user', tenant: 'mega', id: `m${i}` });
+      records.push({ type: 'topic_member', tenant: 'mega', topic: 'everyone', user_id: `m${i}` });
+    }
+    await directory.upsert(records, 5_000);
+  }
+  const txUsers: DirectoryRecordInput[] = [];
+  for (let i = 0; i < 20_000; i++) for (const tenant of ['alone', 'blast']) txUsers.push({ type: 'user', tenant, id: `u${i}` });
+  await directory.upsert(txUsers, 5_000);
+
+  // split (default): transactional in its own process, social + marketing in another at a lower CPU
+  // priority; single: one `herald run` for everything.
+  const deploy = process.env.BENCH_DEPLOY ?? 'split';
+  log(`starting herald (${deploy}) …`);
+  const heralds = deploy === 'single'
+    ? [await startHerald(env)]
+    : [await startHerald(env, ['run', '--tiers', 'transactional']), await startHerald(env, ['run', '--tiers', 'social,marketing', '--nice', '10'])];
+  const watch = new DeliveredWatch(nats, topology);
+
+  /** Publishes transactional single-recipient requests at TX_RATE until `until()` says stop. */
+  async function transactional(tenant: string, until: (sent: number) => boolean): Promise<number> {
+    const t0 = performance.now();
+    let i = 0;
+    for (; !until(i); i++) {
+      const wait = t0 + (i * 1000) / TX_RATE - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      publishRequest(nats.js, topology, {
+        tenant, idempotency_key: `t${i}`, tier: 'transactional', category: 'otp',
+        content: { title: 'Your code', body: 'x' }, recipients: { user_ids: [`u${i % 20_000}`] }, channels: ['inapp'],
+      }).catch((err) => log(`publish failed: ${err}`));
+    }
+    return i;
+  }
+
+  log(`transactional alone: ${TX_RATE}/s for ${TX_ALONE_SECONDS} s …`);
+  const alone = await transactional('alone', (i) => i >= TX_RATE * TX_ALONE_SECONDS);
+  await watch.waitFor('alone', alone, 120_000);
+  await quiesce(nats, topology);
+
+  log(`marketing blast to ${MEMBERS.toLocaleString('en-US')} members, with transactional at ${TX_RATE}/s …`);
+  const t1 = performance.now();
+  await publishRequest(nats.js, topology, {
+    tenant: 'mega', idempotency_key: 'blast-1', tier: 'marketing', category: 'launch',
+    content: { title: 'Launch', body: 'It is here' }, recipients: { topic: 'everyone' }, channels: ['inapp'],
+  });
+  const blastDone = watch.waitFor('mega', MEMBERS, 1_800_000).then(() => true);
+  let finished = false;
+  void blastDone.then(() => { finished = true; });
+  const during = await transactional('blast', () => finished);
+  await blastDone;
+  const blastSeconds = (watch.lastSeen.get('mega')! - t1) / 1000;
+  await watch.waitFor('blast', during, 120_000);
+  const rss = heralds.map((p) => peakRssMb(p.pid!));
+  for (const p of heralds) {
+    p.kill('SIGTERM');
+    await new Promise((r) => p.once('exit', r));
+  }
+  watch.close();
+  await nats.nc.drain();
+  redis.disconnect();
+  await ch.close();
+
+  const sorted = (tenant: string) => watch.latencies.get(tenant)!.sort((a, b) => a - b);
+  const a = sorted('alone');
+  const b = sorted('blast');
+  const f = fmt;
+  const rows: [string, string, string, string][] = [
+    [`marketing fan-out, ${f(MEMBERS)} members (in-app, per member)`, `${f(MEMBERS / blastSeconds)} deliveries/s in ${f(blastSeconds, 1)} s`, '', '≥ 100,000/s'],
+    [`transactional p50 alone (baseline, ${f(alone)} requests)`, `${f(percentile(a, 50), 1)} ms`, '1.00', ''],
+    [`transactional p50 during the blast (${f(during)} requests)`, `${f(percentile(b, 50), 1)} ms`, f(percentile(b, 50) / percentile(a, 50), 2), ''],
+    ['transactional p99 alone (baseline)', `${f(percentile(a, 99), 1)} ms`, '1.00', ''],
+    ['transactional p99 during the blast', `${f(percentile(b, 99), 1)} ms`, f(percentile(b, 99) / percentile(a, 99), 2), '< 100 ms, ≤ 1.5×'],
+    [`Herald peak RSS per process (${deploy})`, rss.map((r) => `${f(r)} MB`).join(' / '), '', '< 300 MB'],
+  ];
+  printTable(['figure', 'value', 'ratio', 'target'], rows);
+} finally {
+  await servers.stop();
+}
+process.exit(0);

@@ -1,0 +1,72 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Nats } from '../runtime/connections.js';
+import type { Receipt } from '../schemas/index.js';
+import type { Topology } from '../streams/topology.js';
+import { freePort } from '../compose/local-servers.js';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** `herald run` as its own process (as an operator runs it), once /readyz answers. */
+export async function startHerald(env: Record<string, string>, args: string[] = ['run']): Promise<ChildProcess> {
+  const httpPort = await freePort();
+  const flags = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean);
+  const herald = flags
+    ? spawn(process.execPath, [...flags, 'bin/herald.js', ...args], { cwd: root, env: { ...process.env, ...env, HERALD_HTTP_PORT: String(httpPort) }, stdio: ['ignore', 'ignore', 'inherit'] })
+    : spawn('bin/herald.js', args, { cwd: root, env: { ...process.env, ...env, HERALD_HTTP_PORT: String(httpPort) }, stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let i = 0; ; i++) {
+    if (await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false)) return herald;
+    if (i > 300) throw new Error('herald did not become ready');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Counts delivered receipts per tenant as they are published, with each delivery's latency. */
+export class DeliveredWatch {
+  readonly delivered = new Map<string, number>();
+  readonly latencies = new Map<string, number[]>();
+  readonly lastSeen = new Map<string, number>();
+  private readonly sub: ReturnType<Nats['nc']['subscribe']>;
+
+  constructor(nats: Nats, topology: Topology) {
+    const sub = nats.nc.subscribe(topology.receipt('delivered'));
+    this.sub = sub;
+    void (async () => {
+      for await (const m of sub) {
+        const now = performance.now();
+        for (const r of (m.json() as { receipts: Receipt[] }).receipts) {
+          const n = r.user_ids?.length ?? r.count ?? 1;
+          this.delivered.set(r.tenant, (this.delivered.get(r.tenant) ?? 0) + n);
+          this.lastSeen.set(r.tenant, now);
+          let l = this.latencies.get(r.tenant);
+          if (!l) this.latencies.set(r.tenant, (l = []));
+          for (let i = 0; i < n; i++) l.push(r.latency_ms ?? 0);
+        }
+      }
+    })();
+  }
+
+  async waitFor(tenant: string, n: number, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((this.delivered.get(tenant) ?? 0) < n) {
+      if (Date.now() > deadline) throw new Error(`${tenant}: ${this.delivered.get(tenant) ?? 0} of ${n} delivered in time`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  close(): void { this.sub.unsubscribe(); }
+}
+
+/** Waits until no consumer has anything pending, so a phase starts with nothing left from the last. */
+export async function quiesce(nats: Nats, topology: Topology): Promise<void> {
+  for (;;) {
+    let busy = 0;
+    for (const { stream, config: c } of topology.consumers()) {
+      const ci = await nats.jsm.consumers.info(stream, c.durable_name!);
+      busy += ci.num_pending + ci.num_ack_pending;
+    }
+    if (busy === 0) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
