@@ -26,7 +26,7 @@ try {
   await applyAll(nats, topology, ch, config.clickhouseDatabase);
   const redis = connectRedis(config);
   const directory = new Directory(redis, topology.redisPrefix);
-  log(`loading the directory (${MEMBERS.toLocaleString('en-US')}-member topic, 2 × 20,000 transactional users) …`);
+  log(`loading the directory (${MEMBERS.toLocaleString('en-US')}-member topic, 3 × 20,000 transactional users) …`);
   for (let start = 0; start < MEMBERS; start += 50_000) {
     const records: DirectoryRecordInput[] = [];
     for (let i = start; i < Math.min(MEMBERS, start + 50_000); i++) {
@@ -36,16 +36,17 @@ try {
     await directory.upsert(records, 5_000);
   }
   const txUsers: DirectoryRecordInput[] = [];
-  for (let i = 0; i < 20_000; i++) for (const tenant of ['alone', 'blast']) txUsers.push({ type: 'user', tenant, id: `u${i}` });
+  for (let i = 0; i < 20_000; i++) for (const tenant of ['warm', 'alone', 'blast']) txUsers.push({ type: 'user', tenant, id: `u${i}` });
   await directory.upsert(txUsers, 5_000);
 
-  // split (default): transactional in its own process, social + marketing in another at a lower CPU
-  // priority; single: one `herald run` for everything.
+  // split (default): transactional in its own process, social + marketing and the receipt loader in
+  // another at a lower CPU priority; single: one `herald run` for everything.
   const deploy = process.env.BENCH_DEPLOY ?? 'split';
   log(`starting herald (${deploy}) …`);
   const heralds = deploy === 'single'
     ? [await startHerald(env)]
-    : [await startHerald(env, ['run', '--tiers', 'transactional']), await startHerald(env, ['run', '--tiers', 'social,marketing', '--nice', '10'])];
+    : [await startHerald(env, ['run', '--tiers', 'transactional', '--stages', 'validate,resolve,filter,batch,dispatch']),
+      await startHerald(env, ['run', '--tiers', 'social,marketing', '--nice', '10'])];
   const watch = new DeliveredWatch(nats, topology);
 
   /** Publishes transactional single-recipient requests at TX_RATE until `until()` says stop. */
@@ -62,6 +63,12 @@ try {
     }
     return i;
   }
+
+  // Warm-up (JIT, connections, first loader inserts) is not part of either measurement.
+  log('warming up …');
+  const warm = await transactional('warm', (i) => i >= TX_RATE * 3);
+  await watch.waitFor('warm', warm, 120_000);
+  await quiesce(nats, topology);
 
   log(`transactional alone: ${TX_RATE}/s for ${TX_ALONE_SECONDS} s …`);
   const alone = await transactional('alone', (i) => i >= TX_RATE * TX_ALONE_SECONDS);

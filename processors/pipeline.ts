@@ -22,6 +22,7 @@ import { AttemptLog } from './attempts.js';
 import { Breakers } from './breaker.js';
 import { Cancellations } from './cancellations.js';
 import { Checkpoints } from './checkpoints.js';
+import { TierGate } from './tier-gate.js';
 import { InboxStore } from '../sinks/inapp.js';
 import { RateLimiter } from './rate-limit.js';
 
@@ -110,10 +111,12 @@ export class Pipeline {
       deps.cancellations = pipeline.cancellations;
       deps.dedupEnabled = config.dedup;
       const attemptLog = new AttemptLog(redis, topology.redisPrefix);
+      const gate = new TierGate();
       for (const b of bindings(topology, { stages: opts.stages, tiers: opts.tiers, wiring: config.wiring, retry: config.retry })) {
         const stage = b.create(deps);
         const consumer = await nats.js.consumers.get(b.stream, b.durable);
-        const runner = new StageRunner(b.def, stage, consumer, b.durable, b.route, nats.js, topology, receipts, log, pipeline.metrics, { ...b.options, attemptLog });
+        const priority = b.tier ? { gate, urgent: b.tier === 'transactional' } : undefined;
+        const runner = new StageRunner(b.def, stage, consumer, b.durable, b.route, nats.js, topology, receipts, log, pipeline.metrics, { ...b.options, attemptLog, priority });
         await runner.start();
         pipeline.runners.push(runner);
       }

@@ -9,6 +9,7 @@ import type { ReceiptPublisher } from './receipt-publisher.js';
 import type { Stage, StageContext, StageDefinition } from './stage.js';
 import type { Metrics } from './metrics.js';
 import type { AttemptLog } from './attempts.js';
+import type { TierGate } from './tier-gate.js';
 
 /** How one runner pulls and bounds its work. */
 export interface RunnerOptions {
@@ -39,12 +40,14 @@ export interface RunnerOptions {
   replayId?: string;
   /** A stable id per output (a chain's outputs are its last stage's); overrides the definition's. */
   outputId?: (output: any) => string;
+  /** Priority within the process: urgent runners (transactional) make bulk ones step aside. */
+  priority?: { gate: TierGate; urgent: boolean };
 }
 
 /** Where outputs go: the wiring maps each output to its subject. */
 export type Route<O> = (output: O) => string;
 
-interface Settings extends Required<Omit<RunnerOptions, 'lastSequence' | 'attemptLog' | 'replayId' | 'outputId'>> { lastSequence?: number; attemptLog?: AttemptLog; replayId?: string }
+interface Settings extends Required<Omit<RunnerOptions, 'lastSequence' | 'attemptLog' | 'replayId' | 'outputId' | 'priority'>> { lastSequence?: number; attemptLog?: AttemptLog; replayId?: string }
 
 function settingsFrom(opts: RunnerOptions): Settings {
   const pullBatch = opts.pullBatch ?? 100;
@@ -152,6 +155,7 @@ export class StageRunner<I, O> {
   private workingTimer?: NodeJS.Timeout;
   private readonly log: Logger;
   private readonly outputId?: (output: O) => string;
+  private readonly priority?: { gate: TierGate; urgent: boolean };
   /** True once a message past `lastSequence` arrived (replay is complete when also idle). */
   passedEnd = false;
 
@@ -170,6 +174,7 @@ export class StageRunner<I, O> {
   ) {
     this.settings = settingsFrom(opts);
     this.outputId = opts.outputId;
+    this.priority = opts.priority;
     this.log = log.child({ stage: def.name, consumer: durable });
   }
 
@@ -196,6 +201,7 @@ export class StageRunner<I, O> {
       // work: handling it twice would send twice.
       if (this.inHandSeqs.has(m.info.streamSequence)) continue;
       this.hold(m);
+      await this.stepAside();
       await slots.take();
       this.track(this.handleOne(m).finally(() => slots.give()));
     }
@@ -209,6 +215,7 @@ export class StageRunner<I, O> {
       const batch = this.batchBuffer;
       this.batchBuffer = [];
       if (batch.length === 0) return;
+      await this.stepAside();
       await slots.take();
       this.track(this.handleBatch(batch).finally(() => slots.give()));
     };
@@ -278,13 +285,19 @@ export class StageRunner<I, O> {
   private hold(m: JsMsg): void {
     this.inHand.add(m);
     this.inHandSeqs.add(m.info.streamSequence);
+    if (this.priority?.urgent) this.priority.gate.hold();
   }
 
   private release(msgs: JsMsg[]): void {
     for (const m of msgs) {
-      this.inHand.delete(m);
+      if (this.inHand.delete(m) && this.priority?.urgent) this.priority.gate.release();
       this.inHandSeqs.delete(m.info.streamSequence);
     }
+  }
+
+  /** A bulk runner lets urgent work in this process go first (a bounded wait; nothing when none is in hand). */
+  private stepAside(): Promise<void> | undefined {
+    return this.priority && !this.priority.urgent ? this.priority.gate.clear() : undefined;
   }
 
   private async handleOne(m: JsMsg): Promise<void> {
@@ -355,6 +368,8 @@ export class StageRunner<I, O> {
       for await (const out of produced as AsyncIterable<O>) {
         if (outputs.failure) throw outputs.failure;
         publish(out);
+        const aside = this.stepAside();
+        if (aside) await aside;
         if (outputs.pending.size >= this.settings.maxPublishesInFlight) await Promise.race(outputs.pending);
       }
     } else {

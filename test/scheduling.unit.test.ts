@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseQuietHours, quietUntil } from '../processors/quiet-hours.js';
 import { chain } from '../processors/chain.js';
+import { TierGate } from '../processors/tier-gate.js';
 import { recordsFromFlags } from '../cli/directory-set.js';
 import { directoryRecordSchema } from '../schemas/index.js';
 import type { Stage } from '../processors/stage.js';
@@ -105,5 +106,25 @@ describe('herald directory set', () => {
     expect(() => recordsFromFlags('acme', 'ada', { hardStop: 'maybe' }, stored)).toThrow(/neither on nor off/);
     const [bad] = recordsFromFlags('acme', 'ada', { quietHours: '25:00-07:00' }, stored);
     expect(directoryRecordSchema.safeParse(bad).error?.issues[0].message).toMatch(/24-hour local time/);
+  });
+});
+
+describe('tier gate', () => {
+  it('lets bulk work through at once when nothing urgent is in hand, else after it settles or the step\'s wait', async () => {
+    const gate = new TierGate(40);
+    expect(gate.clear()).toBeUndefined();
+    gate.hold(2);
+    let passed = false;
+    const waiting = gate.clear()!.then(() => { passed = true; });
+    gate.release();
+    await new Promise((r) => setTimeout(r, 5));
+    expect(passed).toBe(false);
+    gate.release();
+    await waiting;
+    expect(passed).toBe(true);
+    gate.hold();
+    const t0 = performance.now();
+    await gate.clear();
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(35);
   });
 });
