@@ -28,10 +28,12 @@ export const batchStage: StageDefinition<FilteredChunk, DeliveryBatch, z.infer<t
   output: deliveryBatchSchema,
   config: batchConfig,
   // The groups a batch carries name it: a batch rebuilt the same way after a crash is the same message.
+  // Recipients are part of the name: the same chunk filtered again later (quiet hours) carries others.
   outputId(batch) {
     const h = createHash('sha256').update(batch.channel);
     for (const g of batch.groups) {
-      h.update(`\u0000${g.request.tenant}\u0000${g.request.id}\u0000${g.request.replay ?? ''}\u0000${g.chunk}\u0000${g.part}\u0000${g.recipients.length}`);
+      h.update(`\u0000${g.request.tenant}\u0000${g.request.id}\u0000${g.request.replay ?? ''}\u0000${g.chunk}\u0000${g.part}`);
+      for (const r of g.recipients) h.update(`\u0001${r.user_id}`);
     }
     return h.digest('base64url').slice(0, 32);
   },

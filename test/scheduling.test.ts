@@ -21,6 +21,7 @@ describe('quiet hours with a controllable clock', () => {
     await h.load([
       { type: 'user', tenant: 'acme', id: 'night-owl', email: 'owl@acme.test', timezone: la },
       { type: 'quiet_hours', tenant: 'acme', user_id: 'night-owl', start: '22:00', end: '07:00' },
+      { type: 'user', tenant: 'acme', id: 'early-bird', email: 'bird@acme.test', timezone: la },
     ]);
     await h.start({ now });
   }, 60_000);
@@ -62,6 +63,21 @@ describe('quiet hours with a controllable clock', () => {
   it('does the same across the spring-forward night (07:00 PDT comes an hour sooner)', async () => {
     await deferredUntilMorning('owl-dst', '2026-03-08T07:30:00Z', '2026-03-08T14:00:00Z');
   }, 60_000);
+
+  it('sends at once to a user without quiet hours and later to one inside them, from the same chunk', async () => {
+    setClock('2026-11-22T07:30:00Z');
+    await h.publish({
+      tenant: 'acme', idempotency_key: 'pair', tier: 'marketing', category: 'pair', content: { title: 'pair', body: 'b' },
+      recipients: { user_ids: ['early-bird', 'night-owl'] }, channels: ['email'],
+    });
+    await eventually(() => mails('pair').length === 1, 'the early bird\'s email at once', 10_000);
+    expect(mails('pair')[0].to).toEqual(['bird@acme.test']);
+    // Seconds later in real time (inside JetStream's duplicate window), same chunk, same part number:
+    // the held recipient's batch must not be taken for a repeat of the first.
+    setClock('2026-11-22T15:00:00Z');
+    await eventually(() => mails('pair').length === 2, 'the night owl\'s email at 07:00', 10_000);
+    expect(mails('pair').map((m) => m.to[0]).sort()).toEqual(['bird@acme.test', 'owl@acme.test']);
+  }, 30_000);
 
   it('delivers a transactional notification at 23:30 local at once', async () => {
     setClock('2026-11-22T07:30:00Z');
