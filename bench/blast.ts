@@ -1,14 +1,10 @@
 // `npm run bench:blast`: a 1,000,000-member marketing fan-out while 1,000 transactional requests/s
 // are published. Prints the marketing delivery rate, and transactional request→delivery latency
 // during the blast against the same load without it (measured in the same run), and peak RSS.
-import { loadConfig } from '../runtime/config.js';
-import { connectClickHouse, connectNats, connectRedis } from '../runtime/connections.js';
-import { Directory, type DirectoryRecordInput } from '../runtime/directory.js';
+import type { DirectoryRecordInput } from '../runtime/directory.js';
 import { publishRequest } from '../runtime/producer.js';
-import { applyAll } from '../streams/apply.js';
-import { topologyOf } from '../streams/topology.js';
 import { benchServers, fmt, peakRssMb, percentile, printTable } from './servers.js';
-import { DeliveredWatch, quiesce, startHerald } from './herald-child.js';
+import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
 
 const MEMBERS = Number(process.env.BENCH_MEMBERS ?? 1_000_000);
 const TX_RATE = Number(process.env.BENCH_TX_RATE ?? 1_000);
@@ -19,13 +15,8 @@ const servers = await benchServers();
 try {
   // Per-member in-app fan-out is what is measured: no fan-out-on-read shortcut.
   const env = { ...servers.env, HERALD_NAMESPACE: 'blast', HERALD_INAPP_BROADCAST_THRESHOLD: '0', HERALD_STORAGE_BUDGET_MB: '4096' };
-  const config = loadConfig(env);
-  const topology = topologyOf(config);
-  const nats = await connectNats(config, 'bench');
-  const ch = connectClickHouse(config);
-  await applyAll(nats, topology, ch, config.clickhouseDatabase);
-  const redis = connectRedis(config);
-  const directory = new Directory(redis, topology.redisPrefix);
+  const bench = await connectBench(env);
+  const { topology, nats, directory } = bench;
   log(`loading the directory (${MEMBERS.toLocaleString('en-US')}-member topic, 3 × 20,000 transactional users) …`);
   for (let start = 0; start < MEMBERS; start += 50_000) {
     const records: DirectoryRecordInput[] = [];
@@ -89,14 +80,9 @@ try {
   const blastSeconds = (watch.lastSeen.get('mega')! - t1) / 1000;
   await watch.waitFor('blast', during, 120_000);
   const rss = heralds.map((p) => peakRssMb(p.pid!));
-  for (const p of heralds) {
-    p.kill('SIGTERM');
-    await new Promise((r) => p.once('exit', r));
-  }
+  for (const p of heralds) await stopHerald(p);
   watch.close();
-  await nats.nc.drain();
-  redis.disconnect();
-  await ch.close();
+  await bench.close();
 
   const sorted = (tenant: string) => watch.latencies.get(tenant)!.sort((a, b) => a - b);
   const a = sorted('alone');

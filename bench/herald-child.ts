@@ -1,7 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Nats } from '../runtime/connections.js';
+import { loadConfig } from '../runtime/config.js';
+import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
+import { Directory } from '../runtime/directory.js';
+import { applyAll } from '../streams/apply.js';
+import { topologyOf } from '../streams/topology.js';
 import type { Receipt } from '../schemas/index.js';
 import type { Topology } from '../streams/topology.js';
 import { freePort } from '../compose/local-servers.js';
@@ -69,4 +73,30 @@ export async function quiesce(nats: Nats, topology: Topology): Promise<void> {
     if (busy === 0) return;
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** SIGTERM, and wait for the exit (the drain is part of what a run costs). */
+export async function stopHerald(herald: ChildProcess): Promise<void> {
+  const exited = new Promise((r) => herald.once('exit', r));
+  herald.kill('SIGTERM');
+  await exited;
+}
+
+/** Clients for a benchmark's namespace, with its topology applied. */
+export async function connectBench(env: Record<string, string>) {
+  const config = loadConfig(env);
+  const topology = topologyOf(config);
+  const nats = await connectNats(config, 'bench');
+  const ch = connectClickHouse(config);
+  await applyAll(nats, topology, ch, config.clickhouseDatabase);
+  const redis = connectRedis(config);
+  return {
+    config, topology, nats, ch, redis,
+    directory: new Directory(redis, topology.redisPrefix),
+    async close(): Promise<void> {
+      await nats.nc.drain();
+      redis.disconnect();
+      await ch.close();
+    },
+  };
 }

@@ -4,14 +4,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../runtime/config.js';
-import { connectNats, connectRedis, connectClickHouse } from '../runtime/connections.js';
-import { Directory } from '../runtime/directory.js';
 import { publishRequest } from '../runtime/producer.js';
-import { applyAll } from '../streams/apply.js';
-import { topologyOf } from '../streams/topology.js';
 import type { DirectoryRecord } from '../schemas/index.js';
-import { DeliveredWatch, quiesce, startHerald } from './herald-child.js';
+import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
 import { benchServers, fmt, peakRssMb, percentile, printTable } from './servers.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,14 +31,10 @@ try {
   const baseline = JSON.parse(await runChild(['--import', 'tsx', 'bench/jetstream-baseline.ts'], servers.env)) as
     { consumeAckPerSec: number; p50Ms: number; p99Ms: number; peakRssMb: number };
 
-  const env = { ...servers.env, HERALD_NAMESPACE: 'bench' };
-  const config = loadConfig({ ...env });
-  const topology = topologyOf(config);
-  const nats = await connectNats(config, 'bench');
-  const ch = connectClickHouse(config);
-  await applyAll(nats, topology, ch, config.clickhouseDatabase);
-  const redis = connectRedis(config);
-  const directory = new Directory(redis, topology.redisPrefix);
+  // Per-member in-app fan-out is measured (as in earlier runs), not the fan-out-on-read shortcut.
+  const env = { ...servers.env, HERALD_NAMESPACE: 'bench', HERALD_INAPP_BROADCAST_THRESHOLD: '0' };
+  const bench = await connectBench(env);
+  const { topology, nats, directory } = bench;
   log('loading the directory (20,000 users, a 100,000-member topic) …');
   const users: DirectoryRecord[] = [];
   for (let i = 0; i < 20_000; i++) {
@@ -138,12 +129,9 @@ try {
   endPhase('latency');
   clearInterval(rssSampler);
 
-  herald.kill('SIGTERM');
-  await new Promise((r) => herald.once('exit', r));
+  await stopHerald(herald);
   watch.close();
-  await nats.nc.drain();
-  redis.disconnect();
-  await ch.close();
+  await bench.close();
 
   const f = fmt;
   const rows: [string, string, string, string][] = [
