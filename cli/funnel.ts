@@ -1,7 +1,7 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { readSql } from '../streams/apply.js';
 
-export const funnelColumns = ['accepted', 'rejected', 'resolved', 'suppressed', 'dispatched', 'delivered', 'deduplicated', 'failed', 'dead_lettered', 'expired'] as const;
+export const funnelColumns = ['accepted', 'rejected', 'resolved', 'suppressed', 'deferred', 'dispatched', 'delivered', 'deduplicated', 'failed', 'dead_lettered', 'expired', 'cancelled'] as const;
 export type FunnelRow = { tier: string; channel: string } & Record<(typeof funnelColumns)[number], number>;
 
 /** The funnel since `sinceMs`, by tier and channel, from the receipts table. */

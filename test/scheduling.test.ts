@@ -6,6 +6,7 @@ import { Harness, eventually } from './harness.js';
 import { envFor, HeraldProcess } from './child.js';
 import { requestIdFor } from '../runtime/ids.js';
 import type { NotificationRequest } from '../schemas/index.js';
+import { queryFunnel } from '../cli/funnel.js';
 
 const la = 'America/Los_Angeles';
 
@@ -79,6 +80,13 @@ describe('quiet hours with a controllable clock', () => {
     expect(mails('pair').map((m) => m.to[0]).sort()).toEqual(['bird@acme.test', 'owl@acme.test']);
   }, 30_000);
 
+  it('shows the deferrals in the funnel', async () => {
+    const funnel = await queryFunnel(h.clickhouse, h.config.clickhouseDatabase, 0);
+    const deferred = Object.fromEntries(funnel.filter((r) => r.deferred > 0).map((r) => [`${r.tier}/${r.channel}`, r.deferred]));
+    // owl-nov, owl-dst (social) and the night owl's half of 'pair' (marketing).
+    expect(deferred).toEqual({ 'marketing/email': 1, 'social/email': 2 });
+  });
+
   it('delivers a transactional notification at 23:30 local at once', async () => {
     setClock('2026-11-22T07:30:00Z');
     await send('owl-reset', 'transactional');
@@ -143,6 +151,9 @@ describe('send_at', () => {
       return rows.length === 2 && rows.map((r) => `${r.category}:${r.status}`).sort();
     }, 'cancelled and expired receipts', 15_000, 250);
     expect(statuses).toEqual(['at-cancel:cancelled', 'at-expire:expired']);
+    const funnel = await queryFunnel(h.clickhouse, h.config.clickhouseDatabase, 0);
+    expect(funnel.reduce((n, r) => n + r.cancelled, 0)).toBe(1);
+    expect(funnel.reduce((n, r) => n + r.expired, 0)).toBe(1);
     await new Promise((r) => setTimeout(r, 1_000));
     expect(h.smtp.messages.filter((m) => m.subject.startsWith('at-cancel') || m.subject.startsWith('at-expire'))).toEqual([]);
   }, 30_000);
