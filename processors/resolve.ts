@@ -78,6 +78,15 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
         receipt(v, ctx, 0, `resumed at chunk ${saved.chunk} after ${saved.members} members`);
       }
       for (;;) {
+        // A cancelled fan-out stops paging: what is already out is dropped at dispatch.
+        if (deps.cancellations?.isCancelled(tenant, v.request.id)) {
+          ctx.receipt({
+            ts: deps.now(), stage: 'resolve', status: 'cancelled', request_id: v.request.id, tenant, tier: v.request.tier,
+            category: v.request.category, count: size - at.members, reason: `request cancelled after ${at.members} of ${size} members`,
+            attempt: ctx.attempt, latency_ms: Math.max(0, deps.now() - v.request.accepted_at),
+          });
+          break;
+        }
         const page = await deps.directory.topicPage(tenant, topic, at.after, config.chunkSize);
         if (page.length === 0) break;
         receipt(v, ctx, page.length);

@@ -90,6 +90,24 @@ describe('resolve', () => {
     expect(out.map((c) => c.user_ids.length)).toEqual([500, 500, 100]);
     expect(out.flatMap((c) => c.user_ids)).toEqual(members);
   });
+
+  it('stops paging a topic once its request is cancelled, saying how far it got', async () => {
+    const members = Array.from({ length: 1_100 }, (_, i) => `m${String(i).padStart(4, '0')}`);
+    let pages = 0;
+    const directory = {
+      topicPage: async (_t: string, _topic: string, after: string | undefined, limit: number) => {
+        pages++;
+        return members.filter((m) => after === undefined || m > after).slice(0, limit);
+      },
+      topicSize: async () => members.length,
+    };
+    const cancellations = { isCancelled: () => pages >= 1 };
+    const stage = resolveStage.create(resolveStage.config.parse({}), deps({ directory: directory as never, cancellations: cancellations as never }));
+    const { ctx, receipts } = fakeContext();
+    const out = await collect(stage.process!({ request: accepted, recipients: { topic: 'x' } }, ctx));
+    expect(out.map((c) => c.chunk)).toEqual([0]);
+    expect(receipts.at(-1)).toMatchObject({ status: 'cancelled', count: 600, reason: 'request cancelled after 500 of 1100 members' });
+  });
 });
 
 describe('preference-filter', () => {
