@@ -87,7 +87,7 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
         const { request } = chunk;
         const profiles = await deps.directory.profiles(request.tenant, chunk.user_ids, request.channels.includes('push'));
         const critical = deps.criticalCategories?.includes(request.category) ?? false;
-        const capped = await overCap(profiles, request, critical);
+        const capped = chunk.cap_counted ? new Set<string>() : await overCap(profiles, request, critical);
         const byChannel = new Map<Channel, Recipient[]>();
         const suppressed = new Map<string, { channel: Channel; reason: string; users: string[] }>();
         // Quiet hours hold back interrupting channels of non-transactional, non-critical work.
@@ -127,7 +127,7 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
         for (const [until, byHeldChannel] of held) {
           const users = [...new Set([...byHeldChannel.values()].flat())];
           // Filtered again when due: an opt-out or a hard stop set during the night still counts.
-          const later = { request: { ...request, channels: [...byHeldChannel.keys()] }, chunk: chunk.chunk, user_ids: users };
+          const later: ResolvedChunk = { request: { ...request, channels: [...byHeldChannel.keys()] }, chunk: chunk.chunk, user_ids: users, cap_counted: true };
           const id = createHash('sha256').update(`${request.tenant}\u0000${request.id}\u0000${request.replay ?? ''}\u0000${chunk.chunk}\u0000${until}\u0000${users.join(',')}`).digest('base64url').slice(0, 32);
           ctx.later(later, until, id);
           for (const [channel, channelUsers] of byHeldChannel) {

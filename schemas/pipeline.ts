@@ -15,6 +15,8 @@ export const resolvedChunkSchema = z.strictObject({
   /** Deterministic position of this chunk within the request: part of the dedup key. */
   chunk: z.number().int().min(0),
   user_ids: z.array(z.string()).min(1).max(500),
+  /** Held by quiet hours after the frequency cap had counted these users: not counted again on release. */
+  cap_counted: z.literal(true).optional(),
 });
 export type ResolvedChunk = z.infer<typeof resolvedChunkSchema>;
 

@@ -140,6 +140,31 @@ describe('preference-filter', () => {
   });
 });
 
+describe('preference-filter: quiet hours and caps', () => {
+  const profile = (p: Partial<UserProfile>): UserProfile => ({ id: 'u', exists: true, locale: 'en', timezone: 'UTC', devices: [], preferences: {}, ...p });
+
+  it('holds a user inside quiet hours, counts the cap once, and sends on release without counting again', async () => {
+    const night = Date.parse('2026-11-22T07:30:00Z'); // 23:30 in Los Angeles
+    let now = night;
+    const counted: string[][] = [];
+    const directory = {
+      profiles: async () => [profile({ id: 'owl', email: 'owl@x', timezone: 'America/Los_Angeles', quietHours: '22:00-07:00' })],
+      countTowardCap: async (_t: string, _c: string, _r: string, users: { id: string }[]) => { counted.push(users.map((u) => u.id)); return users.map(() => 1); },
+    };
+    const stage = preferenceFilterStage.create({}, deps({ directory: directory as never, frequencyCaps: { news: 1 }, now: () => now }));
+    const held = fakeContext();
+    expect(await collect(stage.process!({ request: { ...accepted, channels: ['email'] }, chunk: 0, user_ids: ['owl'] }, held.ctx))).toEqual([]);
+    expect(held.handedBack).toHaveLength(1);
+    expect(held.handedBack[0]).toMatchObject({ untilMs: Date.parse('2026-11-22T15:00:00Z'), work: { user_ids: ['owl'], cap_counted: true } });
+    expect(held.receipts.map((r) => [r.status, r.reason])).toEqual([['deferred', 'quiet_hours until 2026-11-22T15:00:00.000Z']]);
+    now = held.handedBack[0].untilMs;
+    const released = fakeContext();
+    const [out] = await collect(stage.process!(held.handedBack[0].work, released.ctx));
+    expect(out.deliveries).toEqual([{ channel: 'email', recipients: [{ user_id: 'owl', locale: 'en', to: ['owl@x'] }] }]);
+    expect(counted).toEqual([['owl']]);
+  });
+});
+
 describe('batch', () => {
   it('packs many requests into provider-sized batches per channel with stable parts', async () => {
     const stage = batchStage.create(batchStage.config.parse({ maxRecipients: { email: 2 } }), deps());
