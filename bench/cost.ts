@@ -1,20 +1,13 @@
 // `npm run bench:cost`: what one single-recipient transactional request costs: CPU per request in
 // Herald and in each server at a paced rate, and latency per stage from the receipts. The figures
 // to improve when transactional latency under load misses its target.
-import fs from 'node:fs';
 import { publishRequest } from '../runtime/producer.js';
-import { benchServers, fmt, printTable } from './servers.js';
+import { benchServers, cpuMs, fmt, printTable } from './servers.js';
 import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
 
 const RATE = Number(process.env.BENCH_RATE ?? 1_000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const log = (s: string) => process.stderr.write(`${s}\n`);
-
-/** CPU time a process has used, in ms. */
-const cpuMs = (pid: number) => {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-};
 
 const servers = await benchServers();
 try {

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { publishRequest } from '../runtime/producer.js';
 import type { DirectoryRecord } from '../schemas/index.js';
 import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
-import { benchServers, fmt, peakRssMb, percentile, printTable } from './servers.js';
+import { benchServers, cpuMs, fmt, peakRssMb, percentile, printTable } from './servers.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SINGLE = Number(process.env.BENCH_SINGLE ?? 30_000);
@@ -57,10 +57,7 @@ try {
     phasePeak = Math.max(phasePeak, kb / 1024);
   }, 50);
   // CPU seconds per process over a phase: on two shared cores, who takes the time matters.
-  const cpuOf = (pid: number) => {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  };
+  const cpuOf = (pid: number) => cpuMs(pid) / 1000;
   const serverPids = servers.pids;
   const snapshot = () => ({ herald: cpuOf(herald.pid!), bench: cpuOf(process.pid), ...Object.fromEntries(Object.entries(serverPids).map(([k, pid]) => [k, cpuOf(pid)])) });
   let cpuStart = snapshot();
@@ -72,6 +69,12 @@ try {
     log(`  ${name}: herald RSS peaked at ${phasePeak.toFixed(0)} MB; CPU of one core: ${cpu}`);
     phasePeak = 0;
     cpuStart = now;
+    wallStart = performance.now();
+  };
+  // Each phase starts with nothing left over from the last (receipts loading, batches in flight).
+  const startPhase = async () => {
+    await quiesce(nats, topology);
+    cpuStart = snapshot();
     wallStart = performance.now();
   };
   const watch = new DeliveredWatch(nats, topology);
@@ -95,10 +98,7 @@ try {
   const singlePerSec = SINGLE / ((lastSeen.get('single')! - t0) / 1000);
   endPhase('single-recipient');
 
-  // Each phase starts with nothing left over from the last (receipts loading, batches in flight).
-  await quiesce(nats, topology);
-  cpuStart = snapshot();
-  wallStart = performance.now();
+  await startPhase();
   log(`fan-out to a ${FANOUT}-member topic …`);
   const t1 = performance.now();
   await publishRequest(nats.js, topology, {
@@ -109,9 +109,7 @@ try {
   const fanPerSec = FANOUT / ((lastSeen.get('fan')! - t1) / 1000);
   endPhase('fan-out');
 
-  await quiesce(nats, topology);
-  cpuStart = snapshot();
-  wallStart = performance.now();
+  await startPhase();
   log(`latency at ${RATE} requests/s for ${RATE_SECONDS} s …`);
   const total = RATE * RATE_SECONDS;
   const t2 = performance.now();

@@ -47,3 +47,9 @@ export function printTable(head: string[], rows: string[][]): void {
   console.log(line(head));
   for (const r of rows) console.log(line(r));
 }
+
+/** CPU time a process has used so far (user + system), in ms. */
+export function cpuMs(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}

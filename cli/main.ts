@@ -4,7 +4,8 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadConfig, ConfigError, type Config } from '../runtime/config.js';
 import { createLogger } from '../runtime/logger.js';
-import { connectClickHouse, connectNats, connectRedis } from '../runtime/connections.js';
+import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
+import type { Redis } from 'ioredis';
 import { Directory } from '../runtime/directory.js';
 import { publishRequest } from '../runtime/producer.js';
 import { describeIssues, directoryRecordSchema, requestSchema, tiers, type Tier } from '../schemas/index.js';
@@ -55,6 +56,26 @@ function formatUser(u: UserView): string {
     `  devices: ${u.devices.map((d) => `${d.platform}:${d.token.slice(0, 12)}${d.token.length > 12 ? '…' : ''}${d.active ? '' : ' (inactive)'}`).join(', ') || '-'}`,
     `  topics: ${u.topics.join(', ') || '-'}`,
   ].join('\n');
+}
+
+/** Runs one command's work on a NATS connection, drained after. */
+async function withNats<T>(cfg: Config, name: string, work: (nats: Nats) => Promise<T>): Promise<T> {
+  const nats = await connectNats(cfg, name);
+  try {
+    return await work(nats);
+  } finally {
+    await nats.nc.drain();
+  }
+}
+
+/** Runs one command's work on a Redis connection, closed after. */
+async function withRedis<T>(cfg: Config, work: (redis: Redis) => Promise<T>): Promise<T> {
+  const redis = connectRedis(cfg);
+  try {
+    return await work(redis);
+  } finally {
+    redis.disconnect();
+  }
 }
 
 const print = (json: boolean, value: unknown, text: () => string) =>
@@ -134,13 +155,10 @@ program
     try { body = JSON.parse(text); } catch (err) { fail(`${file}: not JSON: ${(err as Error).message}`); }
     const parsed = requestSchema.safeParse(body);
     if (!parsed.success) fail(`${file}: request is invalid:\n  ${describeIssues(parsed.error.issues).join('\n  ')}`);
-    const nats = await connectNats(cfg, 'herald-publish');
-    try {
+    await withNats(cfg, 'herald-publish', async (nats) => {
       const ack = await publishRequest(nats.js, topologyOf(cfg), parsed.data);
       print(!!o.json, ack, () => `${ack.duplicate ? 'duplicate (dropped by JetStream)' : 'published'}: ${ack.stream} seq ${ack.seq}`);
-    } finally {
-      await nats.nc.drain();
-    }
+    });
   });
 
 const directory = program.command('directory').description('the recipient directory in Redis');
@@ -152,17 +170,14 @@ directory
   .action(async (file: string, o: { json?: boolean }) => {
     const cfg = config();
     if (!fs.existsSync(file)) fail(`${file}: no such file`);
-    const redis = connectRedis(cfg);
-    try {
+    await withRedis(cfg, async (redis) => {
       const report = await new Directory(redis, topologyOf(cfg).redisPrefix).importFile(file);
       print(!!o.json, report, () => [
         `loaded ${report.loaded} records from ${file}`,
         ...report.errors.map((e) => `${file}:${e.line}: ${e.problems.join('; ')}`),
       ].join('\n'));
       if (report.errors.length) process.exitCode = 1;
-    } finally {
-      redis.disconnect();
-    }
+    });
   });
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -184,8 +199,7 @@ directory
   .option('--json', 'machine-readable output')
   .action(async (user: string, o: DirectorySetFlags & { tenant: string; json?: boolean }) => {
     const cfg = config();
-    const redis = connectRedis(cfg);
-    try {
+    await withRedis(cfg, async (redis) => {
       const dir = new Directory(redis, topologyOf(cfg).redisPrefix);
       let records;
       try {
@@ -202,9 +216,7 @@ directory
       for (const topic of o.leaveTopic ?? []) await dir.leaveTopic(o.tenant, user, topic);
       const view = await dir.show(o.tenant, user);
       print(!!o.json, view, () => formatUser(view));
-    } finally {
-      redis.disconnect();
-    }
+    });
   });
 
 directory
@@ -215,14 +227,11 @@ directory
   .option('--json', 'machine-readable output')
   .action(async (user: string, o: { tenant: string; json?: boolean }) => {
     const cfg = config();
-    const redis = connectRedis(cfg);
-    try {
+    await withRedis(cfg, async (redis) => {
       const view = await new Directory(redis, topologyOf(cfg).redisPrefix).show(o.tenant, user);
       print(!!o.json, view, () => formatUser(view));
       if (!view.exists && view.devices.length === 0 && view.topics.length === 0) process.exitCode = 1;
-    } finally {
-      redis.disconnect();
-    }
+    });
   });
 
 program
@@ -234,15 +243,12 @@ program
   .option('--json', 'machine-readable output')
   .action(async (user: string, o: { tenant: string; limit: string; json?: boolean }) => {
     const cfg = config();
-    const redis = connectRedis(cfg);
-    try {
+    await withRedis(cfg, async (redis) => {
       const prefix = topologyOf(cfg).redisPrefix;
       const entries = await readInbox(new InboxStore(redis, prefix), new Directory(redis, prefix), o.tenant, user, Number(o.limit), cfg.criticalCategories);
       print(!!o.json, entries, () => entries.length === 0 ? `(no notifications for ${user} in ${o.tenant})` :
         entries.map((e) => `${new Date(e.created_at).toISOString()}  ${e.read ? '   ' : '[*]'} ${e.title} — ${e.body}  (${e.category}, ${e.id})`).join('\n'));
-    } finally {
-      redis.disconnect();
-    }
+    });
   });
 
 program
@@ -335,14 +341,11 @@ program
   .description('forget every dedup key, so a replay sends again')
   .action(async () => {
     const cfg = config();
-    const nats = await connectNats(cfg, 'herald-dedup');
-    try {
+    await withNats(cfg, 'herald-dedup', async (nats) => {
       const stream = `KV_${topologyOf(cfg).kvBucket('dedup')}`;
       const r = await nats.jsm.streams.purge(stream);
       process.stdout.write(`purged ${r.purged} dedup entries\n`);
-    } finally {
-      await nats.nc.drain();
-    }
+    });
   });
 
 const dlq = program.command('dlq').description('dead letters: inspect them and send them back');
@@ -357,21 +360,17 @@ dlqFilters(dlq.command('list').description('dead letters, oldest first'))
   .option('--json', 'machine-readable output')
   .action(async (o: { stage?: string; reason?: string; since?: string; json?: boolean }) => {
     const cfg = config();
-    const nats = await connectNats(cfg, 'herald-dlq');
-    try {
+    await withNats(cfg, 'herald-dlq', async (nats) => {
       const letters = await listDeadLetters(nats.jsm, topologyOf(cfg), dlqQuery(o));
       print(!!o.json, letters.map(({ original_b64: _, ...d }) => d), () => letters.length === 0 ? '(no dead letters)' : letters.map((d) =>
         `#${d.dlq_seq}  ${new Date(d.failed_at).toISOString()}  ${d.stage.padEnd(8)}  ${d.tenant ?? '-'}/${d.request_id ?? '-'}  after ${d.attempts}: ${d.reason}`).join('\n'));
-    } finally {
-      await nats.nc.drain();
-    }
+    });
   });
 dlq.command('show').description('one dead letter in full, with its original message')
   .argument('<seq>', 'the # from dlq list')
   .action(async (seq: string) => {
     const cfg = config();
-    const nats = await connectNats(cfg, 'herald-dlq');
-    try {
+    await withNats(cfg, 'herald-dlq', async (nats) => {
       const letters = await listDeadLetters(nats.jsm, topologyOf(cfg), {});
       const d = letters.find((x) => x.dlq_seq === Number(seq));
       if (!d) fail(`no dead letter #${seq}`);
@@ -380,21 +379,16 @@ dlq.command('show').description('one dead letter in full, with its original mess
       try { parsed = JSON.parse(original); } catch { /* shown as text */ }
       const { original_b64: _, ...rest } = d;
       process.stdout.write(`${JSON.stringify({ ...rest, original: parsed }, null, 2)}\n`);
-    } finally {
-      await nats.nc.drain();
-    }
+    });
   });
 dlqFilters(dlq.command('redrive').description('send dead letters back to their stage (dedup keeps what was sent from repeating)'))
   .option('--seq <n>', 'only this one')
   .action(async (o: { stage?: string; reason?: string; since?: string; seq?: string }) => {
     const cfg = config();
-    const nats = await connectNats(cfg, 'herald-dlq');
-    try {
+    await withNats(cfg, 'herald-dlq', async (nats) => {
       const n = await redriveDeadLetters(nats, topologyOf(cfg), { ...dlqQuery(o), seq: o.seq ? Number(o.seq) : undefined });
       process.stdout.write(`redrove ${n} dead letter${n === 1 ? '' : 's'}\n`);
-    } finally {
-      await nats.nc.drain();
-    }
+    });
   });
 
 program
@@ -405,14 +399,11 @@ program
   .option('--reason <text>', 'why, for the record', '')
   .action(async (id: string, o: { tenant: string; reason: string }) => {
     const cfg = config();
-    const nats = await connectNats(cfg, 'herald-cancel');
-    try {
+    await withNats(cfg, 'herald-cancel', async (nats) => {
       const kv = await new Kvm(nats.js).open(topologyOf(cfg).kvBucket('cancellations'));
       await new Cancellations(kv).cancel(o.tenant, id, o.reason);
       process.stdout.write(`cancelled ${o.tenant}/${id}\n`);
-    } finally {
-      await nats.nc.drain();
-    }
+    });
   });
 
 const servers = program.command('servers').description('local NATS, Redis and ClickHouse from the Debian packages (no Docker)');

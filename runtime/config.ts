@@ -1,11 +1,23 @@
 import { z } from 'zod';
 import fs from 'node:fs';
 import path from 'node:path';
+import { channelSchema, type Channel } from '../schemas/common.js';
 
-const channelList = z
-  .string()
-  .transform((s) => s.split(',').map((c) => c.trim()).filter(Boolean))
-  .pipe(z.array(z.enum(['email', 'inapp', 'push', 'sms'])).min(1));
+/** The items of a comma-separated setting, trimmed, empty ones dropped. */
+const commaItems = (s: string): string[] => s.split(',').map((item) => item.trim()).filter(Boolean);
+
+const channelList = z.string().transform(commaItems).pipe(z.array(channelSchema).min(1));
+
+/** `name=number,name=number` (caps per category, rates per provider), every bad item reported. */
+const numbersByName = (name: RegExp, number: RegExp, what: string) => (s: string, ctx: z.RefinementCtx): Record<string, number> => {
+  const out: Record<string, number> = {};
+  for (const item of commaItems(s)) {
+    const [key, value, ...rest] = item.split('=');
+    if (rest.length || !name.test(key ?? '') || !number.test(value ?? '')) ctx.addIssue({ code: 'custom', message: `"${item}" is not ${what}` });
+    else out[key] = Number(value);
+  }
+  return out;
+};
 
 const envSchema = z.object({
   NATS_URL: z.string().default('nats://127.0.0.1:4222'),
@@ -13,7 +25,7 @@ const envSchema = z.object({
   CLICKHOUSE_URL: z.string().url().default('http://127.0.0.1:8123'),
   CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default('herald'),
   /** smtp://user:pass@host:port, several comma-separated for failover in that order; unset: the sandbox catcher. */
-  SMTP_URL: z.string().optional().transform((s) => s?.split(',').map((u) => u.trim()).filter(Boolean))
+  SMTP_URL: z.string().optional().transform((s) => (s === undefined ? undefined : commaItems(s)))
     .pipe(z.array(z.url({ protocol: /^smtps?$/, message: 'each SMTP_URL must be smtp://… or smtps://…' })).optional()),
   /** APNs token auth (.p8 key) or certificate auth; the topic is the app's bundle id. */
   APNS_KEY_FILE: z.string().optional(),
@@ -58,17 +70,9 @@ const envSchema = z.object({
   /** Circuit breakers and rate limits on provider calls (off only to measure what they cost). */
   HERALD_GUARDS: z.enum(['on', 'off']).default('on'),
   /** Categories that ignore opt-outs (never the hard stop): security notices, one-time codes. */
-  HERALD_CRITICAL_CATEGORIES: z.string().default('security,otp').transform((s) => s.split(',').map((c) => c.trim()).filter(Boolean)),
+  HERALD_CRITICAL_CATEGORIES: z.string().default('security,otp').transform(commaItems),
   /** Most messages a user gets per category per day (their day): `promo=3,digest=1`. */
-  HERALD_FREQUENCY_CAPS: z.string().default('').transform((s, ctx) => {
-    const out: Record<string, number> = {};
-    for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
-      const m = /^([A-Za-z0-9_.:-]+)=(\d+)$/.exec(part);
-      if (!m) ctx.addIssue({ code: 'custom', message: `"${part}" is not category=count` });
-      else out[m[1]] = Number(m[2]);
-    }
-    return out;
-  }),
+  HERALD_FREQUENCY_CAPS: z.string().default('').transform(numbersByName(/^[A-Za-z0-9_.:-]+$/, /^\d+$/, 'category=count')),
   /** Topic size from which in-app goes out as one broadcast record each inbox merges at read time (0: never). */
   HERALD_INAPP_BROADCAST_THRESHOLD: z.coerce.number().int().min(0).default(10_000),
   /** Channels quiet hours hold back for non-transactional work. */
@@ -79,15 +83,7 @@ const envSchema = z.object({
   HERALD_DEDUP: z.enum(['on', 'off']).default('on'),
   /** Deliveries per second per provider: `apns=5000,fcm=5000,twilio=100,smtp=500`. */
   HERALD_RATE_LIMITS: z.string().default('apns=5000,fcm=5000,twilio=100,smtp=500')
-    .transform((s, ctx) => {
-      const out: Record<string, number> = {};
-      for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
-        const m = /^([a-z0-9_-]+)=(\d+(?:\.\d+)?)$/.exec(part);
-        if (!m || Number(m[2]) <= 0) ctx.addIssue({ code: 'custom', message: `"${part}" is not provider=rate` });
-        else out[m[1]] = Number(m[2]);
-      }
-      return out;
-    }),
+    .transform(numbersByName(/^[a-z0-9_-]+$/, /^(?!0+(?:\.0+)?$)\d+(?:\.\d+)?$/, 'provider=rate')),
   /** Deliveries per second one tenant may send through one provider (unset: no tenant limit). */
   HERALD_TENANT_RATE_LIMIT: z.coerce.number().positive().optional(),
   HERALD_BREAKER_FAILURES: z.coerce.number().int().min(1).default(5),
@@ -100,9 +96,6 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
-export type Channel = 'email' | 'inapp' | 'push' | 'sms';
-
-/** Herald's whole configuration, parsed once from the environment and frozen. */
 /** Credentials for each provider; a channel with none is sandboxed or disabled. */
 export interface ProviderConfig {
   smtpUrls: string[];
@@ -112,6 +105,7 @@ export interface ProviderConfig {
   sandbox: 'auto' | 'off';
 }
 
+/** Herald's whole configuration, parsed once from the environment and frozen. */
 export interface Config {
   natsUrl: string;
   redisUrl: string;

@@ -160,14 +160,7 @@ export class Directory {
     const stride = withDevices ? 2 : 1;
     return userIds.map((id, i) => {
       const user = results[i * stride];
-      const devices = withDevices ? results[i * stride + 1] : {};
-      const preferences: Record<string, boolean> = {};
-      for (const k in user) if (k.startsWith(PREF)) preferences[k.slice(PREF.length)] = user[k] === '1';
-      const active: { token: string; platform: string }[] = [];
-      for (const [token, raw] of Object.entries(devices)) {
-        const d = JSON.parse(raw) as { platform: string; active: boolean };
-        if (d.active !== false) active.push({ token, platform: d.platform });
-      }
+      const active = withDevices ? devicesOf(results[i * stride + 1]).filter((d) => d.active).map(({ token, platform }) => ({ token, platform })) : [];
       return {
         id,
         // A user record always sets locale; a hash holding only preferences is no user.
@@ -177,7 +170,7 @@ export class Directory {
         locale: user.locale ?? 'en',
         timezone: user.timezone ?? 'UTC',
         devices: active,
-        preferences,
+        preferences: preferencesOf(user),
         hardStop: user.hard_stop === '1',
         quietHours: user.quiet_hours,
       };
@@ -203,17 +196,11 @@ export class Directory {
       this.redis.hgetall(this.key(tenant, 'd', userId)),
       this.topicsOf(tenant, userId),
     ]);
-    const preferences: Record<string, boolean> = {};
-    for (const k in user) if (k.startsWith(PREF)) preferences[k.slice(PREF.length)] = user[k] === '1';
     return {
       tenant, id: userId, exists: user.locale !== undefined,
       email: user.email, phone: user.phone, locale: user.locale ?? 'en', timezone: user.timezone ?? 'UTC',
-      quiet_hours: user.quiet_hours, hard_stop: user.hard_stop === '1', preferences,
-      devices: Object.entries(devices).map(([token, raw]) => {
-        const d = JSON.parse(raw) as { platform: string; active: boolean };
-        return { token, platform: d.platform, active: d.active !== false };
-      }),
-      topics,
+      quiet_hours: user.quiet_hours, hard_stop: user.hard_stop === '1', preferences: preferencesOf(user),
+      devices: devicesOf(devices), topics,
     };
   }
 
@@ -241,6 +228,21 @@ export class Directory {
     const device = JSON.parse(raw) as { platform: string; active: boolean };
     await this.redis.hset(key, token, JSON.stringify({ ...device, active: false }));
   }
+}
+
+/** The preference flags stored in a user hash (`pref:` fields). */
+function preferencesOf(user: Record<string, string>): Record<string, boolean> {
+  const preferences: Record<string, boolean> = {};
+  for (const k in user) if (k.startsWith(PREF)) preferences[k.slice(PREF.length)] = user[k] === '1';
+  return preferences;
+}
+
+/** The devices stored in a device hash (token → JSON). */
+function devicesOf(hash: Record<string, string>): { token: string; platform: string; active: boolean }[] {
+  return Object.entries(hash).map(([token, raw]) => {
+    const d = JSON.parse(raw) as { platform: string; active: boolean };
+    return { token, platform: d.platform, active: d.active !== false };
+  });
 }
 
 export function preferenceField(channel?: Channel, category?: string): string {

@@ -4,6 +4,7 @@ import type { AcceptedRequest } from '../schemas/index.js';
 import {
   ApnsFake, FcmFake, TwilioFake, SmtpCatcher, apnsSinkFor, fcmSinkFor, smsSinkFor, emailSinkFor,
 } from './provider-fakes.js';
+import type { FakeScript } from '../sinks/fakes/script.js';
 
 type FailureKind = 'retry' | 'permanent' | 'invalid';
 
@@ -29,50 +30,38 @@ const request: AcceptedRequest = {
   channels: ['push'], accepted_at: Date.now(),
 };
 
-function apnsSpec(): SinkSpec {
-  const fake = new ApnsFake();
+/** A fake scripted per target (APNs, FCM, Twilio): everything but its name, sink and addresses is the same. */
+interface ScriptedFake {
+  script: FakeScript;
+  start(port?: number): Promise<number>;
+  stop(): Promise<void>;
+}
+
+function scriptedSpec<F extends ScriptedFake>(
+  fake: F, spec: Pick<SinkSpec, 'name' | 'invalidKind' | 'platform' | 'target'> & { makeSink: (fake: F) => Sink },
+): SinkSpec {
   let port = 0;
   return {
-    name: 'apns', invalidKind: 'invalid_address', platform: 'ios',
+    ...spec,
     start: async () => { port = await fake.start(); },
     goDown: () => fake.stop(), comeUp: async () => { await fake.start(port); }, stop: () => fake.stop(),
-    makeSink: () => apnsSinkFor(fake),
-    target: (i) => i.toString(16).padStart(64, 'a'),
-    fail: (t, kind) => fake.script.fail(t, { kind: kind === 'invalid' ? 'invalid' : kind === 'retry' ? 'retry' : 'permanent' }),
+    makeSink: () => spec.makeSink(fake),
+    fail: (t, kind) => fake.script.fail(t, { kind }),
     clear: () => fake.script.clear(),
     deliveredTo: (t) => fake.script.delivered(t).length,
   };
 }
 
-function fcmSpec(): SinkSpec {
-  const fake = new FcmFake();
-  let port = 0;
-  return {
-    name: 'fcm', invalidKind: 'invalid_address', platform: 'android',
-    start: async () => { port = await fake.start(); },
-    goDown: () => fake.stop(), comeUp: async () => { await fake.start(port); }, stop: () => fake.stop(),
-    makeSink: () => fcmSinkFor(fake),
-    target: (i) => `fcm-token-${i}`,
-    fail: (t, kind) => fake.script.fail(t, { kind: kind === 'invalid' ? 'invalid' : kind === 'retry' ? 'retry' : 'permanent' }),
-    clear: () => fake.script.clear(),
-    deliveredTo: (t) => fake.script.delivered(t).length,
-  };
-}
-
-function smsSpec(): SinkSpec {
-  const fake = new TwilioFake({ ACfake: 'secret' });
-  let port = 0;
-  return {
-    name: 'twilio', invalidKind: 'permanent',
-    start: async () => { port = await fake.start(); },
-    goDown: () => fake.stop(), comeUp: async () => { await fake.start(port); }, stop: () => fake.stop(),
-    makeSink: () => smsSinkFor(fake),
-    target: (i) => `+1555${String(i).padStart(7, '0')}`,
-    fail: (t, kind) => fake.script.fail(t, { kind: kind === 'invalid' ? 'invalid' : kind === 'retry' ? 'retry' : 'permanent' }),
-    clear: () => fake.script.clear(),
-    deliveredTo: (t) => fake.script.delivered(t).length,
-  };
-}
+const apnsSpec = () => scriptedSpec(new ApnsFake(), {
+  name: 'apns', invalidKind: 'invalid_address', platform: 'ios', makeSink: (fake) => apnsSinkFor(fake),
+  target: (i) => i.toString(16).padStart(64, 'a'),
+});
+const fcmSpec = () => scriptedSpec(new FcmFake(), {
+  name: 'fcm', invalidKind: 'invalid_address', platform: 'android', makeSink: fcmSinkFor, target: (i) => `fcm-token-${i}`,
+});
+const smsSpec = () => scriptedSpec(new TwilioFake({ ACfake: 'secret' }), {
+  name: 'twilio', invalidKind: 'permanent', makeSink: (fake) => smsSinkFor(fake), target: (i) => `+1555${String(i).padStart(7, '0')}`,
+});
 
 function emailSpec(): SinkSpec {
   const fake = new SmtpCatcher();
