@@ -48,7 +48,7 @@ export async function replay(nats: Nats, topology: Topology, config: Config, dep
   // The same first step the pipeline runs on REQUESTS (validate, or the validate → filter chain).
   const [entry] = bindings(topology, { stages: ['validate'], tiers: [opts.tier ?? 'transactional'], wiring: config.wiring });
   const runner = new StageRunner(entry.def, entry.create(deps), await nats.js.consumers.get(stream, name), name,
-    entry.route, nats.js, topology, receipts, log, metrics, { lastSequence, concurrency: 64, pullBatch: 200, replayId: name });
+    entry.route, nats.js, topology, receipts, log, metrics, { ...entry.options, lastSequence, concurrency: 64, pullBatch: 200, replayId: name });
   await runner.start();
   try {
     for (;;) {

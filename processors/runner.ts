@@ -2,7 +2,7 @@ import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg } from '@nats-i
 import type { Logger } from 'pino';
 import { requestIdFor } from '../runtime/ids.js';
 import { backoffMs, DeferError, errorMessage, PermanentError, RetryableError } from '../runtime/errors.js';
-import { describeIssues, type DeadLetter, type Receipt, type ReceiptStatus } from '../schemas/index.js';
+import { describeIssues, type DeadLetter, type Receipt, type ReceiptStatus, type ResolvedChunk } from '../schemas/index.js';
 import type { Topology } from '../streams/topology.js';
 import { REDRIVE_HEADER } from '../streams/dead-letters.js';
 import type { ReceiptPublisher } from './receipt-publisher.js';
@@ -40,6 +40,8 @@ export interface RunnerOptions {
   replayId?: string;
   /** A stable id per output (a chain's outputs are its last stage's); overrides the definition's. */
   outputId?: (output: any) => string;
+  /** Where work handed back with `ctx.later` goes (the wiring's choice, like `route`). */
+  laterRoute?: (work: ResolvedChunk) => string;
   /** Priority within the process: urgent runners (transactional) make bulk ones step aside. */
   priority?: { gate: TierGate; urgent: boolean };
 }
@@ -47,7 +49,7 @@ export interface RunnerOptions {
 /** Where outputs go: the wiring maps each output to its subject. */
 export type Route<O> = (output: O) => string;
 
-interface Settings extends Required<Omit<RunnerOptions, 'lastSequence' | 'attemptLog' | 'replayId' | 'outputId' | 'priority'>> { lastSequence?: number; attemptLog?: AttemptLog; replayId?: string }
+interface Settings extends Required<Omit<RunnerOptions, 'lastSequence' | 'attemptLog' | 'replayId' | 'outputId' | 'priority' | 'laterRoute'>> { lastSequence?: number; attemptLog?: AttemptLog; replayId?: string }
 
 function settingsFrom(opts: RunnerOptions): Settings {
   const pullBatch = opts.pullBatch ?? 100;
@@ -156,6 +158,7 @@ export class StageRunner<I, O> {
   private readonly log: Logger;
   private readonly outputId?: (output: O) => string;
   private readonly priority?: { gate: TierGate; urgent: boolean };
+  private readonly laterRoute?: (work: ResolvedChunk) => string;
   /** True once a message past `lastSequence` arrived (replay is complete when also idle). */
   passedEnd = false;
 
@@ -175,6 +178,7 @@ export class StageRunner<I, O> {
     this.settings = settingsFrom(opts);
     this.outputId = opts.outputId;
     this.priority = opts.priority;
+    this.laterRoute = opts.laterRoute;
     this.log = log.child({ stage: def.name, consumer: durable });
   }
 
@@ -233,7 +237,8 @@ export class StageRunner<I, O> {
     return {
       afterOutputs: (fn) => outputs.after(fn),
       later: (work, untilMs, id) => {
-        outputs.publish(this.topology.deferred(work.request.tier), JSON.stringify({ until: untilMs, work }), `${this.durable}:later:${id}`);
+        if (!this.laterRoute) throw new Error(`stage ${this.def.name} on ${this.durable} has nowhere to hand work back to`);
+        outputs.publish(this.laterRoute(work), JSON.stringify({ until: untilMs, work }), `${this.durable}:later:${id}`);
       },
       log: this.log,
       attempt,

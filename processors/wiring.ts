@@ -71,20 +71,22 @@ export function bindings(
     const limits = tierLimits[tier];
     const base: RunnerOptions = { pullBatch: limits.pullBatch, concurrency: limits.concurrency, ackWaitMs: topology.ackWaitMs };
     const work = topology.workStream(tier);
+    // Every binding that runs the preference filter: recipients it holds back go to the tier's deferred subject.
+    const filtering: RunnerOptions = { ...base, laterRoute: (held) => topology.deferred(held.request.tier) };
     if (chained && want('validate')) {
       out.push({ def: validateStage, stream: topology.requestsStream, durable: topology.durable('validate', tier), tier,
         create: (deps) => chain(chain(build(validateStage, { tier })(deps), build(resolveStage)(deps), 1), build(preferenceFilterStage)(deps), 8),
-        route: (o) => topology.filtered(o.request.tier), options: { ...base, outputId: chunkId } });
+        route: (o) => topology.filtered(o.request.tier), options: { ...filtering, outputId: chunkId } });
     }
     if (!chained && want('validate')) out.push({ def: validateStage, create: build(validateStage, { tier }), stream: topology.requestsStream,
       durable: topology.durable('validate', tier), tier, route: (o) => topology.validated(o.request.tier), options: base });
     if (!chained && want('resolve')) out.push({ def: resolveStage, create: build(resolveStage), stream: work, durable: topology.durable('resolve', tier), tier,
       route: (o) => topology.resolved(o.request.tier), options: { ...base, outputId: chunkId } });
     if (!chained && want('filter')) out.push({ def: preferenceFilterStage, create: build(preferenceFilterStage), stream: work, durable: topology.durable('filter', tier), tier,
-      route: (o) => topology.filtered(o.request.tier), options: base });
+      route: (o) => topology.filtered(o.request.tier), options: filtering });
     if (want('filter')) out.push({ def: wakeStage, stream: work, durable: topology.durable('wake', tier), tier,
       create: (deps) => chain(build(wakeStage)(deps), build(preferenceFilterStage)(deps), 1),
-      route: (o) => topology.filtered(o.request.tier), options: base });
+      route: (o) => topology.filtered(o.request.tier), options: filtering });
     if (want('batch')) out.push({ def: batchStage, create: build(batchStage), stream: work, durable: topology.durable('batch', tier), tier,
       route: (o) => topology.deliver(o.channel, o.tier), options: { ...base, lingerMs: tier === 'transactional' ? 2 : 10, batchConcurrency: 4 } });
     if (want('dispatch')) {
