@@ -1,7 +1,7 @@
 // `npm run bench:blast`: a 1,000,000-member marketing fan-out while 1,000 transactional requests/s
 // are published. Prints the marketing delivery rate, and transactional request→delivery latency
 // during the blast against the same load without it (measured in the same run), and peak RSS.
-import type { DirectoryRecordInput } from '../runtime/directory.js';
+import type { DirectoryRecordInput } from '../stores/directory.js';
 import { publishRequest } from '../runtime/producer.js';
 import { benchServers, fmt, peakRssMb, percentile, printTable } from './servers.js';
 import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';

@@ -6,12 +6,12 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../runtime/config.js';
 import { connectClickHouse, connectNats, connectRedis } from '../runtime/connections.js';
-import { Directory } from '../runtime/directory.js';
+import { Directory } from '../stores/directory.js';
 import { publishRequest } from '../runtime/producer.js';
 import { applyAll } from '../streams/apply.js';
 import { topologyOf } from '../streams/topology.js';
 import { createLogger } from '../runtime/logger.js';
-import { Pipeline } from '../processors/pipeline.js';
+import { Pipeline } from '../pipeline/host.js';
 import { benchServers } from './servers.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');

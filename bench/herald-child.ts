@@ -3,12 +3,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../runtime/config.js';
 import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
-import { Directory } from '../runtime/directory.js';
+import { Directory } from '../stores/directory.js';
 import { applyAll } from '../streams/apply.js';
 import { topologyOf } from '../streams/topology.js';
 import type { Receipt } from '../schemas/index.js';
 import type { Topology } from '../streams/topology.js';
-import { freePort } from '../compose/local-servers.js';
+import { freePort } from '../servers/local-servers.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 

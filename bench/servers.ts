@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, startServer, stopAttached, type RunningServer } from '../compose/local-servers.js';
+import { freePort, startServer, stopAttached, type RunningServer } from '../servers/local-servers.js';
 
 /** Starts NATS, Redis and ClickHouse on free ports in a temp dir for one benchmark run. */
 export async function benchServers(): Promise<{ env: Record<string, string>; pids: Record<string, number>; stop: () => Promise<void> }> {

@@ -3,8 +3,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { publishRequest } from '../runtime/producer.js';
 import { requestSchema } from '../schemas/index.js';
-import { InboxStore } from '../sinks/inapp.js';
-import type { Pipeline } from '../processors/pipeline.js';
+import { InboxStore } from '../stores/inbox.js';
+import type { Pipeline } from '../pipeline/host.js';
 import { formatFunnel, queryFunnel } from './funnel.js';
 
 const sampleRequest = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'compose', 'sample-request.json');

@@ -1,5 +1,5 @@
 import { channels, type Channel } from '../schemas/index.js';
-import type { DirectoryRecordInput, UserView } from '../runtime/directory.js';
+import type { DirectoryRecordInput, UserView } from '../stores/directory.js';
 
 /** What `herald directory set` was asked to change. */
 export interface DirectorySetFlags {

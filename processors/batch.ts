@@ -3,8 +3,8 @@ import { z } from 'zod';
 import {
   deliveryBatchSchema, filteredChunkSchema, type DeliveryBatch, type DeliveryGroup, type FilteredChunk,
 } from '../schemas/index.js';
-import type { StageDefinition } from './stage.js';
-import type { StageDeps } from './deps.js';
+import type { StageDefinition } from '../pipeline/stage.js';
+import type { StageDeps } from '../pipeline/deps.js';
 
 export const batchConfig = z.object({
   /** Most recipients in one delivery batch, per channel (FCM takes 500 tokens a call). */

@@ -3,9 +3,9 @@ import { ContentError, type RenderedContent } from '../runtime/templates.js';
 import { DeferError, RetryableError } from '../runtime/errors.js';
 import { deliveryBatchSchema, type DeliveryBatch, type DeliveryGroup, type Receipt, type Recipient } from '../schemas/index.js';
 import type { DeliveryItem, Outcome } from '../sinks/sink.js';
-import type { DoneSet } from './dedup.js';
-import type { StageDefinition, StageContext } from './stage.js';
-import type { StageDeps } from './deps.js';
+import type { DoneSet } from '../stores/dedup.js';
+import type { StageDefinition, StageContext } from '../pipeline/stage.js';
+import type { StageDeps } from '../pipeline/deps.js';
 
 export const dispatchConfig = z.object({});
 

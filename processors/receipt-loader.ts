@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { DeferError, RetryableError } from '../runtime/errors.js';
 import { receiptBatchSchema, type ReceiptBatch } from '../schemas/index.js';
-import type { StageDefinition } from './stage.js';
-import type { StageDeps } from './deps.js';
+import type { StageDefinition } from '../pipeline/stage.js';
+import type { StageDeps } from '../pipeline/deps.js';
 
 export const receiptLoaderConfig = z.object({});
 

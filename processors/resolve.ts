@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import { resolvedChunkSchema, validatedSchema, type ResolvedChunk, type Validated } from '../schemas/index.js';
-import type { InboxContent } from '../sinks/inapp.js';
-import type { FanoutCheckpoint } from './checkpoints.js';
-import type { StageDefinition, StageContext } from './stage.js';
-import type { StageDeps } from './deps.js';
+import type { InboxContent } from '../stores/inbox.js';
+import type { FanoutCheckpoint } from '../stores/checkpoints.js';
+import type { StageDefinition, StageContext } from '../pipeline/stage.js';
+import type { StageDeps } from '../pipeline/deps.js';
 
 export const resolveConfig = z.object({
   /** Users per chunk message. */

@@ -2,8 +2,8 @@ import { z } from 'zod';
 import { DeferError, PermanentError } from '../runtime/errors.js';
 import { requestIdFor } from '../runtime/ids.js';
 import { describeIssues, requestSchema, validatedSchema, type Validated } from '../schemas/index.js';
-import type { StageDefinition } from './stage.js';
-import type { StageDeps } from './deps.js';
+import type { StageDefinition } from '../pipeline/stage.js';
+import type { StageDeps } from '../pipeline/deps.js';
 
 export const validateConfig = z.object({
   /** The tier of the subject this instance consumes: a body naming another tier is rejected. */

@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { DeferError } from '../runtime/errors.js';
 import { deferredWorkSchema, resolvedChunkSchema, type DeferredWork, type ResolvedChunk } from '../schemas/index.js';
-import type { StageDefinition } from './stage.js';
-import type { StageDeps } from './deps.js';
+import type { StageDefinition } from '../pipeline/stage.js';
+import type { StageDeps } from '../pipeline/deps.js';
 
 export const wakeConfig = z.object({});
 

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../runtime/config.js';
-import { freePort } from '../compose/local-servers.js';
+import { freePort } from '../servers/local-servers.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 

@@ -1,5 +1,5 @@
 import { createLogger } from '../runtime/logger.js';
-import type { StageContext } from '../processors/stage.js';
+import type { StageContext } from '../pipeline/stage.js';
 import type { Receipt, ResolvedChunk } from '../schemas/index.js';
 
 /** A StageContext that records what the stage did, for unit tests of process(). */

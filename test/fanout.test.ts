@@ -3,10 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
 import { Harness, eventually } from './harness.js';
 import { envFor, HeraldProcess } from './child.js';
-import { Checkpoints, type FanoutCheckpoint } from '../processors/checkpoints.js';
-import { readInbox } from '../processors/inbox-view.js';
+import { Checkpoints, type FanoutCheckpoint } from '../stores/checkpoints.js';
+import { readInbox } from '../stores/inbox-view.js';
 import { requestIdFor } from '../runtime/ids.js';
-import type { DirectoryRecordInput } from '../runtime/directory.js';
+import type { DirectoryRecordInput } from '../stores/directory.js';
 
 const memberId = (i: number) => `m${String(i).padStart(7, '0')}`;
 

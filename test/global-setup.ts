@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { freePort, startServer, stopAttached, type RunningServer } from '../compose/local-servers.js';
+import { freePort, startServer, stopAttached, type RunningServer } from '../servers/local-servers.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { freePort, startServer, stopAttached, type RunningServer } from '../compose/local-servers.js';
+import { freePort, startServer, stopAttached, type RunningServer } from '../servers/local-servers.js';
 import { SmtpCatcher } from '../sinks/smtp-catcher.js';
 import { HeraldProcess, envFor } from './child.js';
 import { eventually, Harness } from './harness.js';

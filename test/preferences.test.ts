@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decide } from '../processors/preference-filter.js';
-import type { UserProfile } from '../runtime/directory.js';
+import { decide } from '../runtime/preferences.js';
+import type { UserProfile } from '../stores/directory.js';
 import { eventually, Harness } from './harness.js';
 
 const base: UserProfile = { id: 'u', exists: true, email: 'u@x.test', locale: 'en', timezone: 'UTC', devices: [], preferences: {} };

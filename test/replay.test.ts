@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { replay } from '../cli/replay.js';
-import { Directory } from '../runtime/directory.js';
+import { replay } from '../pipeline/replay.js';
+import { Directory } from '../stores/directory.js';
 import { eventually, Harness } from './harness.js';
 
 describe('replay and the directory import', () => {

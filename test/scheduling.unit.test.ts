@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { parseQuietHours, quietUntil } from '../processors/quiet-hours.js';
-import { chain } from '../processors/chain.js';
-import { TierGate } from '../processors/tier-gate.js';
+import { parseQuietHours, quietUntil } from '../runtime/quiet-hours.js';
+import { chain } from '../pipeline/chain.js';
+import { TierGate } from '../pipeline/tier-gate.js';
 import { recordsFromFlags } from '../cli/directory-set.js';
 import { directoryRecordSchema } from '../schemas/index.js';
-import type { Stage } from '../processors/stage.js';
-import type { UserView } from '../runtime/directory.js';
+import type { Stage } from '../pipeline/stage.js';
+import type { UserView } from '../stores/directory.js';
 import { fakeContext } from './fakes.js';
 
 const night = { start: '22:00', end: '07:00' };

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, startServer, stopAttached, urlOf, type RunningServer, type ServerName, type ServerPlan } from '../compose/local-servers.js';
+import { freePort, startServer, stopAttached, urlOf, type RunningServer, type ServerName, type ServerPlan } from '../servers/local-servers.js';
 
 /** Servers of a test's own, to stop and restart on purpose (the shared ones must stay up). */
 export class DedicatedServers {

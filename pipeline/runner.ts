@@ -8,7 +8,7 @@ import { REDRIVE_HEADER } from '../streams/dead-letters.js';
 import type { ReceiptPublisher } from './receipt-publisher.js';
 import type { Stage, StageContext, StageDefinition } from './stage.js';
 import type { Metrics } from './metrics.js';
-import type { AttemptLog } from './attempts.js';
+import type { AttemptLog } from '../stores/attempts.js';
 import type { TierGate } from './tier-gate.js';
 
 /** How one runner pulls and bounds its work. */

@@ -1,13 +1,13 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import type { Directory } from '../runtime/directory.js';
+import type { Directory } from '../stores/directory.js';
 import type { TemplateStore } from '../runtime/templates.js';
 import type { Channel } from '../schemas/index.js';
 import type { Sink } from '../sinks/sink.js';
-import type { DedupStore } from './dedup.js';
+import type { DedupStore } from '../stores/dedup.js';
 import type { Metrics } from './metrics.js';
-import type { Cancellations } from './cancellations.js';
-import type { Checkpoints } from './checkpoints.js';
-import type { InboxStore } from '../sinks/inapp.js';
+import type { Cancellations } from '../stores/cancellations.js';
+import type { Checkpoints } from '../stores/checkpoints.js';
+import type { InboxStore } from '../stores/inbox.js';
 
 /** Everything stages may depend on; each stage takes only what it uses. */
 export interface StageDeps {

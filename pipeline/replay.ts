@@ -5,11 +5,11 @@ import type { Nats } from '../runtime/connections.js';
 import type { Config } from '../runtime/config.js';
 import type { Tier } from '../schemas/index.js';
 import { msToNs, type Topology } from '../streams/topology.js';
-import { Metrics } from '../processors/metrics.js';
-import { ReceiptPublisher } from '../processors/receipt-publisher.js';
-import { StageRunner } from '../processors/runner.js';
-import { bindings } from '../processors/wiring.js';
-import type { StageDeps } from '../processors/deps.js';
+import { Metrics } from './metrics.js';
+import { ReceiptPublisher } from './receipt-publisher.js';
+import { StageRunner } from './runner.js';
+import { bindings } from './graph.js';
+import type { StageDeps } from './deps.js';
 
 /** Where a replay starts and stops. */
 export interface ReplayOptions {

@@ -5,26 +5,26 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import type { Logger } from 'pino';
 import type { Config } from '../runtime/config.js';
 import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
-import { Directory } from '../runtime/directory.js';
+import { Directory } from '../stores/directory.js';
 import { TemplateStore } from '../runtime/templates.js';
 import type { Channel, Tier } from '../schemas/index.js';
 import type { Sink } from '../sinks/sink.js';
 import type { SmtpCatcher } from '../sinks/smtp-catcher.js';
 import { buildProviders, type ProviderSet } from '../sinks/providers.js';
 import { topologyOf, Topology, type StageName } from '../streams/topology.js';
-import { DedupStore } from './dedup.js';
+import { DedupStore } from '../stores/dedup.js';
 import type { StageDeps } from './deps.js';
 import { Metrics } from './metrics.js';
 import { ReceiptPublisher } from './receipt-publisher.js';
 import { StageRunner } from './runner.js';
-import { bindings } from './wiring.js';
-import { AttemptLog } from './attempts.js';
-import { Breakers } from './breaker.js';
-import { Cancellations } from './cancellations.js';
-import { Checkpoints } from './checkpoints.js';
+import { bindings } from './graph.js';
+import { AttemptLog } from '../stores/attempts.js';
+import { Breakers } from '../stores/breakers.js';
+import { Cancellations } from '../stores/cancellations.js';
+import { Checkpoints } from '../stores/checkpoints.js';
 import { TierGate } from './tier-gate.js';
-import { InboxStore } from '../sinks/inapp.js';
-import { RateLimiter } from './rate-limit.js';
+import { InboxStore } from '../stores/inbox.js';
+import { RateLimiter } from '../stores/rate-limits.js';
 
 /** What stages need, built once per process. */
 export async function stageDeps(

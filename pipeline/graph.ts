@@ -1,17 +1,17 @@
 import type { z } from 'zod';
 import { channels, tiers, type Channel, type Tier } from '../schemas/index.js';
 import { tierLimits, type StageName, type Topology } from '../streams/topology.js';
-import { batchStage } from './batch.js';
+import { batchStage } from '../processors/batch.js';
 import type { StageDeps } from './deps.js';
-import { dispatchStage } from './dispatch.js';
-import { preferenceFilterStage } from './preference-filter.js';
-import { receiptLoaderStage } from './receipt-loader.js';
-import { resolveStage } from './resolve.js';
+import { dispatchStage } from '../processors/dispatch.js';
+import { preferenceFilterStage } from '../processors/preference-filter.js';
+import { receiptLoaderStage } from '../processors/receipt-loader.js';
+import { resolveStage } from '../processors/resolve.js';
 import type { RunnerOptions } from './runner.js';
 import type { Stage, StageDefinition } from './stage.js';
 import { chain } from './chain.js';
-import { validateStage } from './validate.js';
-import { wakeStage } from './wake.js';
+import { validateStage } from '../processors/validate.js';
+import { wakeStage } from '../processors/wake.js';
 
 type AnyDefinition = StageDefinition<any, any, any, StageDeps>;
 

@@ -1,6 +1,6 @@
-import type { Directory } from '../runtime/directory.js';
-import type { InboxEntry, InboxStore, InboxView } from '../sinks/inapp.js';
-import { decide } from './preference-filter.js';
+import type { Directory } from './directory.js';
+import type { InboxEntry, InboxStore, InboxView } from './inbox.js';
+import { decide } from '../runtime/preferences.js';
 
 /**
  * How one user's inbox reads topic broadcasts: their topics, their locale, and the preference
