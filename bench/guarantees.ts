@@ -9,7 +9,7 @@ import { connectClickHouse, connectNats, connectRedis } from '../runtime/connect
 import { Directory } from '../stores/directory.js';
 import { publishRequest } from '../runtime/producer.js';
 import { applyAll } from '../streams/apply.js';
-import { topologyOf } from '../streams/topology.js';
+import { topologyOf } from '../pipeline/graph.js';
 import { createLogger } from '../runtime/logger.js';
 import { Pipeline } from '../pipeline/host.js';
 import { benchServers } from './servers.js';

@@ -5,7 +5,7 @@ import { loadConfig } from '../runtime/config.js';
 import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
 import { Directory } from '../stores/directory.js';
 import { applyAll } from '../streams/apply.js';
-import { topologyOf } from '../streams/topology.js';
+import { topologyOf } from '../pipeline/graph.js';
 import type { Receipt } from '../schemas/index.js';
 import type { Topology } from '../streams/topology.js';
 import { freePort } from '../servers/local-servers.js';

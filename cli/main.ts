@@ -10,7 +10,7 @@ import { Directory } from '../stores/directory.js';
 import { publishRequest } from '../runtime/producer.js';
 import { describeIssues, directoryRecordSchema, requestSchema, tiers, type Tier } from '../schemas/index.js';
 import { applyAll } from '../streams/apply.js';
-import { topologyOf, type StageName } from '../streams/topology.js';
+import { pipelineGraph, topologyOf } from '../pipeline/graph.js';
 import { InboxStore } from '../stores/inbox.js';
 import { readInbox } from '../stores/inbox-view.js';
 import { recordsFromFlags, type DirectorySetFlags } from './directory-set.js';
@@ -25,6 +25,7 @@ import { parseSince } from './duration.js';
 import { formatFunnel, queryFunnel } from './funnel.js';
 import { replay } from '../pipeline/replay.js';
 import { runDemo } from './demo.js';
+import { progress } from './progress.js';
 import { Kvm } from '@nats-io/kv';
 import { Cancellations } from '../stores/cancellations.js';
 import { listDeadLetters, redriveDeadLetters } from '../streams/dead-letters.js';
@@ -106,7 +107,7 @@ program
 program
   .command('run')
   .description('run the pipeline in the foreground until SIGTERM')
-  .option('--stages <list>', 'comma-separated stages: validate,resolve,filter,batch,dispatch,loader')
+  .option('--stages <list>', `comma-separated stages: ${pipelineGraph().nodes.map((n) => n.name).join(',')}`)
   .option('--tiers <list>', `comma-separated tiers: ${tiers.join(',')}`)
   .option('--demo', 'publish a sample notification once running and show where it arrived')
   .option('--nice <n>', 'lower this process\'s CPU priority (0-19): run bulk tiers this way beside a transactional process')
@@ -118,7 +119,9 @@ program
       if (!Number.isInteger(nice) || nice < 0 || nice > 19) fail(`--nice: "${o.nice}" is not a whole number from 0 to 19`);
       os.setPriority(nice);
     }
-    const stages = o.stages?.split(',') as StageName[] | undefined;
+    const stages = o.stages?.split(',').map((s) => s.trim());
+    const nodes = pipelineGraph(cfg.wiring).nodes.map((n) => n.name);
+    for (const s of stages ?? []) if (!nodes.includes(s)) fail(`--stages: unknown stage "${s}" (stages: ${nodes.join(', ')})`);
     const tierList = o.tiers?.split(',') as Tier[] | undefined;
     for (const t of tierList ?? []) if (!tiers.includes(t)) fail(`unknown tier "${t}"`);
     // A bug that escapes every handler: say so, and exit for the supervisor to restart us (unacked
@@ -171,7 +174,10 @@ directory
     const cfg = config();
     if (!fs.existsSync(file)) fail(`${file}: no such file`);
     await withRedis(cfg, async (redis) => {
-      const report = await new Directory(redis, topologyOf(cfg).redisPrefix).importFile(file);
+      const bar = progress(`importing ${path.basename(file)}`, 'bytes', !o.json && process.stderr.isTTY === true);
+      const size = fs.statSync(file).size;
+      const report = await new Directory(redis, topologyOf(cfg).redisPrefix).importFile(file, (read) => bar.update(read, size));
+      bar.stop();
       print(!!o.json, report, () => [
         `loaded ${report.loaded} records from ${file}`,
         ...report.errors.map((e) => `${file}:${e.line}: ${e.problems.join('; ')}`),
@@ -322,11 +328,15 @@ program
     try {
       const topology = topologyOf(cfg);
       const deps = await stageDeps(cfg, topology, nats, redis, ch, {}, new Metrics());
+      const bar = progress('replaying', 'requests', !o.json && process.stderr.isTTY === true);
+      const started = Date.now();
       const result = await replay(nats, topology, cfg, deps, createLogger(cfg.logLevel), {
         fromSeq: num(o.fromSeq, '--from-seq'), toSeq: num(o.toSeq, '--to-seq'), tier: o.tier,
         fromTime: o.since ? parseSince(o.since) : undefined,
-      });
-      print(!!o.json, result, () => `replayed ${result.fed} requests up to sequence ${result.lastSequence}`);
+        onProgress: (p) => bar.update(p.done, p.total),
+      }).finally(() => bar.stop());
+      const seconds = (Date.now() - started) / 1000;
+      print(!!o.json, result, () => `replayed ${result.fed} requests up to sequence ${result.lastSequence} in ${seconds.toFixed(1)} s`);
     } finally {
       await nats.nc.drain();
       redis.disconnect();
@@ -350,7 +360,7 @@ program
 
 const dlq = program.command('dlq').description('dead letters: inspect them and send them back');
 const dlqFilters = (c: Command) => c
-  .option('--stage <stage>', 'validate, resolve, filter, batch, dispatch, loader')
+  .option('--stage <stage>', pipelineGraph().nodes.map((n) => n.name).join(', '))
   .option('--reason <text>', 'reason or problem contains this')
   .option('--since <when>', 'a duration back (15m, 1h) or an ISO date-time');
 const dlqQuery = (o: { stage?: string; reason?: string; since?: string }) => ({
@@ -386,7 +396,9 @@ dlqFilters(dlq.command('redrive').description('send dead letters back to their s
   .action(async (o: { stage?: string; reason?: string; since?: string; seq?: string }) => {
     const cfg = config();
     await withNats(cfg, 'herald-dlq', async (nats) => {
-      const n = await redriveDeadLetters(nats, topologyOf(cfg), { ...dlqQuery(o), seq: o.seq ? Number(o.seq) : undefined });
+      const bar = progress('redriving', 'dead letters');
+      const n = await redriveDeadLetters(nats, topologyOf(cfg), { ...dlqQuery(o), seq: o.seq ? Number(o.seq) : undefined }, (done, total) => bar.update(done, total))
+        .finally(() => bar.stop());
       process.stdout.write(`redrove ${n} dead letter${n === 1 ? '' : 's'}\n`);
     });
   });

@@ -32,11 +32,11 @@ export interface StageDeps {
   /** The in-app inbox, for fan-out-on-read broadcast records. */
   inbox?: InboxStore;
   /** Topic size from which in-app goes out as one broadcast record (0: never). */
-  inappBroadcastThreshold?: number;
+  inappBroadcastThreshold: number;
   /** Channels quiet hours hold back (in-app does not interrupt, so it is not held by default). */
-  quietChannels?: Channel[];
+  quietChannels: Channel[];
   /** Longest one wait for a deferred delivery lasts before the clock is read again. */
-  deferRecheckMs?: number;
+  deferRecheckMs: number;
   /** The clock; tests replace it. */
   now: () => number;
 }

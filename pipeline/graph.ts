@@ -1,104 +1,183 @@
 import type { z } from 'zod';
-import { channels, tiers, type Channel, type Tier } from '../schemas/index.js';
-import { tierLimits, type StageName, type Topology } from '../streams/topology.js';
+import { channels, tiers, type Tier } from '../schemas/index.js';
+import { tierLimits, Topology, type NodePlacement } from '../streams/topology.js';
 import { batchStage } from '../processors/batch.js';
-import type { StageDeps } from './deps.js';
 import { dispatchStage } from '../processors/dispatch.js';
 import { preferenceFilterStage } from '../processors/preference-filter.js';
 import { receiptLoaderStage } from '../processors/receipt-loader.js';
 import { resolveStage } from '../processors/resolve.js';
-import type { RunnerOptions } from './runner.js';
-import type { Stage, StageDefinition } from './stage.js';
-import { chain } from './chain.js';
 import { validateStage } from '../processors/validate.js';
 import { wakeStage } from '../processors/wake.js';
+import type { StageDeps } from './deps.js';
+import type { RunnerOptions } from './runner.js';
+import type { StageDefinition } from './stage.js';
 
-type AnyDefinition = StageDefinition<any, any, any, StageDeps>;
+export type AnyDefinition = StageDefinition<any, any, any, StageDeps>;
 
-/** One consumer a process runs: which stage, where it reads, where its outputs go. */
-export interface Binding {
-  /** The stage that decodes the input (the head of a chain). */
-  def: AnyDefinition;
-  /** Builds what runs: the stage itself, or a chain starting with it. */
-  create: (deps: StageDeps) => Stage<any, any>;
-  stream: string;
-  durable: string;
-  route: ((output: any) => string) | null;
-  options: RunnerOptions;
-  tier?: Tier;
-  channel?: Channel;
+/** What the graph's run settings are derived from (the parsed configuration). */
+export interface GraphSettings {
+  ackWaitMs: number;
+  retry: { maxAttempts: number; backoffBaseMs: number; backoffCapMs: number };
 }
 
-/** The pipeline, in order. Adding a stage is a file in processors/ and a line here. */
-export const pipeline: AnyDefinition[] = [validateStage, resolveStage, preferenceFilterStage, batchStage, dispatchStage];
+/** A stage placed in the pipeline: where it reads (see NodePlacement) and how its runner works. */
+export interface GraphNode extends NodePlacement {
+  def: AnyDefinition;
+  /** The stage's config for a tier; defaults live in the stage's config schema. */
+  config?: (tier: Tier | undefined) => Record<string, unknown>;
+  /** How its runner pulls, bounds and retries work for a tier (untiered nodes get undefined). */
+  run: (tier: Tier | undefined, settings: GraphSettings) => RunnerOptions;
+}
 
-/** Each stage's output schema must be the next stage's input schema. */
-export function checkPipeline(stages: AnyDefinition[]): void {
-  for (let i = 0; i + 1 < stages.length; i++) {
-    const out = stages[i].output as z.ZodType | null;
-    if (out !== stages[i + 1].input) {
-      throw new Error(`wiring: ${stages[i].name} emits a schema that ${stages[i + 1].name} does not take`);
-    }
-  }
+/** A JetStream subject between two nodes (work can be spread over processes), or a call in one process. */
+export type LinkKind = 'durable' | 'inline';
+
+/** One edge of the graph: outputs of `from` are inputs of `to`. */
+export interface GraphEdge {
+  from: string;
+  to: string;
+  /** `out`: what the stage returns; `later`: what it hands back with `ctx.later` (always durable). @default 'out' */
+  port?: 'out' | 'later';
+  /** Per tier: durable or inline. */
+  link: (tier: Tier) => LinkKind;
+  /** Inline only: inputs of `to` handled at once per input of `from` (1 streams a fan-out flat). @default 1 */
+  concurrency?: number;
+}
+
+/** The whole pipeline, described once. Topology, consumers, runners, replay and metrics derive from it. */
+export interface PipelineGraph {
+  nodes: GraphNode[];
+  edges: GraphEdge[];
 }
 
 /**
- * Which stage boundaries are JetStream subjects. `split`: every one. `chained` (the default):
- * validate → resolve → filter run as one step on the request (no hop where nothing is gained),
- * then batch and dispatch have their own consumers.
+ * `chained` (the default): validate → resolve → filter run in-process on the request (no hop where
+ * nothing is gained); `split`: every edge is a JetStream subject.
  */
 export type Wiring = 'chained' | 'split';
 
+const perTier = (tier: Tier | undefined, s: GraphSettings): RunnerOptions => {
+  const limits = tierLimits[tier ?? 'transactional'];
+  return { pullBatch: limits.pullBatch, concurrency: limits.concurrency, ackWaitMs: s.ackWaitMs, ...s.retry };
+};
+
+/** Herald's pipeline. Adding a stage is a file in processors/ and an entry here. */
+export function pipelineGraph(wiring: Wiring = 'chained'): PipelineGraph {
+  const chained = (_tier: Tier): LinkKind => (wiring === 'chained' ? 'inline' : 'durable');
+  return {
+    nodes: [
+      { name: 'validate', def: validateStage, reads: 'requests', subject: 'request', config: (tier) => ({ tier }), run: perTier },
+      { name: 'resolve', def: resolveStage, reads: 'work', subject: 'validated', run: perTier },
+      { name: 'filter', def: preferenceFilterStage, reads: 'work', subject: 'resolved', run: perTier },
+      { name: 'wake', def: wakeStage, reads: 'work', subject: 'deferred', run: perTier },
+      {
+        name: 'batch', def: batchStage, reads: 'work', subject: 'filtered',
+        run: (tier, s) => ({ ...perTier(tier, s), lingerMs: tier === 'transactional' ? 2 : 10, batchConcurrency: 4 }),
+      },
+      { name: 'dispatch', def: dispatchStage, reads: 'work', subject: 'deliver', partitions: channels, run: perTier },
+      {
+        name: 'loader', def: receiptLoaderStage, reads: 'receipts', subject: 'receipt', maxAckPending: 20_000,
+        // ClickHouse outages are waited out (deferred), so attempts only count inserts it refused.
+        run: (_tier, s) => ({
+          pullBatch: 500, concurrency: 1, maxBatch: 200, lingerMs: 200, batchConcurrency: 2, ackWaitMs: s.ackWaitMs,
+          maxAttempts: 1_000_000, backoffBaseMs: s.retry.backoffBaseMs, backoffCapMs: 30_000,
+        }),
+      },
+    ],
+    edges: [
+      { from: 'validate', to: 'resolve', link: chained },
+      // A topic fan-out streams its chunks into the filter, eight at a time.
+      { from: 'resolve', to: 'filter', link: chained, concurrency: 8 },
+      { from: 'filter', to: 'batch', link: () => 'durable' },
+      { from: 'filter', to: 'wake', port: 'later', link: () => 'durable' },
+      // Woken recipients are filtered again at once, with the preferences of that moment.
+      { from: 'wake', to: 'filter', link: () => 'inline' },
+      { from: 'batch', to: 'dispatch', link: () => 'durable' },
+    ],
+  };
+}
+
+/** The node of that name (throws naming the graph's nodes when there is none). */
+export function nodeOf(graph: PipelineGraph, name: string): GraphNode {
+  const node = graph.nodes.find((n) => n.name === name);
+  if (!node) throw new Error(`graph: no node "${name}" (nodes: ${graph.nodes.map((n) => n.name).join(', ')})`);
+  return node;
+}
+
+/** The edge leaving `from` by `port`, if any. */
+export function edgeFrom(graph: PipelineGraph, from: string, port: 'out' | 'later' = 'out'): GraphEdge | undefined {
+  return graph.edges.find((e) => e.from === from && (e.port ?? 'out') === port);
+}
+
 /**
- * A request's chunk is named by its number, not by its position in this delivery's outputs: a
- * fan-out resumed from its checkpoint starts at a later chunk, and must not reuse earlier msgIDs.
+ * Checks at start-up that the graph holds together: names unique and matching their stages, each
+ * edge's schemas agreeing, a durable edge's target able to route (it has a tier), an inline
+ * target a per-message stage, no in-process cycle, at most one edge per port.
  */
-const chunkId = (o: { request: { tenant: string; id: string; replay?: string }; chunk: number }) =>
-  `${o.request.tenant}:${o.request.id}:${o.request.replay ?? ''}:${o.chunk}`;
-
-const build = (def: AnyDefinition, config: Record<string, unknown> = {}) => (deps: StageDeps) => def.create(def.config.parse(config), deps);
-
-/** Every binding for the chosen stages and tiers. */
-export function bindings(
-  topology: Topology,
-  only?: { stages?: StageName[]; tiers?: Tier[]; wiring?: Wiring; retry?: { maxAttempts: number; backoffBaseMs: number; backoffCapMs: number } },
-): Binding[] {
-  checkPipeline(pipeline);
-  const want = (s: StageName) => !only?.stages || only.stages.includes(s);
-  const chained = (only?.wiring ?? 'chained') === 'chained';
-  const out: Binding[] = [];
-  for (const tier of only?.tiers ?? tiers) {
-    const limits = tierLimits[tier];
-    const base: RunnerOptions = { pullBatch: limits.pullBatch, concurrency: limits.concurrency, ackWaitMs: topology.ackWaitMs };
-    const work = topology.workStream(tier);
-    // Every binding that runs the preference filter: recipients it holds back go to the tier's deferred subject.
-    const filtering: RunnerOptions = { ...base, laterRoute: (held) => topology.deferred(held.request.tier) };
-    if (chained && want('validate')) {
-      out.push({ def: validateStage, stream: topology.requestsStream, durable: topology.durable('validate', tier), tier,
-        create: (deps) => chain(chain(build(validateStage, { tier })(deps), build(resolveStage)(deps), 1), build(preferenceFilterStage)(deps), 8),
-        route: (o) => topology.filtered(o.request.tier), options: { ...filtering, outputId: chunkId } });
+export function checkGraph(graph: PipelineGraph): void {
+  const problems: string[] = [];
+  const names = new Set<string>();
+  for (const n of graph.nodes) {
+    if (names.has(n.name)) problems.push(`node "${n.name}" appears twice`);
+    names.add(n.name);
+    if (n.def.name !== n.name) problems.push(`node "${n.name}" runs stage "${n.def.name}": name them alike`);
+    if (!/^[a-z][a-z0-9-]*$/.test(n.name)) problems.push(`node "${n.name}": names are lowercase letters, digits and -`);
+    if (n.partitions && !n.def.partitionOf) problems.push(`node "${n.name}" is read per partition but its stage has no partitionOf`);
+  }
+  for (const e of graph.edges) {
+    const from = graph.nodes.find((n) => n.name === e.from);
+    const to = graph.nodes.find((n) => n.name === e.to);
+    if (!from || !to) {
+      problems.push(`edge ${e.from} → ${e.to}: no node "${!from ? e.from : e.to}"`);
+      continue;
     }
-    if (!chained && want('validate')) out.push({ def: validateStage, create: build(validateStage, { tier }), stream: topology.requestsStream,
-      durable: topology.durable('validate', tier), tier, route: (o) => topology.validated(o.request.tier), options: base });
-    if (!chained && want('resolve')) out.push({ def: resolveStage, create: build(resolveStage), stream: work, durable: topology.durable('resolve', tier), tier,
-      route: (o) => topology.resolved(o.request.tier), options: { ...base, outputId: chunkId } });
-    if (!chained && want('filter')) out.push({ def: preferenceFilterStage, create: build(preferenceFilterStage), stream: work, durable: topology.durable('filter', tier), tier,
-      route: (o) => topology.filtered(o.request.tier), options: filtering });
-    if (want('filter')) out.push({ def: wakeStage, stream: work, durable: topology.durable('wake', tier), tier,
-      create: (deps) => chain(build(wakeStage)(deps), build(preferenceFilterStage)(deps), 1),
-      route: (o) => topology.filtered(o.request.tier), options: filtering });
-    if (want('batch')) out.push({ def: batchStage, create: build(batchStage), stream: work, durable: topology.durable('batch', tier), tier,
-      route: (o) => topology.deliver(o.channel, o.tier), options: { ...base, lingerMs: tier === 'transactional' ? 2 : 10, batchConcurrency: 4 } });
-    if (want('dispatch')) {
-      for (const channel of channels) {
-        out.push({ def: dispatchStage, create: build(dispatchStage), stream: work, durable: topology.durable('dispatch', tier, channel), tier, channel, route: null,
-          options: { ...base, maxAttempts: only?.retry?.maxAttempts ?? 12, backoffBaseMs: only?.retry?.backoffBaseMs ?? 500, backoffCapMs: only?.retry?.backoffCapMs ?? 300_000 } });
+    const port = e.port ?? 'out';
+    if (graph.edges.filter((x) => x.from === e.from && (x.port ?? 'out') === port).length > 1) problems.push(`node "${e.from}" has more than one "${port}" edge`);
+    if (port === 'out' && (from.def.output as z.ZodType | null) !== to.def.input) {
+      problems.push(`edge ${e.from} → ${e.to}: ${e.from} emits a schema that ${e.to} does not take`);
+    }
+    if (!to.def.tierOf) problems.push(`edge ${e.from} → ${e.to}: stage ${e.to} has no tierOf, so nothing can be routed to it`);
+    if (to.reads !== 'work') problems.push(`edge ${e.from} → ${e.to}: only work-stream nodes can be edge targets`);
+    for (const tier of tiers) {
+      if (e.link(tier) === 'inline' && port === 'later') problems.push(`edge ${e.from} → ${e.to} (${tier}): work handed back is stored, so the link must be durable`);
+    }
+  }
+  for (const tier of tiers) {
+    for (const start of graph.nodes) {
+      const seen = new Set([start.name]);
+      for (let e = edgeFrom(graph, start.name); e && e.link(tier) === 'inline'; e = edgeFrom(graph, e.to)) {
+        if (seen.has(e.to)) {
+          problems.push(`${tier}: in-process cycle through "${e.to}"`);
+          break;
+        }
+        seen.add(e.to);
       }
     }
   }
-  if (want('loader')) {
-    out.push({ def: receiptLoaderStage, create: build(receiptLoaderStage), stream: topology.receiptsStream, durable: topology.durable('loader'), route: null,
-      options: { pullBatch: 500, maxBatch: 200, lingerMs: 200, batchConcurrency: 2, maxAttempts: 1_000_000, backoffCapMs: 30_000, ackWaitMs: topology.ackWaitMs } });
+  if (problems.length) throw new Error(`pipeline graph:\n  - ${problems.join('\n  - ')}`);
+}
+
+/** The topology of a graph in a configuration's namespace (the graph defaults to the configured wiring's). */
+export function topologyOf(
+  config: { namespace: string; storageBudgetBytes: number; replicas: number; ackWaitMs: number; wiring?: Wiring },
+  graph: PipelineGraph = pipelineGraph(config.wiring),
+): Topology {
+  return new Topology(graph.nodes, config.namespace, config.storageBudgetBytes, config.replicas, config.ackWaitMs);
+}
+
+/**
+ * The graph as the README's "How it is built" table: each node's input subject, the stream that
+ * holds it, and where its outputs go. A test checks the README against it.
+ */
+export function describeGraph(graph: PipelineGraph, wiring: Wiring): string[] {
+  const lines: string[] = [];
+  for (const n of graph.nodes) {
+    const subject = n.reads === 'receipts' ? 'notify.receipt.<status>' : `notify.${n.subject}${n.partitions ? '.<channel>' : ''}.<tier>`;
+    const stream = n.reads === 'requests' ? 'REQUESTS' : n.reads === 'receipts' ? 'RECEIPTS' : 'WORK_<TIER>';
+    const out = graph.edges.filter((e) => e.from === n.name).map((e) =>
+      `${e.port === 'later' ? 'later ' : ''}→ ${e.to}${e.link('transactional') === 'inline' ? ' (in-process)' : ''}`);
+    lines.push(`${subject.padEnd(32)} ${stream.padEnd(12)} ${n.name.padEnd(9)} ${out.join(', ') || '(no outputs)'}`);
   }
-  return out;
+  lines.push(`notify.dlq.<node>                ${'DLQ'.padEnd(12)} dead letters of every node (wiring: ${wiring})`);
+  return lines;
 }

@@ -1,4 +1,3 @@
-import http from 'node:http';
 import { Kvm } from '@nats-io/kv';
 import type { Redis } from 'ioredis';
 import type { ClickHouseClient } from '@clickhouse/client';
@@ -11,13 +10,16 @@ import type { Channel, Tier } from '../schemas/index.js';
 import type { Sink } from '../sinks/sink.js';
 import type { SmtpCatcher } from '../sinks/smtp-catcher.js';
 import { buildProviders, type ProviderSet } from '../sinks/providers.js';
-import { topologyOf, Topology, type StageName } from '../streams/topology.js';
+import type { Topology } from '../streams/topology.js';
 import { DedupStore } from '../stores/dedup.js';
 import type { StageDeps } from './deps.js';
 import { Metrics } from './metrics.js';
 import { ReceiptPublisher } from './receipt-publisher.js';
-import { StageRunner } from './runner.js';
-import { bindings } from './graph.js';
+import type { StageRunner } from './runner.js';
+import { Assembly } from './assembly.js';
+import { pipelineGraph, topologyOf, type PipelineGraph } from './graph.js';
+import { LoggedAttempts } from './attempts.js';
+import { HealthServer } from '../http/server.js';
 import { AttemptLog } from '../stores/attempts.js';
 import { Breakers } from '../stores/breakers.js';
 import { Cancellations } from '../stores/cancellations.js';
@@ -54,21 +56,23 @@ export async function stageDeps(
 
 /** Which part of the pipeline this process runs. */
 export interface PipelineOptions {
-  /** @default every stage */
-  stages?: StageName[];
+  /** Nodes of the graph whose consumers this process runs. @default every node */
+  stages?: string[];
   /** @default every tier */
   tiers?: Tier[];
   /** Replace the clock (tests). */
   now?: () => number;
   /** Sinks to use instead of the configured ones (tests, sandbox). */
   sinks?: Partial<Record<Channel, Sink>>;
+  /** The pipeline to run. @default Herald's graph in the configured wiring */
+  graph?: PipelineGraph;
 }
 
 /** A running Herald process: every chosen stage on every chosen tier, plus health and metrics. */
 export class Pipeline {
-  readonly runners: StageRunner<unknown, unknown>[] = [];
+  readonly runners: StageRunner[] = [];
   private closing?: Promise<void>;
-  private httpServer?: http.Server;
+  private health?: HealthServer;
   catcher?: SmtpCatcher;
   providers?: ProviderSet;
   cancellations?: Cancellations;
@@ -88,7 +92,8 @@ export class Pipeline {
   ) {}
 
   static async start(config: Config, log: Logger, opts: PipelineOptions = {}): Promise<Pipeline> {
-    const topology = topologyOf(config);
+    const graph = opts.graph ?? pipelineGraph(config.wiring);
+    const topology = topologyOf(config, graph);
     const nats = await connectNats(config, 'herald-pipeline');
     const redis = connectRedis(config);
     const clickhouse = connectClickHouse(config);
@@ -110,18 +115,21 @@ export class Pipeline {
       const deps = await stageDeps(config, topology, nats, redis, clickhouse, pipeline.sinks, pipeline.metrics, opts.now);
       deps.cancellations = pipeline.cancellations;
       deps.dedupEnabled = config.dedup;
-      const attemptLog = new AttemptLog(redis, topology.redisPrefix);
       const gate = new TierGate();
-      for (const b of bindings(topology, { stages: opts.stages, tiers: opts.tiers, wiring: config.wiring, retry: config.retry })) {
-        const stage = b.create(deps);
-        const consumer = await nats.js.consumers.get(b.stream, b.durable);
-        const priority = b.tier ? { gate, urgent: b.tier === 'transactional' } : undefined;
-        const runner = new StageRunner(b.def, stage, consumer, b.durable, b.route, nats.js, topology, receipts, log, pipeline.metrics, { ...b.options, attemptLog, priority });
+      const assembly = new Assembly({
+        graph, topology, deps, receipts, metrics: pipeline.metrics, log,
+        settings: { ackWaitMs: config.ackWaitMs, retry: config.retry },
+        publish: (subject, data, msgID) => nats.js.publish(subject, data, { msgID }),
+        attempts: new LoggedAttempts(new AttemptLog(redis, topology.redisPrefix)),
+        priority: (tier) => (tier ? gate.priority(tier === 'transactional') : undefined),
+      });
+      for (const spec of assembly.consumers({ nodes: opts.stages, tiers: opts.tiers })) {
+        const runner = assembly.runner(spec, await nats.js.consumers.get(spec.stream, spec.durable));
         await runner.start();
         pipeline.runners.push(runner);
       }
       pipeline.listenForCancels();
-      pipeline.startHttp();
+      await pipeline.startHealth();
       log.info({ consumers: pipeline.runners.length, namespace: config.namespace || '(none)' }, 'pipeline running');
       return pipeline;
     } catch (err) {
@@ -153,25 +161,11 @@ export class Pipeline {
     })();
   }
 
-  private startHttp(): void {
+  /** Health, readiness and metrics on their own port (HERALD_HTTP_PORT; 0: none). */
+  private async startHealth(): Promise<void> {
     if (!this.config.httpPort) return;
-    this.httpServer = http.createServer((req, res) => {
-      if (req.url === '/healthz') {
-        res.writeHead(200).end('ok\n');
-      } else if (req.url === '/readyz') {
-        const ready = !this.nats.nc.isClosed() && this.redis.status === 'ready';
-        res.writeHead(ready ? 200 : 503).end(ready ? 'ready\n' : 'not ready\n');
-      } else if (req.url === '/metrics') {
-        this.metrics.registry.metrics().then(
-          (text) => res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(text),
-          (err) => res.writeHead(500).end(String(err)),
-        );
-      } else {
-        res.writeHead(404).end();
-      }
-    });
-    this.httpServer.on('error', (err) => this.log.warn({ err }, 'health/metrics endpoint not started'));
-    this.httpServer.listen(this.config.httpPort, '127.0.0.1');
+    this.health = new HealthServer(this.metrics, { nats: this.nats.nc, redis: this.redis, clickhouse: this.clickhouse }, this.log);
+    await this.health.listen(this.config.httpHost, this.config.httpPort).catch((err) => this.log.warn({ err }, 'health/metrics endpoint not started'));
   }
 
   /**
@@ -185,7 +179,7 @@ export class Pipeline {
         ['receipts', () => this.receipts.close()],
         ['sinks', async () => this.providers?.close()],
         ['watchers', async () => { this.cancellations?.stop(); this.breakers?.stop(); }],
-        ['http', async () => { this.httpServer?.close(); }],
+        ['http', async () => this.health?.close()],
         ['nats', () => this.nats.nc.drain()],
         ['redis', async () => { this.redis.disconnect(); }],
         ['clickhouse', () => this.clickhouse.close()],

@@ -1,7 +1,6 @@
 import type { z } from 'zod';
 import type { Logger } from 'pino';
-import type { Receipt, ReceiptStatus, ResolvedChunk } from '../schemas/index.js';
-import type { StageName } from '../streams/topology.js';
+import type { Receipt, ReceiptStatus, ResolvedChunk, Tier } from '../schemas/index.js';
 
 /** What a stage may do besides returning outputs. It never sees a JsMsg, a subject or a connection. */
 export interface StageContext {
@@ -46,9 +45,22 @@ export interface Stage<I, O> {
   close?(): Promise<void>;
 }
 
+/** Who a message is about: receipts and dead letters take it from the decoded input, never from a guess. */
+export interface Identity {
+  tenant: string;
+  request_id: string;
+  /** A string, not a Tier: a rejected request may name a tier that does not exist. */
+  tier: string;
+  category: string;
+  channel?: string;
+  /** The recipients the input carries, when it carries them (a delivery group). */
+  user_ids?: string[];
+}
+
 /** Static description of a stage: its schemas, its config with defaults, and its constructor. */
 export interface StageDefinition<I, O, C, D> {
-  name: StageName;
+  /** Its name in logs, metrics, receipts, consumers and its DLQ subject. */
+  name: string;
   input: z.ZodType<I>;
   /** Null for a stage that only has side effects (dispatch, loader). */
   output: z.ZodType<O> | null;
@@ -58,7 +70,21 @@ export interface StageDefinition<I, O, C, D> {
    * (batch: the groups it carries), so a republish after a crash is dropped by JetStream.
    */
   outputId?(output: O): string;
+  /** Who an input is about, one identity per request it carries (a delivery batch carries several). */
+  identify(input: I): Identity[];
+  /** The tier an input belongs to: a durable edge into this stage publishes to that tier's subject. */
+  tierOf?(input: I): Tier;
+  /** For a stage read per partition (dispatch: per channel), the partition an input goes to. */
+  partitionOf?(input: I): string;
   /** Receipt status when this stage gives up on an input: `rejected` at validation. */
   giveUpStatus?: ReceiptStatus;
   create(config: C, deps: D): Stage<I, O>;
+}
+
+/** The identity of one accepted request (every internal message carries its request). */
+export function requestIdentity(
+  request: { tenant: string; id: string; tier: string; category: string },
+  extra: { channel?: string; user_ids?: string[] } = {},
+): Identity {
+  return { tenant: request.tenant, request_id: request.id, tier: request.tier, category: request.category, ...extra };
 }

@@ -1,3 +1,5 @@
+import type { Priority } from './runner.js';
+
 /**
  * Process-wide priority between tiers. Consumers keep tiers apart in JetStream, but one process has
  * one event loop: while transactional messages are in hand here, bulk tiers step aside before each
@@ -32,5 +34,10 @@ export class TierGate {
       const timer = setTimeout(resolve, this.maxWaitMs);
       this.waiters.push(() => { clearTimeout(timer); resolve(); });
     });
+  }
+
+  /** This gate as a runner's priority: urgent runners hold it, bulk ones step aside. */
+  priority(urgent: boolean): Priority {
+    return { urgent, hold: () => this.hold(), release: () => this.release(), clear: () => this.clear() };
   }
 }

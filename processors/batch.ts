@@ -3,7 +3,7 @@ import { z } from 'zod';
 import {
   deliveryBatchSchema, filteredChunkSchema, type DeliveryBatch, type DeliveryGroup, type FilteredChunk,
 } from '../schemas/index.js';
-import type { StageDefinition } from '../pipeline/stage.js';
+import { requestIdentity, type StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 
 export const batchConfig = z.object({
@@ -27,6 +27,8 @@ export const batchStage: StageDefinition<FilteredChunk, DeliveryBatch, z.infer<t
   input: filteredChunkSchema,
   output: deliveryBatchSchema,
   config: batchConfig,
+  identify: (c) => c.deliveries.map((d) => requestIdentity(c.request, { channel: d.channel, user_ids: d.recipients.map((r) => r.user_id) })),
+  tierOf: (c) => c.request.tier,
   // The groups a batch carries name it: a batch rebuilt the same way after a crash is the same message.
   // Recipients are part of the name: the same chunk filtered again later (quiet hours) carries others.
   outputId(batch) {

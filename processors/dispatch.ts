@@ -4,7 +4,7 @@ import { DeferError, RetryableError } from '../runtime/errors.js';
 import { deliveryBatchSchema, type DeliveryBatch, type DeliveryGroup, type Receipt, type Recipient } from '../schemas/index.js';
 import type { DeliveryItem, Outcome } from '../sinks/sink.js';
 import type { DoneSet } from '../stores/dedup.js';
-import type { StageDefinition, StageContext } from '../pipeline/stage.js';
+import { requestIdentity, type StageDefinition, type StageContext } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 
 export const dispatchConfig = z.object({});
@@ -43,6 +43,9 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
   input: deliveryBatchSchema,
   output: null,
   config: dispatchConfig,
+  identify: (b) => b.groups.map((g) => requestIdentity(g.request, { channel: b.channel, user_ids: g.recipients.map((r) => r.user_id) })),
+  tierOf: (b) => b.tier,
+  partitionOf: (b) => b.channel,
   create(_config, deps) {
     return {
       async process(batch, ctx) {

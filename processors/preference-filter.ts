@@ -5,7 +5,7 @@ import {
   filteredChunkSchema, resolvedChunkSchema, type Channel, type FilteredChunk, type Recipient, type ResolvedChunk,
 } from '../schemas/index.js';
 import { createHash } from 'node:crypto';
-import type { StageDefinition } from '../pipeline/stage.js';
+import { requestIdentity, type StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 import { parseQuietHours, quietUntil } from '../runtime/quiet-hours.js';
 
@@ -17,8 +17,10 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
   input: resolvedChunkSchema,
   output: filteredChunkSchema,
   config: preferenceFilterConfig,
+  identify: (c) => [requestIdentity(c.request, { user_ids: c.user_ids })],
+  tierOf: (c) => c.request.tier,
   create(_config, deps) {
-    const quietChannels = deps.quietChannels ?? ['push', 'sms', 'email'];
+    const quietChannels = deps.quietChannels;
     /** Users over the category's daily cap with this request counted (critical categories are never capped). */
     async function overCap(profiles: UserProfile[], request: FilteredChunk['request'], critical: boolean): Promise<Set<string>> {
       const cap = deps.frequencyCaps?.[request.category];

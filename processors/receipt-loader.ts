@@ -48,6 +48,8 @@ export const receiptLoaderStage: StageDefinition<ReceiptBatch, never, z.infer<ty
   input: receiptBatchSchema,
   output: null,
   config: receiptLoaderConfig,
+  // Receipts about receipts would loop: a loader failure is in its logs, metrics and the DLQ.
+  identify: () => [],
   create(_config, deps) {
     return {
       async processBatch(batches) {

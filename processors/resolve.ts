@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { resolvedChunkSchema, validatedSchema, type ResolvedChunk, type Validated } from '../schemas/index.js';
 import type { InboxContent } from '../stores/inbox.js';
 import type { FanoutCheckpoint } from '../stores/checkpoints.js';
-import type { StageDefinition, StageContext } from '../pipeline/stage.js';
+import { requestIdentity, type StageDefinition, type StageContext } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 
 export const resolveConfig = z.object({
@@ -11,6 +11,12 @@ export const resolveConfig = z.object({
 });
 
 type Request = Validated['request'];
+
+/**
+ * A request's chunk is named by its number, not by its position in one delivery's outputs: a
+ * fan-out resumed from its checkpoint starts at a later chunk, and must not reuse earlier msgIDs.
+ */
+export const chunkId = (o: ResolvedChunk) => `${o.request.tenant}:${o.request.id}:${o.request.replay ?? ''}:${o.chunk}`;
 
 /**
  * resolve: expands user ids or a topic into chunks of at most `chunkSize` users. Chunks are
@@ -25,6 +31,9 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
   input: validatedSchema,
   output: resolvedChunkSchema,
   config: resolveConfig,
+  identify: (v) => [requestIdentity(v.request)],
+  tierOf: (v) => v.request.tier,
+  outputId: chunkId,
   create(config, deps) {
     const receipt = (v: Validated, ctx: StageContext, count: number, reason = '') =>
       ctx.receipt({
@@ -61,7 +70,7 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
       const key = checkpoints?.key(tenant, v.request.id, v.request.replay);
       const saved = key ? await checkpoints!.read(key) : undefined;
       if (saved?.done) return;
-      const threshold = deps.inappBroadcastThreshold ?? 0;
+      const threshold = deps.inappBroadcastThreshold;
       const broadcasting = saved?.broadcast
         ?? (threshold > 0 && size >= threshold && v.request.channels.includes('inapp') && deps.inbox !== undefined);
       if (broadcasting && !saved) await broadcast(v.request, topic, size, ctx);

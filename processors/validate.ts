@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { DeferError, PermanentError } from '../runtime/errors.js';
 import { requestIdFor } from '../runtime/ids.js';
 import { describeIssues, requestSchema, validatedSchema, type Validated } from '../schemas/index.js';
-import type { StageDefinition } from '../pipeline/stage.js';
+import type { Identity, StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 
 export const validateConfig = z.object({
@@ -27,6 +27,20 @@ function renderable(raw: unknown): Parameters<StageDeps['templates']['check']>[0
   return null;
 }
 
+/** Who a request that may be malformed is about, as far as its fields say (strings only, bounded). */
+function identifyRaw(raw: unknown): Identity {
+  const req = (raw && typeof raw === 'object' ? raw : {}) as Record<string, unknown>;
+  const str = (v: unknown) => (typeof v === 'string' ? v.slice(0, 128) : '');
+  const tenant = str(req.tenant);
+  const key = str(req.idempotency_key);
+  return {
+    tenant,
+    request_id: str(req.id) || (tenant && key ? requestIdFor(tenant, key) : ''),
+    tier: str(req.tier),
+    category: str(req.category),
+  };
+}
+
 /**
  * validate: checks a request against the wire contract and its content against the templates,
  * reporting every problem at once. A bad request is the sender's fault: rejected, never retried.
@@ -37,6 +51,7 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
   output: validatedSchema,
   config: validateConfig,
   giveUpStatus: 'rejected',
+  identify: (raw) => [identifyRaw(raw)],
   create(config, deps) {
     return {
       async process(raw, ctx) {

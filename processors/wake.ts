@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { DeferError } from '../runtime/errors.js';
 import { deferredWorkSchema, resolvedChunkSchema, type DeferredWork, type ResolvedChunk } from '../schemas/index.js';
-import type { StageDefinition } from '../pipeline/stage.js';
+import { requestIdentity, type StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 
 export const wakeConfig = z.object({});
@@ -16,8 +16,10 @@ export const wakeStage: StageDefinition<DeferredWork, ResolvedChunk, z.infer<typ
   input: deferredWorkSchema,
   output: resolvedChunkSchema,
   config: wakeConfig,
+  identify: (d) => [requestIdentity(d.work.request, { user_ids: d.work.user_ids })],
+  tierOf: (d) => d.work.request.tier,
   create(_config, deps) {
-    const recheckMs = deps.deferRecheckMs ?? 60_000;
+    const recheckMs = deps.deferRecheckMs;
     return {
       async process(deferred) {
         const waitMs = deferred.until - deps.now();

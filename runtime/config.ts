@@ -2,6 +2,7 @@ import { z } from 'zod';
 import fs from 'node:fs';
 import path from 'node:path';
 import { channelSchema, type Channel } from '../schemas/common.js';
+import { defaults } from './defaults.js';
 
 /** The items of a comma-separated setting, trimmed, empty ones dropped. */
 const commaItems = (s: string): string[] => s.split(',').map((item) => item.trim()).filter(Boolean);
@@ -20,10 +21,10 @@ const numbersByName = (name: RegExp, number: RegExp, what: string) => (s: string
 };
 
 const envSchema = z.object({
-  NATS_URL: z.string().default('nats://127.0.0.1:4222'),
-  REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
-  CLICKHOUSE_URL: z.string().url().default('http://127.0.0.1:8123'),
-  CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default('herald'),
+  NATS_URL: z.string().default(defaults.natsUrl),
+  REDIS_URL: z.string().default(defaults.redisUrl),
+  CLICKHOUSE_URL: z.string().url().default(defaults.clickhouseUrl),
+  CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default(defaults.clickhouseDatabase),
   /** smtp://user:pass@host:port, several comma-separated for failover in that order; unset: the sandbox catcher. */
   SMTP_URL: z.string().optional().transform((s) => (s === undefined ? undefined : commaItems(s)))
     .pipe(z.array(z.url({ protocol: /^smtps?$/, message: 'each SMTP_URL must be smtp://… or smtps://…' })).optional()),
@@ -51,49 +52,51 @@ const envSchema = z.object({
   TWILIO_FALLBACK_FROM: z.string().optional(),
   /** auto: channels without credentials use local fakes of their providers; off: they are disabled. */
   HERALD_SANDBOX: z.enum(['auto', 'off']).default('auto'),
-  SMTP_FROM: z.string().default('Herald <herald@localhost>'),
-  HERALD_SMTP_CATCHER_PORT: z.coerce.number().int().min(0).max(65535).default(2525),
+  SMTP_FROM: z.string().default(defaults.smtpFrom),
+  HERALD_SMTP_CATCHER_PORT: z.coerce.number().int().min(0).max(65535).default(defaults.smtpCatcherPort),
   /** Prefix for every stream, subject, KV bucket and Redis key, so several Herald installs share servers. */
   HERALD_NAMESPACE: z.string().regex(/^[a-z0-9_]*$/, 'lowercase letters, digits and _ only').default(''),
-  HERALD_DATA_DIR: z.string().default('.herald'),
-  HERALD_TEMPLATES_DIR: z.string().default('templates'),
+  HERALD_DATA_DIR: z.string().default(defaults.dataDir),
+  HERALD_TEMPLATES_DIR: z.string().default(defaults.templatesDir),
   /** Channels used when a request names none. */
-  HERALD_DEFAULT_CHANNELS: channelList.default(['inapp', 'email', 'push']),
+  HERALD_DEFAULT_CHANNELS: channelList.default([...defaults.defaultChannels]),
   /** Bytes all Herald streams may reserve (must fit the server's max_file_store); split across streams by share. */
-  HERALD_STORAGE_BUDGET_MB: z.coerce.number().int().min(64).default(16_384),
+  HERALD_STORAGE_BUDGET_MB: z.coerce.number().int().min(64).default(defaults.storageBudgetMb),
   /** How long a message may go unacknowledged before JetStream gives it to another process. */
-  HERALD_ACK_WAIT_MS: z.coerce.number().int().min(1_000).default(30_000),
+  HERALD_ACK_WAIT_MS: z.coerce.number().int().min(1_000).default(defaults.ackWaitMs),
   /** Copies of every stream and bucket: 3 on a three-node NATS cluster. */
-  HERALD_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+  HERALD_REPLICAS: z.coerce.number().int().min(1).max(5).default(defaults.replicas),
   /** `chained`: validate, resolve and filter run as one step; `split`: each has its own consumer. */
-  HERALD_WIRING: z.enum(['chained', 'split']).default('chained'),
+  HERALD_WIRING: z.enum(['chained', 'split']).default(defaults.wiring),
   /** Circuit breakers and rate limits on provider calls (off only to measure what they cost). */
   HERALD_GUARDS: z.enum(['on', 'off']).default('on'),
   /** Categories that ignore opt-outs (never the hard stop): security notices, one-time codes. */
-  HERALD_CRITICAL_CATEGORIES: z.string().default('security,otp').transform(commaItems),
+  HERALD_CRITICAL_CATEGORIES: z.string().default(defaults.criticalCategories).transform(commaItems),
   /** Most messages a user gets per category per day (their day): `promo=3,digest=1`. */
   HERALD_FREQUENCY_CAPS: z.string().default('').transform(numbersByName(/^[A-Za-z0-9_.:-]+$/, /^\d+$/, 'category=count')),
   /** Topic size from which in-app goes out as one broadcast record each inbox merges at read time (0: never). */
-  HERALD_INAPP_BROADCAST_THRESHOLD: z.coerce.number().int().min(0).default(10_000),
+  HERALD_INAPP_BROADCAST_THRESHOLD: z.coerce.number().int().min(0).default(defaults.inappBroadcastThreshold),
   /** Channels quiet hours hold back for non-transactional work. */
-  HERALD_QUIET_HOURS_CHANNELS: channelList.default(['push', 'sms', 'email']),
+  HERALD_QUIET_HOURS_CHANNELS: channelList.default([...defaults.quietHoursChannels]),
   /** Longest a deferred delivery waits before the clock is read again (quiet hours). */
-  HERALD_DEFER_RECHECK_MS: z.coerce.number().int().min(10).default(60_000),
+  HERALD_DEFER_RECHECK_MS: z.coerce.number().int().min(10).default(defaults.deferRecheckMs),
   /** Dedup keys before provider calls (off only to measure what they cost). */
   HERALD_DEDUP: z.enum(['on', 'off']).default('on'),
   /** Deliveries per second per provider: `apns=5000,fcm=5000,twilio=100,smtp=500`. */
-  HERALD_RATE_LIMITS: z.string().default('apns=5000,fcm=5000,twilio=100,smtp=500')
+  HERALD_RATE_LIMITS: z.string().default(defaults.rateLimits)
     .transform(numbersByName(/^[a-z0-9_-]+$/, /^(?!0+(?:\.0+)?$)\d+(?:\.\d+)?$/, 'provider=rate')),
   /** Deliveries per second one tenant may send through one provider (unset: no tenant limit). */
   HERALD_TENANT_RATE_LIMIT: z.coerce.number().positive().optional(),
-  HERALD_BREAKER_FAILURES: z.coerce.number().int().min(1).default(5),
-  HERALD_BREAKER_COOLDOWN_MS: z.coerce.number().int().min(100).default(5_000),
+  HERALD_BREAKER_FAILURES: z.coerce.number().int().min(1).default(defaults.breakerFailures),
+  HERALD_BREAKER_COOLDOWN_MS: z.coerce.number().int().min(100).default(defaults.breakerCoolDownMs),
   /** Delivery attempts before a delivery is dead-lettered, and the backoff between them. */
-  HERALD_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(12),
-  HERALD_BACKOFF_BASE_MS: z.coerce.number().int().min(1).default(500),
-  HERALD_BACKOFF_CAP_MS: z.coerce.number().int().min(1).default(300_000),
-  HERALD_HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
-  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  HERALD_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(defaults.maxAttempts),
+  HERALD_BACKOFF_BASE_MS: z.coerce.number().int().min(1).default(defaults.backoffBaseMs),
+  HERALD_BACKOFF_CAP_MS: z.coerce.number().int().min(1).default(defaults.backoffCapMs),
+  /** Health, readiness and metrics: bind to 0.0.0.0 so Prometheus in another container can scrape. */
+  HERALD_HTTP_HOST: z.string().min(1).default(defaults.httpHost),
+  HERALD_HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(defaults.httpPort),
+  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default(defaults.logLevel),
 });
 
 /** Credentials for each provider; a channel with none is sandboxed or disabled. */
@@ -118,6 +121,7 @@ export interface Config {
   dataDir: string;
   templatesDir: string;
   defaultChannels: Channel[];
+  httpHost: string;
   httpPort: number;
   storageBudgetBytes: number;
   wiring: 'chained' | 'split';
@@ -169,6 +173,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataDir: path.resolve(e.HERALD_DATA_DIR),
     templatesDir: path.resolve(e.HERALD_TEMPLATES_DIR),
     defaultChannels: e.HERALD_DEFAULT_CHANNELS,
+    httpHost: e.HERALD_HTTP_HOST,
     httpPort: e.HERALD_HTTP_PORT,
     storageBudgetBytes: e.HERALD_STORAGE_BUDGET_MB * 1024 * 1024,
     wiring: e.HERALD_WIRING,

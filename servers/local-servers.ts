@@ -4,8 +4,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const composeDir = path.dirname(fileURLToPath(import.meta.url));
-const repoDir = path.join(composeDir, '..');
+const repoDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** Server configs live with the docker compose file. */
+const composeDir = path.join(repoDir, 'compose');
 
 export type ServerName = 'nats' | 'redis' | 'clickhouse';
 

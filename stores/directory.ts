@@ -103,10 +103,14 @@ export class Directory {
     }
   }
 
-  /** Loads a JSONL file; a bad line is reported with its number and the good lines still load. */
-  async importFile(file: string): Promise<ImportReport> {
+  /**
+   * Loads a JSONL file; a bad line is reported with its number and the good lines still load.
+   * `onProgress` hears the bytes read so far after each write (a progress bar's done / total).
+   */
+  async importFile(file: string, onProgress?: (bytesRead: number) => void): Promise<ImportReport> {
     const report: ImportReport = { loaded: 0, errors: [] };
-    const lines = readline.createInterface({ input: fs.createReadStream(file, 'utf8'), crlfDelay: Infinity });
+    const input = fs.createReadStream(file, 'utf8');
+    const lines = readline.createInterface({ input, crlfDelay: Infinity });
     let lineNo = 0;
     let pending: DirectoryRecord[] = [];
     for await (const line of lines) {
@@ -129,10 +133,12 @@ export class Directory {
         await this.writeAll(pending);
         report.loaded += pending.length;
         pending = [];
+        onProgress?.(input.bytesRead);
       }
     }
     await this.writeAll(pending);
     report.loaded += pending.length;
+    onProgress?.(input.bytesRead);
     return report;
   }
 

@@ -39,15 +39,20 @@ export async function listDeadLetters(jsm: JetStreamManager, topology: Topology,
  * failed for good are tried again, while the dedup entry still stops anything already sent), then
  * removes them from the DLQ. Returns how many went back.
  */
-export async function redriveDeadLetters(nats: { js: JetStreamClient; jsm: JetStreamManager }, topology: Topology, q: DeadLetterQuery & { seq?: number } = {}): Promise<number> {
+export async function redriveDeadLetters(
+  nats: { js: JetStreamClient; jsm: JetStreamManager }, topology: Topology, q: DeadLetterQuery & { seq?: number } = {},
+  onProgress?: (done: number, total: number) => void,
+): Promise<number> {
   const letters = (await listDeadLetters(nats.jsm, topology, q)).filter((d) => q.seq === undefined || d.dlq_seq === q.seq);
   let sent = 0;
+  onProgress?.(0, letters.length);
   for (const d of letters) {
     const h = headers();
     h.set(REDRIVE_HEADER, String(d.dlq_seq));
     await nats.js.publish(d.subject, Buffer.from(d.original_b64, 'base64'), { headers: h, msgID: `redrive:${topology.dlqStream}:${d.dlq_seq}` });
     await nats.jsm.streams.deleteMessage(topology.dlqStream, d.dlq_seq, false);
     sent++;
+    onProgress?.(sent, letters.length);
   }
   return sent;
 }

@@ -1,6 +1,6 @@
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import type { ConsumerConfig, StreamConfig } from '@nats-io/jetstream';
-import { channels, tiers, type Channel, type Tier } from '../schemas/common.js';
+import { tiers, type Tier } from '../schemas/common.js';
 
 /** JetStream speaks nanoseconds; Herald speaks milliseconds. This is the one conversion. */
 export const msToNs = (ms: number): number => ms * 1_000_000;
@@ -11,7 +11,21 @@ const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 const GiB = 1024 ** 3;
 
-export type StageName = 'validate' | 'resolve' | 'filter' | 'wake' | 'batch' | 'dispatch' | 'loader';
+/**
+ * Where one node of the pipeline graph reads. The graph says it; the topology turns it into a
+ * stream, a subject per tier (and partition) and a durable consumer each.
+ */
+export interface NodePlacement {
+  name: string;
+  /** The request log (the entry node), its tier's work stream, or the receipts log (untiered). */
+  reads: 'requests' | 'work' | 'receipts';
+  /** Its input subject is notify.<subject>[.<partition>].<tier>. */
+  subject: string;
+  /** Read per partition, a consumer each (dispatch: one per channel). */
+  partitions?: readonly string[];
+  /** Unacknowledged messages its consumer allows. @default the tier's maxAckPending */
+  maxAckPending?: number;
+}
 
 /** Per-tier worker settings: the isolation between tiers lives here, not in code paths. */
 export interface TierLimits {
@@ -41,7 +55,26 @@ export class Topology {
    * @param storageBudgetBytes what all of Herald's streams may reserve together; JetStream reserves
    *   each stream's max_bytes against the server's max_file_store, so this must fit in it.
    */
-  constructor(readonly namespace = '', readonly storageBudgetBytes = 16 * GiB, readonly replicas = 1, readonly ackWaitMs = 30_000) {}
+  constructor(
+    readonly nodes: readonly NodePlacement[],
+    readonly namespace = '',
+    readonly storageBudgetBytes = 16 * GiB,
+    readonly replicas = 1,
+    readonly ackWaitMs = 30_000,
+  ) {
+    const entries = nodes.filter((n) => n.reads === 'requests');
+    if (entries.length !== 1) throw new Error(`topology: the graph needs exactly one node reading requests, not ${entries.length}`);
+    this.entry = entries[0];
+  }
+
+  private readonly entry: NodePlacement;
+
+  /** The placement of a node of the graph. */
+  node(name: string): NodePlacement {
+    const node = this.nodes.find((n) => n.name === name);
+    if (!node) throw new Error(`topology: no node "${name}" in the graph`);
+    return node;
+  }
 
   private bytes(share: number): number {
     return Math.floor(this.storageBudgetBytes * share);
@@ -54,13 +87,14 @@ export class Topology {
     return this.namespace ? `${this.namespace.toUpperCase()}_${base}` : base;
   }
 
-  request(tier: Tier | '*'): string { return this.subj(`request.${tier}`); }
-  validated(tier: Tier): string { return this.subj(`validated.${tier}`); }
-  resolved(tier: Tier): string { return this.subj(`resolved.${tier}`); }
-  filtered(tier: Tier): string { return this.subj(`filtered.${tier}`); }
-  /** Recipients waiting for a time (quiet hours) before they are filtered again. */
-  deferred(tier: Tier): string { return this.subj(`deferred.${tier}`); }
-  deliver(channel: Channel | '*', tier: Tier): string { return this.subj(`deliver.${channel}.${tier}`); }
+  /** Where producers publish a tier's requests: the entry node's input. */
+  request(tier: Tier | '*'): string { return this.subj(`${this.entry.subject}.${tier}`); }
+  /** A node's input subject for a tier (and partition): where a durable edge into it publishes. */
+  input(node: string, tier: Tier | '*', partition?: string): string {
+    const n = this.node(node);
+    if (n.reads === 'receipts') return this.receipt('*');
+    return this.subj(partition === undefined ? `${n.subject}.${tier}` : `${n.subject}.${partition}.${tier}`);
+  }
   receipt(status: string): string { return this.subj(`receipt.${status}`); }
   dlq(stage: string): string { return this.subj(`dlq.${stage}`); }
   /** Core NATS subject (not a stream) where `{tenant, id}` cancels a request. */
@@ -77,8 +111,23 @@ export class Topology {
   /** Redis key prefix for the directory, inbox and counters. */
   get redisPrefix(): string { return this.namespace ? `herald:${this.namespace}:` : 'herald:'; }
 
-  durable(stage: StageName, tier?: Tier, channel?: Channel): string {
-    return [stage, channel, tier].filter(Boolean).join('_');
+  /** A node's durable consumer name: `<node>[_<partition>][_<tier>]`. */
+  durable(node: string, tier?: Tier, partition?: string): string {
+    return [node, partition, tier].filter(Boolean).join('_');
+  }
+
+  /** The stream a node reads for a tier. */
+  streamOf(node: string, tier?: Tier): string {
+    const n = this.node(node);
+    if (n.reads === 'requests') return this.requestsStream;
+    if (n.reads === 'receipts') return this.receiptsStream;
+    if (!tier) throw new Error(`topology: node "${node}" reads a tier's work stream; name the tier`);
+    return this.workStream(tier);
+  }
+
+  /** The input subjects a tier's work stream holds: one per work node (partitions by wildcard). */
+  private workSubjects(tier: Tier): string[] {
+    return this.nodes.filter((n) => n.reads === 'work').map((n) => this.subj(n.partitions ? `${n.subject}.*.${tier}` : `${n.subject}.${tier}`));
   }
 
   streams(): Partial<StreamConfig>[] {
@@ -100,7 +149,7 @@ export class Topology {
       ...tiers.map((tier) => ({
         ...base,
         name: this.workStream(tier),
-        subjects: [this.validated(tier), this.resolved(tier), this.filtered(tier), this.deferred(tier), this.deliver('*', tier)],
+        subjects: this.workSubjects(tier),
         retention: RetentionPolicy.Workqueue,
         max_age: msToNs(7 * DAY),
         max_bytes: this.bytes(tierLimits[tier].storageShare),
@@ -131,7 +180,7 @@ export class Topology {
     ];
   }
 
-  /** Every durable consumer: one per stage per tier (per channel for dispatch), plus the loader. */
+  /** Every durable consumer: one per node per tier (per partition where it has them); untiered nodes one. */
   consumers(): { stream: string; config: Partial<ConsumerConfig> }[] {
     const pull = (durable: string, filter: string, maxAckPending: number): Partial<ConsumerConfig> => ({
       durable_name: durable,
@@ -144,19 +193,20 @@ export class Topology {
       max_ack_pending: maxAckPending,
     });
     const out: { stream: string; config: Partial<ConsumerConfig> }[] = [];
-    for (const tier of tiers) {
-      const pending = tierLimits[tier].maxAckPending;
-      out.push({ stream: this.requestsStream, config: pull(this.durable('validate', tier), this.request(tier), pending) });
-      const work = this.workStream(tier);
-      out.push({ stream: work, config: pull(this.durable('resolve', tier), this.validated(tier), pending) });
-      out.push({ stream: work, config: pull(this.durable('filter', tier), this.resolved(tier), pending) });
-      out.push({ stream: work, config: pull(this.durable('wake', tier), this.deferred(tier), pending) });
-      out.push({ stream: work, config: pull(this.durable('batch', tier), this.filtered(tier), pending) });
-      for (const channel of channels) {
-        out.push({ stream: work, config: pull(this.durable('dispatch', tier, channel), this.deliver(channel, tier), pending) });
+    for (const node of this.nodes) {
+      if (node.reads === 'receipts') {
+        out.push({ stream: this.receiptsStream, config: pull(this.durable(node.name), this.receipt('*'), node.maxAckPending ?? 20_000) });
+        continue;
+      }
+      for (const tier of tiers) {
+        for (const partition of node.partitions ?? [undefined]) {
+          out.push({
+            stream: this.streamOf(node.name, tier),
+            config: pull(this.durable(node.name, tier, partition), this.input(node.name, tier, partition), node.maxAckPending ?? tierLimits[tier].maxAckPending),
+          });
+        }
       }
     }
-    out.push({ stream: this.receiptsStream, config: pull(this.durable('loader'), this.receipt('*'), 20_000) });
     return out;
   }
 
@@ -172,7 +222,3 @@ export class Topology {
   }
 }
 
-/** The topology a configuration describes. */
-export function topologyOf(config: { namespace: string; storageBudgetBytes: number; replicas: number; ackWaitMs: number }): Topology {
-  return new Topology(config.namespace, config.storageBudgetBytes, config.replicas, config.ackWaitMs);
-}

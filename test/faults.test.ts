@@ -108,7 +108,12 @@ describe('infrastructure outages', () => {
     await servers.up('nats');
     await publishing;
     await eventually(() => recipientsSince(before) === 400, 'all 400 recipients after the restart', 90_000, 250);
-    console.log(`nats-server restart: ${catcher.messages.length - before - 400} duplicates of 400`);
+    // Give a redelivery that was still on its way the time to land, then count it.
+    await new Promise((r) => setTimeout(r, 2_000));
+    const duplicates = catcher.messages.length - before - 400;
+    console.log(`nats-server restart: ${duplicates} duplicates of 400`);
+    // At least once: a restart may repeat the few sends in flight (0 in every run so far), never 1 %.
+    expect(duplicates).toBeLessThan(4);
   });
 
   it('keeps delivering while ClickHouse is down for 30 s, and loads every receipt when it is back', async () => {

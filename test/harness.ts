@@ -4,7 +4,8 @@ import { loadConfig, type Config } from '../runtime/config.js';
 import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
 import { publishRequest } from '../runtime/producer.js';
 import { Directory, type DirectoryRecordInput } from '../stores/directory.js';
-import { topologyOf, Topology } from '../streams/topology.js';
+import type { Topology } from '../streams/topology.js';
+import { topologyOf, type PipelineGraph } from '../pipeline/graph.js';
 import { applyAll } from '../streams/apply.js';
 import { SmtpCatcher } from '../sinks/smtp-catcher.js';
 import { InboxStore } from '../stores/inbox.js';
@@ -39,6 +40,8 @@ export function testConfig(namespace: string, extra: Record<string, string> = {}
 /** Everything an integration test needs: applied topology, an SMTP catcher as the provider, clients. */
 export class Harness {
   pipeline?: Pipeline;
+  /** A pipeline graph of the test's own (default: Herald's). */
+  graph?: PipelineGraph;
   readonly log;
   private constructor(
     readonly config: Config,
@@ -51,16 +54,18 @@ export class Harness {
     this.log = createLogger(config.logLevel);
   }
 
-  static async create(label: string, env: Record<string, string> = {}): Promise<Harness> {
+  static async create(label: string, env: Record<string, string> = {}, graph?: PipelineGraph): Promise<Harness> {
     const namespace = uniqueNamespace(label);
     const smtp = new SmtpCatcher();
     const port = await smtp.start(0);
     const config = testConfig(namespace, { SMTP_URL: `smtp://127.0.0.1:${port}`, ...env });
-    const topology = topologyOf(config);
+    const topology = topologyOf(config, graph);
     const nats = await connectNats(config, 'herald-test');
     const clickhouse = connectClickHouse(config);
     await applyAll(nats, topology, clickhouse, config.clickhouseDatabase);
-    return new Harness(config, topology, nats, connectRedis(config), clickhouse, smtp);
+    const h = new Harness(config, topology, nats, connectRedis(config), clickhouse, smtp);
+    h.graph = graph;
+    return h;
   }
 
   get directory(): Directory { return new Directory(this.redis, this.topology.redisPrefix); }
@@ -76,7 +81,7 @@ export class Harness {
   }
 
   async start(opts: PipelineOptions = {}): Promise<Pipeline> {
-    this.pipeline = await Pipeline.start(this.config, this.log, opts);
+    this.pipeline = await Pipeline.start(this.config, this.log, { graph: this.graph, ...opts });
     return this.pipeline;
   }
 

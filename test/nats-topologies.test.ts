@@ -44,7 +44,7 @@ describe('nats.conf with users and subject permissions', () => {
       expect(ack.seq).toBeGreaterThan(0);
       await eventually(async () => (await h.inbox.list('acme', 'u1')).length === 1, 'the producer\'s request delivered');
 
-      await expect(js.publish(h.topology.deliver('inapp', 'transactional'), '{}')).rejects.toThrow(/permission|timeout|no responders/i);
+      await expect(js.publish(h.topology.input('dispatch', 'transactional', 'inapp'), '{}')).rejects.toThrow(/permission|timeout|no responders/i);
       const jsm = await jetstreamManager(producer).catch((e: Error) => e);
       if (!(jsm instanceof Error)) await expect(jsm.streams.info(h.topology.requestsStream)).rejects.toThrow();
       const sub = producer.subscribe('notify.>');
@@ -79,8 +79,19 @@ describe('a three-node NATS cluster with replicated streams', () => {
     await catcher.start();
     const natsUrl = nodes.map((n) => `nats://127.0.0.1:${n.port}`).join(',');
     const env = { NATS_URL: natsUrl, HERALD_REPLICAS: '3', SMTP_URL: `smtp://127.0.0.1:${catcher.port}`, HERALD_ACK_WAIT_MS: '3000', HERALD_RATE_LIMITS: 'smtp=100000' };
-    // The cluster needs a moment to elect its JetStream meta leader.
-    h = await eventually(() => Harness.create('cluster', env), 'the cluster to accept replicated streams', 60_000, 1_000);
+    // The cluster needs a moment to elect its JetStream meta leader and see its peers: wait until it
+    // places a replicated stream, then apply Herald's once (retrying the harness would leave a
+    // half-applied namespace behind each time).
+    const probe = await connect({ servers: nodes.map((n) => `127.0.0.1:${n.port}`) });
+    // Asking for the manager asks for the account, which waits for the meta leader too.
+    const jsm = await eventually(() => jetstreamManager(probe), 'the cluster\'s JetStream', 120_000, 1_000);
+    await eventually(async () => {
+      await jsm.streams.add({ name: 'PLACEMENT_PROBE', subjects: ['placement.probe'], num_replicas: 3 });
+      await jsm.streams.delete('PLACEMENT_PROBE');
+      return true;
+    }, 'the cluster to place a replicated stream', 120_000, 1_000);
+    await probe.close();
+    h = await Harness.create('cluster', env);
     await h.load(Array.from({ length: 600 }, (_, i) => ({ type: 'user' as const, tenant: 'acme', id: `c${i}`, email: `c${i}@acme.test` })));
     herald = new HeraldProcess(envFor(h.config, env));
     await herald.start();
@@ -106,6 +117,10 @@ describe('a three-node NATS cluster with replicated streams', () => {
     await stopAttached(servers[1]);
     await publishing;
     await eventually(() => new Set(catcher.messages.flatMap((m) => m.to)).size === 600, 'all 600 recipients with a node down', 120_000, 500);
-    console.log(`cluster node stop: ${catcher.messages.length - 600} duplicates of 600`);
+    await new Promise((r) => setTimeout(r, 2_000));
+    const duplicates = catcher.messages.length - 600;
+    console.log(`cluster node stop: ${duplicates} duplicates of 600`);
+    // A node stopping may repeat the few sends in flight on it (0 in every run so far), never 1 %.
+    expect(duplicates).toBeLessThan(6);
   }, 180_000);
 });

@@ -1,25 +1,25 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { validateStage } from '../processors/validate.js';
-import { resolveStage } from '../processors/resolve.js';
-import { preferenceFilterStage } from '../processors/preference-filter.js';
-import { decide } from '../runtime/preferences.js';
-import { batchStage } from '../processors/batch.js';
-import { dispatchStage } from '../processors/dispatch.js';
-import { checkPipeline, pipeline } from '../pipeline/graph.js';
-import { TemplateStore } from '../runtime/templates.js';
-import { DeferError, PermanentError, RetryableError, backoffMs } from '../runtime/errors.js';
-import type { StageDeps } from '../pipeline/deps.js';
-import type { UserProfile } from '../stores/directory.js';
-import type { AcceptedRequest, DeliveryBatch, FilteredChunk } from '../schemas/index.js';
-import type { DeliveryItem, Outcome, Sink } from '../sinks/sink.js';
-import { collect, fakeContext } from './fakes.js';
+import { validateStage } from '../../processors/validate.js';
+import { resolveStage } from '../../processors/resolve.js';
+import { preferenceFilterStage } from '../../processors/preference-filter.js';
+import { decide } from '../../runtime/preferences.js';
+import { batchStage } from '../../processors/batch.js';
+import { dispatchStage } from '../../processors/dispatch.js';
+import { checkGraph, pipelineGraph } from '../../pipeline/graph.js';
+import { TemplateStore } from '../../runtime/templates.js';
+import { DeferError, PermanentError, RetryableError, backoffMs } from '../../runtime/errors.js';
+import type { StageDeps } from '../../pipeline/deps.js';
+import type { UserProfile } from '../../stores/directory.js';
+import type { AcceptedRequest, DeliveryBatch, FilteredChunk } from '../../schemas/index.js';
+import type { DeliveryItem, Outcome, Sink } from '../../sinks/sink.js';
+import { collect, fakeContext } from '../fakes.js';
 
-const templates = new TemplateStore(path.join(import.meta.dirname, '..', 'templates'));
+const templates = new TemplateStore(path.join(import.meta.dirname, '..', '..', 'templates'));
 const NOW = Date.parse('2026-06-01T12:00:00Z');
 
 function deps(extra: Partial<StageDeps> = {}): StageDeps {
-  return { templates, defaultChannels: ['inapp', 'email'], now: () => NOW, ...extra } as StageDeps;
+  return { templates, defaultChannels: ['inapp', 'email'], inappBroadcastThreshold: 0, quietChannels: ['push', 'sms', 'email'], deferRecheckMs: 60_000, now: () => NOW, ...extra } as StageDeps;
 }
 
 const accepted: AcceptedRequest = {
@@ -265,8 +265,11 @@ describe('dispatch', () => {
 
 describe('wiring and backoff', () => {
   it('checks that each output schema is the next input schema', () => {
-    expect(() => checkPipeline(pipeline)).not.toThrow();
-    expect(() => checkPipeline([pipeline[0], pipeline[2]])).toThrow(/validate emits a schema that filter does not take/);
+    expect(() => checkGraph(pipelineGraph('chained'))).not.toThrow();
+    expect(() => checkGraph(pipelineGraph('split'))).not.toThrow();
+    const graph = pipelineGraph();
+    const skipping = { ...graph, edges: [...graph.edges.filter((e) => e.from !== 'validate'), { from: 'validate', to: 'filter', link: () => 'durable' as const }] };
+    expect(() => checkGraph(skipping)).toThrow(/validate emits a schema that filter does not take/);
   });
 
   it('backs off exponentially with full jitter under a cap', () => {

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createLogger } from '../runtime/logger.js';
+import { createLogger } from '../../runtime/logger.js';
 
 describe('logging', () => {
   it('redacts emails, phone numbers, device tokens and credentials', () => {

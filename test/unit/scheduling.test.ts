@@ -1,12 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { parseQuietHours, quietUntil } from '../runtime/quiet-hours.js';
-import { chain } from '../pipeline/chain.js';
-import { TierGate } from '../pipeline/tier-gate.js';
-import { recordsFromFlags } from '../cli/directory-set.js';
-import { directoryRecordSchema } from '../schemas/index.js';
-import type { Stage } from '../pipeline/stage.js';
-import type { UserView } from '../stores/directory.js';
-import { fakeContext } from './fakes.js';
+import { parseQuietHours, quietUntil } from '../../runtime/quiet-hours.js';
+import { Flow, type FlowEnv, type FlowStep } from '../../pipeline/flow.js';
+import { Metrics } from '../../pipeline/metrics.js';
+import type { GraphNode } from '../../pipeline/graph.js';
+import { createLogger } from '../../runtime/logger.js';
+import { TierGate } from '../../pipeline/tier-gate.js';
+import { recordsFromFlags } from '../../cli/directory-set.js';
+import { directoryRecordSchema } from '../../schemas/index.js';
+import type { Stage } from '../../pipeline/stage.js';
+import type { UserView } from '../../stores/directory.js';
+import { fakeContext } from '../fakes.js';
 
 const night = { start: '22:00', end: '07:00' };
 const la = 'America/Los_Angeles';
@@ -47,7 +50,24 @@ describe('quiet hours in the user\'s time zone', () => {
   });
 });
 
-describe('chain afterOutputs', () => {
+/** A flow of two in-process nodes, the second `concurrency` at a time, its outputs on subject "out". */
+function twoNodeFlow(first: Stage<number, number>, second: Stage<number, string>, concurrency: number): Flow {
+  const step = (name: string, stage: Stage<any, any>): FlowStep => ({
+    node: { name, def: { name, identify: () => [] } } as unknown as GraphNode, stage, log: createLogger('silent'), maxAttempts: 3, ownSubject: () => name,
+  });
+  const head = step('first', first);
+  head.next = { step: { ...step('second', second), route: () => 'out' }, concurrency };
+  return new Flow(head, new Metrics());
+}
+
+function flowEnv(afterOutputs: FlowEnv['afterOutputs']): FlowEnv {
+  return {
+    attempt: 1, redrive: false, storedAt: 0, signal: new AbortController().signal, receipt: () => undefined,
+    afterOutputs, publish: () => undefined, deadLetter: async () => undefined, idRoot: 'test',
+  };
+}
+
+describe('in-process flow afterOutputs', () => {
   it('runs a first-stage checkpoint only after the outputs before it were handed on, in order', async () => {
     const events: string[] = [];
     const first: Stage<number, number> = {
@@ -63,8 +83,8 @@ describe('chain afterOutputs', () => {
       process: async (i) => { await new Promise((r) => setTimeout(r, (5 - i) * 5)); return [`out ${i}`]; },
     };
     const afters: (() => Promise<void>)[] = [];
-    const { ctx } = fakeContext({ afterOutputs: (fn) => { events.push(`after queued (${events.filter((e) => e.startsWith('out')).length} out)`); afters.push(fn); } });
-    for await (const out of chain(first, second, 4).process!(5, ctx) as AsyncIterable<string>) events.push(out);
+    const env = flowEnv((fn) => { events.push(`after queued (${events.filter((e) => e.startsWith('out')).length} out)`); afters.push(fn); });
+    for await (const out of twoNodeFlow(first, second, 4).run(5, env, 'test:1') as AsyncIterable<{ data: string }>) events.push(JSON.parse(out.data));
     for (const fn of afters) await fn();
     // Each checkpoint i is queued only once "out i" has been handed on.
     const queued = events.filter((e) => e.startsWith('after queued')).map((e) => Number(/\((\d+) out\)/.exec(e)![1]));

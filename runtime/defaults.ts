@@ -1,0 +1,36 @@
+/**
+ * Every default of Herald's settings, in one place. The config schema fills the environment's
+ * defaults from here; the pipeline graph and stages receive parsed values and keep no fallbacks.
+ */
+export const defaults = {
+  natsUrl: 'nats://127.0.0.1:4222',
+  redisUrl: 'redis://127.0.0.1:6379',
+  clickhouseUrl: 'http://127.0.0.1:8123',
+  clickhouseDatabase: 'herald',
+  smtpFrom: 'Herald <herald@localhost>',
+  smtpCatcherPort: 2525,
+  dataDir: '.herald',
+  templatesDir: 'templates',
+  defaultChannels: ['inapp', 'email', 'push'] as const,
+  storageBudgetMb: 16_384,
+  /** How long a message may go unacknowledged before JetStream gives it to another process. */
+  ackWaitMs: 30_000,
+  replicas: 1,
+  wiring: 'chained' as const,
+  criticalCategories: 'security,otp',
+  inappBroadcastThreshold: 10_000,
+  quietHoursChannels: ['push', 'sms', 'email'] as const,
+  deferRecheckMs: 60_000,
+  rateLimits: 'apns=5000,fcm=5000,twilio=100,smtp=500',
+  breakerFailures: 5,
+  breakerCoolDownMs: 5_000,
+  /** Attempts of every stage before it gives up (the loader waits out ClickHouse instead). */
+  maxAttempts: 12,
+  backoffBaseMs: 500,
+  backoffCapMs: 300_000,
+  httpHost: '127.0.0.1',
+  httpPort: 9464,
+  /** Readiness waits this long for each of NATS, Redis and ClickHouse. */
+  readinessTimeoutMs: 2_000,
+  logLevel: 'info' as const,
+} as const;

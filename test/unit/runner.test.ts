@@ -1,0 +1,167 @@
+import type { JsMsg } from '@nats-io/jetstream';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { Assembly } from '../../pipeline/assembly.js';
+import type { StageDeps } from '../../pipeline/deps.js';
+import type { PipelineGraph } from '../../pipeline/graph.js';
+import { Metrics } from '../../pipeline/metrics.js';
+import type { Stage, StageDefinition } from '../../pipeline/stage.js';
+import { PermanentError, RetryableError } from '../../runtime/errors.js';
+import { createLogger } from '../../runtime/logger.js';
+import type { Receipt } from '../../schemas/index.js';
+import { Topology } from '../../streams/topology.js';
+
+/** A message as JetStream hands it over, recording how it was settled. */
+function fakeMessage(body: unknown, seq: number, deliveryCount = 1) {
+  const settled: string[] = [];
+  const m = {
+    subject: 'notify.request.social',
+    data: new TextEncoder().encode(typeof body === 'string' ? body : JSON.stringify(body)),
+    headers: undefined,
+    info: { stream: 'REQUESTS', streamSequence: seq, deliveryCount, timestampNanos: 1_000_000_000 },
+    ack: () => settled.push('ack'),
+    nak: (ms?: number) => settled.push(`nak ${ms}`),
+    term: () => settled.push('term'),
+    working: () => undefined,
+  };
+  return { m: m as unknown as JsMsg, settled };
+}
+
+/** A consumer that hands over these messages, then waits until closed. */
+function fakeSource(msgs: JsMsg[]) {
+  let close!: () => void;
+  const closed = new Promise<void>((resolve) => { close = resolve; });
+  return {
+    consume: async () => Object.assign((async function* () {
+      yield* msgs;
+      await closed;
+    })(), { close: async () => close() }),
+  };
+}
+
+const item = z.strictObject({ tenant: z.string(), id: z.string(), tier: z.literal('social'), n: z.number() });
+type Item = z.infer<typeof item>;
+
+/** A test stage: behaviour per input from `act`. */
+function stage(name: string, act: (input: Item) => Item[] | Promise<Item[]>): StageDefinition<Item, Item, Record<string, never>, StageDeps> {
+  return {
+    name, input: item, output: item, config: z.object({}),
+    identify: (i) => [{ tenant: i.tenant, request_id: i.id, tier: i.tier, category: 'cat' }],
+    tierOf: (i) => i.tier,
+    create: (): Stage<Item, Item> => ({ process: async (input) => act(input) }),
+  };
+}
+
+function harness(first: StageDefinition<Item, Item, any, StageDeps>, second: StageDefinition<Item, Item, any, StageDeps>, link: 'inline' | 'durable') {
+  const run = () => ({ pullBatch: 10, concurrency: 4, maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000, ackWaitMs: 30_000 });
+  const graph: PipelineGraph = {
+    nodes: [
+      { name: 'first', def: first, reads: 'requests', subject: 'request', run },
+      { name: 'second', def: second, reads: 'work', subject: 'seconds', run },
+      { name: 'third', def: stage('third', (i) => [i]), reads: 'work', subject: 'thirds', run },
+    ],
+    edges: [{ from: 'first', to: 'second', link: () => link }, { from: 'second', to: 'third', link: () => 'durable' }],
+  };
+  const published: { subject: string; data: string; msgID: string }[] = [];
+  let releasePublishes!: () => void;
+  const publishesHeld = new Promise<void>((resolve) => { releasePublishes = resolve; });
+  const receipts: Receipt[] = [];
+  const assembly = new Assembly({
+    graph, topology: new Topology(graph.nodes), deps: {} as StageDeps, metrics: new Metrics(), log: createLogger('silent'),
+    settings: { ackWaitMs: 30_000, retry: { maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000 } },
+    publish: async (subject, data, msgID) => {
+      published.push({ subject, data: String(typeof data === 'string' ? data : Buffer.from(data)), msgID });
+      if (!subject.includes('dlq')) await publishesHeld;
+      return {};
+    },
+    receipts: { add: (r) => receipts.push(r), flush: async () => undefined },
+  });
+  const runOn = async (msgs: JsMsg[]) => {
+    const runner = assembly.runner({ node: graph.nodes[0], tier: 'social', durable: 'first_social' }, fakeSource(msgs));
+    await runner.start();
+    return runner;
+  };
+  return { published, receipts, releasePublishes, runOn };
+}
+
+const until = async (check: () => boolean) => {
+  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
+  expect(check()).toBe(true);
+};
+
+describe('the runner against fake messages', () => {
+  it('publishes every output with a msgID from the input, and acks only after the PubAcks', async () => {
+    const h = harness(stage('first', (i) => [{ ...i, n: 1 }, { ...i, n: 2 }]), stage('second', (i) => [i]), 'durable');
+    const { m, settled } = fakeMessage({ tenant: 't', id: 'r1', tier: 'social', n: 0 }, 7);
+    const runner = await h.runOn([m]);
+    await until(() => h.published.length === 2);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(settled).toEqual([]);
+    h.releasePublishes();
+    await until(() => settled.length === 1);
+    expect(settled).toEqual(['ack']);
+    expect(h.published.map((p) => [p.subject, p.msgID, JSON.parse(p.data).n])).toEqual([
+      ['notify.seconds.social', 'first_social:7:0', 1],
+      ['notify.seconds.social', 'first_social:7:1', 2],
+    ]);
+    await runner.close();
+  });
+
+  it('dead-letters a permanent failure on the node\'s DLQ subject with receipts naming whom it was about, then terms', async () => {
+    const h = harness(stage('first', () => { throw new PermanentError('no good', ['n: too big']); }), stage('second', (i) => [i]), 'durable');
+    const { m, settled } = fakeMessage({ tenant: 't', id: 'r1', tier: 'social', n: 0 }, 8);
+    const bad = fakeMessage('{not json', 9);
+    const runner = await h.runOn([m, bad.m]);
+    await until(() => settled.length === 1 && bad.settled.length === 1);
+    expect(settled).toEqual(['term']);
+    expect(bad.settled).toEqual(['term']);
+    const letters = h.published.filter((p) => p.subject === 'notify.dlq.first').map((p) => JSON.parse(p.data));
+    expect(letters).toHaveLength(2);
+    expect(letters[0]).toMatchObject({ stage: 'first', reason: 'no good', problems: ['n: too big'], stream_seq: 8, tenant: 't', request_id: 'r1' });
+    expect(letters[1].problems[0]).toMatch(/not UTF-8 JSON/);
+    expect(h.receipts.filter((r) => r.request_id === 'r1')).toMatchObject([{ stage: 'first', status: 'dead_lettered', tenant: 't', tier: 'social', category: 'cat' }]);
+    await runner.close();
+  });
+
+  it('naks a retryable failure with backoff, and gives up on the last attempt', async () => {
+    const h = harness(stage('first', () => { throw new RetryableError('later', 250); }), stage('second', (i) => [i]), 'durable');
+    const early = fakeMessage({ tenant: 't', id: 'r1', tier: 'social', n: 0 }, 10, 1);
+    const last = fakeMessage({ tenant: 't', id: 'r2', tier: 'social', n: 0 }, 11, 3);
+    const runner = await h.runOn([early.m, last.m]);
+    await until(() => early.settled.length === 1 && last.settled.length === 1);
+    expect(early.settled).toEqual(['nak 250']);
+    expect(last.settled).toEqual(['term']);
+    expect(h.published.filter((p) => p.subject === 'notify.dlq.first').map((p) => JSON.parse(p.data).attempts)).toEqual([3]);
+    await runner.close();
+  });
+
+  it('gives an in-process node its own identity: it dead-letters its own input and the message is acked', async () => {
+    const h = harness(
+      stage('first', (i) => [{ ...i, n: 1 }, { ...i, n: 2 }]),
+      stage('second', (i) => { if (i.n === 2) throw new PermanentError('second refuses 2', []); return [i]; }),
+      'inline',
+    );
+    h.releasePublishes();
+    const { m, settled } = fakeMessage({ tenant: 't', id: 'r1', tier: 'social', n: 0 }, 12);
+    const runner = await h.runOn([m]);
+    await until(() => settled.length === 1);
+    expect(settled).toEqual(['ack']);
+    const outputs = h.published.filter((p) => !p.subject.includes('dlq'));
+    expect(outputs.map((p) => [p.subject, JSON.parse(p.data).n])).toEqual([['notify.thirds.social', 1]]);
+    const [letter] = h.published.filter((p) => p.subject === 'notify.dlq.second').map((p) => JSON.parse(p.data));
+    // A redrive goes to the second node's own subject (it has its own consumer).
+    expect(letter).toMatchObject({ stage: 'second', subject: 'notify.seconds.social', reason: 'second refuses 2' });
+    expect(h.receipts).toMatchObject([{ stage: 'second', status: 'dead_lettered', request_id: 'r1' }]);
+    await runner.close();
+  });
+
+  it('retries the whole message while an in-process node fails for now, never giving up in its name', async () => {
+    const h = harness(stage('first', (i) => [i]), stage('second', () => { throw new Error('redis away'); }), 'inline');
+    const { m, settled } = fakeMessage({ tenant: 't', id: 'r1', tier: 'social', n: 0 }, 13, 1);
+    const runner = await h.runOn([m]);
+    await until(() => settled.length === 1);
+    expect(settled[0]).toMatch(/^nak \d+$/);
+    expect(h.receipts).toEqual([]);
+    await runner.close();
+  });
+});
