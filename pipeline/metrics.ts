@@ -23,9 +23,18 @@ export class Metrics {
     client.collectDefaultMetrics({ register: this.registry });
   }
 
+  /** Label-bound series, looked up once per stage and outcome: this runs for every message of every node. */
+  private readonly series = new Map<string, { handled: client.Counter.Internal; duration: client.Histogram.Internal<string> }>();
+
   processed(stage: string, outcome: 'ok' | 'failed' | 'deferred', ms: number, count = 1): void {
-    this.handled.inc({ stage, outcome }, count);
-    this.duration.observe({ stage }, ms / 1000);
+    const key = `${stage}\u0000${outcome}`;
+    let s = this.series.get(key);
+    if (!s) {
+      s = { handled: this.handled.labels({ stage, outcome }), duration: this.duration.labels({ stage }) };
+      this.series.set(key, s);
+    }
+    s.handled.inc(count);
+    s.duration.observe(ms / 1000);
   }
 
   deadLettered(stage: string): void {
