@@ -46,7 +46,7 @@ try {
       members.push({ type: 'user' as const, tenant: 'b', id: `u${i}`, email: `u${i}@bench.test` });
       members.push({ type: 'topic_member' as const, tenant: 'b', topic: 'all', user_id: `u${i}` });
     }
-    await new Directory(redis, topology.redisPrefix).upsert(members, 5_000);
+    await new Directory(redis, topology.keys).upsert(members, 5_000);
     const pipeline = await Pipeline.start(config, createLogger('error'), { stages: ['validate', 'batch', 'dispatch', 'loader'] });
     let n = 0;
     try {

@@ -92,7 +92,7 @@ export async function connectBench(env: Record<string, string>) {
   const redis = connectRedis(config);
   return {
     config, topology, nats, ch, redis,
-    directory: new Directory(redis, topology.redisPrefix),
+    directory: new Directory(redis, topology.keys),
     async close(): Promise<void> {
       await nats.nc.drain();
       redis.disconnect();

@@ -30,7 +30,7 @@ export async function runDemo(pipeline: Pipeline): Promise<void> {
   const ack = await publishRequest(pipeline.nats.js, pipeline.topology, request);
   out(`\n== demo: published a welcome notification to ${pipeline.topology.request(request.tier)} (seq ${ack.seq})`);
 
-  const inbox = new InboxStore(pipeline.redis, pipeline.topology.redisPrefix);
+  const inbox = new InboxStore(pipeline.redis, pipeline.topology.keys);
   const userIds = request.recipients.user_ids ?? [];
   const entries = await until(async () => {
     const lists = await Promise.all(userIds.map((u) => inbox.list(request.tenant, u, 1)));

@@ -176,7 +176,7 @@ directory
     await withRedis(cfg, async (redis) => {
       const bar = progress(`importing ${path.basename(file)}`, 'bytes', !o.json && process.stderr.isTTY === true);
       const size = fs.statSync(file).size;
-      const report = await new Directory(redis, topologyOf(cfg).redisPrefix).importFile(file, (read) => bar.update(read, size));
+      const report = await new Directory(redis, topologyOf(cfg).keys).importFile(file, (read) => bar.update(read, size));
       bar.stop();
       print(!!o.json, report, () => [
         `loaded ${report.loaded} records from ${file}`,
@@ -206,7 +206,7 @@ directory
   .action(async (user: string, o: DirectorySetFlags & { tenant: string; json?: boolean }) => {
     const cfg = config();
     await withRedis(cfg, async (redis) => {
-      const dir = new Directory(redis, topologyOf(cfg).redisPrefix);
+      const dir = new Directory(redis, topologyOf(cfg).keys);
       let records;
       try {
         records = recordsFromFlags(o.tenant, user, o, await dir.show(o.tenant, user));
@@ -234,7 +234,7 @@ directory
   .action(async (user: string, o: { tenant: string; json?: boolean }) => {
     const cfg = config();
     await withRedis(cfg, async (redis) => {
-      const view = await new Directory(redis, topologyOf(cfg).redisPrefix).show(o.tenant, user);
+      const view = await new Directory(redis, topologyOf(cfg).keys).show(o.tenant, user);
       print(!!o.json, view, () => formatUser(view));
       if (!view.exists && view.devices.length === 0 && view.topics.length === 0) process.exitCode = 1;
     });
@@ -250,7 +250,7 @@ program
   .action(async (user: string, o: { tenant: string; limit: string; json?: boolean }) => {
     const cfg = config();
     await withRedis(cfg, async (redis) => {
-      const prefix = topologyOf(cfg).redisPrefix;
+      const prefix = topologyOf(cfg).keys;
       const entries = await readInbox(new InboxStore(redis, prefix), new Directory(redis, prefix), o.tenant, user, Number(o.limit), cfg.criticalCategories);
       print(!!o.json, entries, () => entries.length === 0 ? `(no notifications for ${user} in ${o.tenant})` :
         entries.map((e) => `${new Date(e.created_at).toISOString()}  ${e.read ? '   ' : '[*]'} ${e.title} — ${e.body}  (${e.category}, ${e.id})`).join('\n'));

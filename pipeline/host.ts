@@ -35,11 +35,11 @@ export async function stageDeps(
 ): Promise<StageDeps> {
   const kvm = new Kvm(nats.js);
   return {
-    directory: new Directory(redis, topology.redisPrefix),
+    directory: new Directory(redis, topology.keys),
     templates: new TemplateStore(config.templatesDir),
     dedup: new DedupStore(await kvm.open(topology.kvBucket('dedup'))),
     checkpoints: new Checkpoints(await kvm.open(topology.kvBucket('checkpoints'))),
-    inbox: new InboxStore(redis, topology.redisPrefix),
+    inbox: new InboxStore(redis, topology.keys),
     inappBroadcastThreshold: config.inappBroadcastThreshold,
     quietChannels: config.quietChannels,
     deferRecheckMs: config.deferRecheckMs,
@@ -109,7 +109,7 @@ export class Pipeline {
         });
         await pipeline.breakers.start();
         const rates = Object.fromEntries(Object.entries(config.guards.rateLimits).map(([p, perSecond]) => [p, { perSecond }]));
-        pipeline.limiter = new RateLimiter(redis, topology.redisPrefix, rates, config.guards.tenantRateLimit ? { perSecond: config.guards.tenantRateLimit } : undefined);
+        pipeline.limiter = new RateLimiter(redis, topology.keys, rates, config.guards.tenantRateLimit ? { perSecond: config.guards.tenantRateLimit } : undefined);
       }
       await pipeline.startSinks(opts.sinks);
       const deps = await stageDeps(config, topology, nats, redis, clickhouse, pipeline.sinks, pipeline.metrics, opts.now);
@@ -120,7 +120,7 @@ export class Pipeline {
         graph, topology, deps, receipts, metrics: pipeline.metrics, log,
         settings: { ackWaitMs: config.ackWaitMs, retry: config.retry },
         publish: (subject, data, msgID) => nats.js.publish(subject, data, { msgID }),
-        attempts: new LoggedAttempts(new AttemptLog(redis, topology.redisPrefix)),
+        attempts: new LoggedAttempts(new AttemptLog(redis, topology.keys)),
         priority: (tier) => (tier ? gate.priority(tier === 'transactional') : undefined),
       });
       for (const spec of assembly.consumers({ nodes: opts.stages, tiers: opts.tiers })) {
@@ -139,7 +139,7 @@ export class Pipeline {
   }
 
   private async startSinks(override?: Partial<Record<Channel, Sink>>): Promise<void> {
-    this.providers = await buildProviders(this.config, this.redis, this.topology.redisPrefix, this.log, { breaker: this.breakers, limiter: this.limiter });
+    this.providers = await buildProviders(this.config, this.redis, this.topology.keys, this.log, { breaker: this.breakers, limiter: this.limiter });
     this.catcher = this.providers.catcher;
     Object.assign(this.sinks, this.providers.sinks, override ?? {});
   }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { resolvedChunkSchema, validatedSchema, type ResolvedChunk, type Validated } from '../schemas/index.js';
 import type { InboxContent } from '../stores/inbox.js';
+import { keyPart } from '../stores/keys.js';
 import type { FanoutCheckpoint } from '../stores/checkpoints.js';
 import { requestIdentity, type StageDefinition, type StageContext } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
@@ -16,7 +17,7 @@ type Request = Validated['request'];
  * A request's chunk is named by its number, not by its position in one delivery's outputs: a
  * fan-out resumed from its checkpoint starts at a later chunk, and must not reuse earlier msgIDs.
  */
-export const chunkId = (o: ResolvedChunk) => `${o.request.tenant}:${o.request.id}:${o.request.replay ?? ''}:${o.chunk}`;
+export const chunkId = (o: ResolvedChunk) => `${o.request.tenant}:${keyPart(o.request.id)}:${o.request.replay ?? ''}:${o.chunk}`;
 
 /**
  * resolve: expands user ids or a topic into chunks of at most `chunkSize` users. Chunks are

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { DeferError, PermanentError } from '../runtime/errors.js';
 import { requestIdFor } from '../runtime/ids.js';
-import { describeIssues, requestSchema, validatedSchema, type Validated } from '../schemas/index.js';
+import { describeIssues, jsonShapeProblems, requestSchema, validatedSchema, type Validated } from '../schemas/index.js';
 import type { Identity, StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 
@@ -61,7 +61,8 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
           problems.push(`tier: "${parsed.data.tier}" published to the ${config.tier} subject; publish to notify.request.${parsed.data.tier}`);
         }
         const content = renderable(raw);
-        if (content) problems.push(...deps.templates.check(content));
+        // Data too deep or too large is reported by the schema; rendering it is not tried.
+        if (content && jsonShapeProblems(content.data).length === 0) problems.push(...deps.templates.check(content));
         if (!parsed.success || problems.length > 0) {
           throw new PermanentError(`request rejected (${problems.length} problem${problems.length === 1 ? '' : 's'})`, problems);
         }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import Handlebars from 'handlebars';
+import { budgeted, guardedEngine, inlineProblems, outputProblems } from './template-guard.js';
 
 /** Rendered content for one locale. */
 export interface RenderedContent {
@@ -13,9 +13,14 @@ interface ContentSource { title: string; body: string; html?: string }
 type Compiled = { title: HandlebarsTemplateDelegate; body: HandlebarsTemplateDelegate; html?: HandlebarsTemplateDelegate };
 
 /** A content problem the sender must fix: reported as a rejection, never retried. */
-export class ContentError extends Error {}
+export class ContentError extends Error {
+  constructor(message: string, readonly problems: string[] = [message]) {
+    super(message);
+  }
+}
 
-const engine = Handlebars.create();
+// Loops are budgeted and `log` is gone, for operator templates too: data comes from producers.
+const engine = guardedEngine();
 
 function compile(source: ContentSource): Compiled {
   // Text parts are not HTML-escaped; the HTML part is.
@@ -28,18 +33,22 @@ function compile(source: ContentSource): Compiled {
 }
 
 function run(compiled: Compiled, data: Record<string, unknown>, where: string): RenderedContent {
+  let rendered: RenderedContent;
   try {
-    return {
+    rendered = budgeted(() => ({
       title: compiled.title(data),
       body: compiled.body(data),
       html: compiled.html?.(data),
-    };
+    }));
   } catch (err) {
     const missing = /"([^"]+)" not defined/.exec((err as Error).message)?.[1];
     throw new ContentError(missing
       ? `${where} uses {{${missing}}} but data has no "${missing}"`
       : `${where} cannot be rendered: ${(err as Error).message}`);
   }
+  const tooBig = outputProblems(rendered, where);
+  if (tooBig.length) throw new ContentError(tooBig.join('; '), tooBig);
+  return rendered;
 }
 
 /**
@@ -101,6 +110,13 @@ export class TemplateStore {
     const key = JSON.stringify(content);
     let compiled = this.inline.get(key);
     if (!compiled) {
+      // Inline content is producer input: placeholders and if/unless only, checked before compiling.
+      const problems = [
+        ...inlineProblems(content.title, 'content.title'),
+        ...inlineProblems(content.body, 'content.body'),
+        ...(content.html === undefined ? [] : inlineProblems(content.html, 'content.html')),
+      ];
+      if (problems.length) throw new ContentError(problems.join('; '), problems);
       try {
         compiled = compile(content);
       } catch (err) {
@@ -125,7 +141,7 @@ export class TemplateStore {
     const problems: string[] = [];
     const data = req.data ?? {};
     const attempt = (fn: () => unknown) => {
-      try { fn(); } catch (err) { problems.push((err as Error).message); }
+      try { fn(); } catch (err) { problems.push(...(err instanceof ContentError ? err.problems : [(err as Error).message])); }
     };
     if (req.content) {
       attempt(() => this.renderInline(req.content!, data));

@@ -1,5 +1,11 @@
 import { z } from 'zod';
 
+/**
+ * A tenant name: letters, digits, `_` and `-`. No `:` or `.`: a tenant is a component of Redis keys,
+ * KV keys, msgIDs and subjects, and must never be able to reach into another's.
+ */
+export const tenantSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'tenant: 1-64 of letters, digits, _ and -');
+
 export const tiers = ['transactional', 'social', 'marketing'] as const;
 export const tierSchema = z.enum(tiers);
 export type Tier = z.infer<typeof tierSchema>;

@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import { channelSchema } from './common.js';
+import { channelSchema, tenantSchema } from './common.js';
 
 const id = z.string().min(1).max(128);
-const tenant = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'tenant: 1-64 of letters, digits, _ . : -');
+const tenant = tenantSchema;
 
 export const userRecordSchema = z.strictObject({
   type: z.literal('user'),

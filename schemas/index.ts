@@ -4,3 +4,4 @@ export * from './pipeline.js';
 export * from './receipt.js';
 export * from './dlq.js';
 export * from './directory.js';
+export * from './bounds.js';

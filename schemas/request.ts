@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { channelSchema, tierSchema } from './common.js';
+import { channelSchema, tenantSchema, tierSchema } from './common.js';
+import { jsonShapeProblems } from './bounds.js';
 
 const isoTime = z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time, e.g. 2026-01-31T09:00:00Z' });
 const text = (max: number) => z.string().min(1).max(max);
@@ -29,13 +30,15 @@ export const recipientsSchema = z
 export const requestSchema = z
   .strictObject({
     id: text(128).optional(),
-    tenant: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'tenant: 1-64 of letters, digits, _ . : -'),
+    tenant: tenantSchema,
     idempotency_key: text(256),
     tier: tierSchema,
     category: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'category: 1-64 of letters, digits, _ . : -'),
     content: inlineContentSchema.optional(),
     template: templateRefSchema.optional(),
-    data: z.record(z.string(), z.unknown()).optional(),
+    data: z.record(z.string(), z.unknown()).superRefine((data, ctx) => {
+      for (const problem of jsonShapeProblems(data)) ctx.addIssue({ code: 'custom', message: `data ${problem}` });
+    }).optional(),
     recipients: recipientsSchema,
     channels: z.array(channelSchema).min(1).max(4).refine((c) => new Set(c).size === c.length, 'channels repeat').optional(),
     send_at: isoTime.optional(),

@@ -1,3 +1,4 @@
+import type { KeySpace } from '../stores/keys.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
@@ -39,7 +40,7 @@ export const sandboxDir = (config: Config) => path.join(config.dataDir, 'sandbox
  * with one clear log line (`off`), in which case its deliveries get a failed receipt saying so.
  */
 export async function buildProviders(
-  config: Config, redis: Redis, prefix: string, log: Logger, guards: { breaker?: BreakerGuard; limiter?: RateGuard } = {},
+  config: Config, redis: Redis, keys: KeySpace, log: Logger, guards: { breaker?: BreakerGuard; limiter?: RateGuard } = {},
 ): Promise<ProviderSet> {
   // Every external provider sits behind its own breaker and rate limits (the inbox is ours: none).
   const guard = (sink: Sink): Sink => (guards.breaker || guards.limiter ? new GuardedSink(sink, guards.breaker, guards.limiter) : sink);
@@ -49,7 +50,7 @@ export async function buildProviders(
   const closers: (() => Promise<unknown>)[] = [];
   const record = (name: string) => path.join(sandboxDir(config), `${name}.jsonl`);
 
-  set.sinks.inapp = new InAppSink(new InboxStore(redis, prefix));
+  set.sinks.inapp = new InAppSink(new InboxStore(redis, keys));
 
   // Email: SMTP relays in failover order, or the local catcher.
   let smtpUrls = p.smtpUrls;

@@ -1,3 +1,4 @@
+import type { KeySpace } from './keys.js';
 import type { Redis } from 'ioredis';
 
 /** How many real failures a message has had, and the first one, across processes and restarts. */
@@ -11,10 +12,10 @@ export interface AttemptRecord {
  * that were only deferred (send_at, an open breaker, a rate limit), which are not attempts.
  */
 export class AttemptLog {
-  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly ttlSeconds = 7 * 86_400) {}
+  constructor(private readonly redis: Redis, private readonly keys: KeySpace, private readonly ttlSeconds = 7 * 86_400) {}
 
   private key(id: string): string {
-    return `${this.prefix}attempts:${id}`;
+    return this.keys.internal('attempts', id);
   }
 
   async get(id: string): Promise<AttemptRecord | undefined> {

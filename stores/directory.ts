@@ -1,3 +1,4 @@
+import type { KeySpace } from './keys.js';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import type { Redis } from 'ioredis';
@@ -50,10 +51,10 @@ export interface ImportReport {
 
 /** The recipient directory in Redis: users, devices, preferences and topics, per tenant. */
 export class Directory {
-  constructor(private readonly redis: Redis, private readonly prefix: string) {}
+  constructor(private readonly redis: Redis, private readonly keys: KeySpace) {}
 
   private key(tenant: string, kind: string, id: string): string {
-    return `${this.prefix}${tenant}:${kind}:${id}`;
+    return this.keys.tenant(tenant, kind, id);
   }
 
   private write(pipeline: ReturnType<Redis['pipeline']>, record: DirectoryRecord): void {
@@ -221,7 +222,7 @@ export class Directory {
    */
   async countTowardCap(tenant: string, category: string, requestId: string, users: { id: string; day: string }[]): Promise<number[]> {
     if (users.length === 0) return [];
-    const keys = users.map((u) => `${this.prefix}${tenant}:cap:${category}:${u.day}:${u.id}`);
+    const keys = users.map((u) => this.keys.tenant(tenant, 'cap', category, u.day, u.id));
     const counts = (await this.redis.eval(COUNT_TOWARD_CAP, keys.length, ...keys, requestId)) as number[];
     return counts.map(Number);
   }

@@ -1,3 +1,4 @@
+import type { KeySpace } from './keys.js';
 import type { Redis } from 'ioredis';
 import { execOrThrow } from './directory.js';
 
@@ -49,15 +50,14 @@ export interface InboxContent {
  * nothing: the sink is idempotent and needs no dedup key.
  */
 export class InboxStore {
-  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly contentTtlSeconds = 90 * 86_400) {}
+  constructor(private readonly redis: Redis, private readonly keySpace: KeySpace, private readonly contentTtlSeconds = 90 * 86_400) {}
 
   private keys(tenant: string, userId: string) {
-    const base = `${this.prefix}${tenant}:inbox:${userId}`;
-    return { index: base, read: `${base}:read` };
+    return { index: this.keySpace.tenant(tenant, 'inbox', userId), read: this.keySpace.tenant(tenant, 'inbox-read', userId) };
   }
 
   private contentKey(tenant: string, requestId: string): string {
-    return `${this.prefix}${tenant}:notif:${requestId}`;
+    return this.keySpace.tenant(tenant, 'notif', requestId);
   }
 
   /** Stores content once per (request, locale) and adds a reference to each inbox, in one pipeline. Returns, per entry, whether it was new. */
@@ -83,7 +83,7 @@ export class InboxStore {
   }
 
   private broadcastKey(tenant: string, topic: string): string {
-    return `${this.prefix}${tenant}:bcast:${topic}`;
+    return this.keySpace.tenant(tenant, 'bcast', topic);
   }
 
   /**

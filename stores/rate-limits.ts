@@ -1,3 +1,4 @@
+import type { KeySpace } from './keys.js';
 import type { Redis } from 'ioredis';
 
 /**
@@ -42,7 +43,7 @@ export interface Rate {
 export class RateLimiter {
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
+    private readonly keys: KeySpace,
     private readonly providerRates: Record<string, Rate>,
     private readonly tenantRate?: Rate,
     private readonly now: () => number = Date.now,
@@ -84,9 +85,9 @@ export class RateLimiter {
   private async takeFromRedis(provider: string, tenant: string, count: number): Promise<number> {
     const buckets: [string, Rate][] = [];
     const providerRate = this.rateFor(provider);
-    if (providerRate) buckets.push([`${this.prefix}rate:p:${provider}`, providerRate]);
-    if (this.tenantRate) buckets.push([`${this.prefix}rate:t:${tenant}`, this.tenantRate]);
-    const pauseKey = `${this.prefix}rate:pause:${provider}`;
+    if (providerRate) buckets.push([this.keys.internal('rate', 'p', provider), providerRate]);
+    if (this.tenantRate) buckets.push([this.keys.internal('rate', 't', tenant, provider), this.tenantRate]);
+    const pauseKey = this.keys.internal('rate', 'pause', provider);
     const args: (string | number)[] = [this.now(), count];
     for (const [, r] of buckets) args.push(r.perSecond, r.burst ?? Math.max(1, r.perSecond));
     const wait = await this.redis.eval(TAKE, buckets.length + 1, ...buckets.map(([k]) => k), pauseKey, ...args);
@@ -96,6 +97,6 @@ export class RateLimiter {
   /** The provider said "slow down until then" (429 Retry-After): every process waits. */
   async pause(provider: string, untilMs: number): Promise<void> {
     const ms = untilMs - this.now();
-    if (ms > 0) await this.redis.set(`${this.prefix}rate:pause:${provider}`, String(untilMs), 'PX', ms);
+    if (ms > 0) await this.redis.set(this.keys.internal('rate', 'pause', provider), String(untilMs), 'PX', ms);
   }
 }

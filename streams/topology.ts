@@ -1,6 +1,7 @@
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import type { ConsumerConfig, StreamConfig } from '@nats-io/jetstream';
 import { tiers, type Tier } from '../schemas/common.js';
+import { KeySpace } from '../stores/keys.js';
 
 /** JetStream speaks nanoseconds; Herald speaks milliseconds. This is the one conversion. */
 export const msToNs = (ms: number): number => ms * 1_000_000;
@@ -108,8 +109,8 @@ export class Topology {
   kvBucket(base: 'dedup' | 'breakers' | 'checkpoints' | 'cancellations'): string {
     return this.namespace ? `${this.namespace}_${base}` : base;
   }
-  /** Redis key prefix for the directory, inbox and counters. */
-  get redisPrefix(): string { return this.namespace ? `herald:${this.namespace}:` : 'herald:'; }
+  /** Redis keys for the directory, inbox and counters, in this namespace. */
+  get keys(): KeySpace { return new KeySpace(this.namespace); }
 
   /** A node's durable consumer name: `<node>[_<partition>][_<tier>]`. */
   durable(node: string, tier?: Tier, partition?: string): string {

@@ -27,7 +27,7 @@ async function inboxSizes(h: Harness, tenant: string, n: number): Promise<Record
   const sizes: Record<number, number> = {};
   for (let start = 0; start < n; start += 20_000) {
     const pipeline = h.redis.pipeline();
-    for (let i = start; i < Math.min(n, start + 20_000); i++) pipeline.zcard(`${h.topology.redisPrefix}${tenant}:inbox:${memberId(i)}`);
+    for (let i = start; i < Math.min(n, start + 20_000); i++) pipeline.zcard(h.topology.keys.tenant(tenant, 'inbox', memberId(i)));
     for (const [, size] of (await pipeline.exec())!) sizes[size as number] = (sizes[size as number] ?? 0) + 1;
   }
   return sizes;

@@ -96,7 +96,7 @@ describe('per-node identity under chained wiring', () => {
     h = await Harness.create('ident', { HERALD_MAX_ATTEMPTS: '3', HERALD_BACKOFF_BASE_MS: '20', HERALD_BACKOFF_CAP_MS: '100' });
     await h.load([{ type: 'user', tenant: 'acme', id: 'ok', email: 'ok@acme.test', locale: 'en', timezone: 'UTC' }]);
     // A user record that is not a hash (a damaged directory): reading this profile fails, every time.
-    await h.redis.set(`${h.topology.redisPrefix}acme:u:corrupt`, 'not a hash');
+    await h.redis.set(h.topology.keys.tenant('acme', 'u', 'corrupt'), 'not a hash');
     const explodingEmail: Sink = {
       channel: 'email', provider: 'exploding', maxBatch: 50, idempotent: false,
       send: async (_items: DeliveryItem[]): Promise<Outcome[]> => { throw new Error('provider exploded'); },

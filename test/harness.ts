@@ -68,8 +68,8 @@ export class Harness {
     return h;
   }
 
-  get directory(): Directory { return new Directory(this.redis, this.topology.redisPrefix); }
-  get inbox(): InboxStore { return new InboxStore(this.redis, this.topology.redisPrefix); }
+  get directory(): Directory { return new Directory(this.redis, this.topology.keys); }
+  get inbox(): InboxStore { return new InboxStore(this.redis, this.topology.keys); }
 
   /** Stage dependencies on this harness's connections (no sinks). */
   deps() {

@@ -102,7 +102,7 @@ describe('pipeline against real NATS, Redis, ClickHouse and SMTP', () => {
     expect(delivered).toBe(10_000);
     const counts = new Map<number, number>();
     const pipeline = h.redis.pipeline();
-    for (let i = 0; i < 10_000; i++) pipeline.zcard(`${h.topology.redisPrefix}fan:inbox:f${String(i).padStart(5, '0')}`);
+    for (let i = 0; i < 10_000; i++) pipeline.zcard(h.topology.keys.tenant('fan', 'inbox', `f${String(i).padStart(5, '0')}`));
     for (const [, n] of (await pipeline.exec())!) counts.set(n as number, (counts.get(n as number) ?? 0) + 1);
     expect(Object.fromEntries(counts)).toEqual({ 1: 10_000 });
     const resolved = await h.receipts("tenant = 'fan' AND status = 'resolved'");

@@ -57,7 +57,7 @@ describe('replay and the directory import', () => {
       '{"type":"topic_member","tenant":"imp","topic":"t","user_id":"u1"}',
       '{"type":"spaceship","tenant":"imp"}',
     ].join('\n'));
-    const directory = new Directory(h.redis, h.topology.redisPrefix);
+    const directory = new Directory(h.redis, h.topology.keys);
     const report = await directory.importFile(file);
     expect(report.loaded).toBe(4);
     expect(report.errors.map((e) => e.line)).toEqual([2, 4, 8]);

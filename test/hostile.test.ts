@@ -1,0 +1,50 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { publishRaw } from '../runtime/producer.js';
+import { listDeadLetters } from '../streams/dead-letters.js';
+import { envFor, HeraldProcess } from './child.js';
+import { eventually, Harness } from './harness.js';
+
+describe('hostile requests against a running herald', () => {
+  let h: Harness;
+  let herald: HeraldProcess;
+  beforeAll(async () => {
+    h = await Harness.create('hostile');
+    await h.load([{ type: 'user', tenant: 'acme', id: 'calm', email: 'calm@acme.test', locale: 'en', timezone: 'UTC' }]);
+    herald = new HeraldProcess(envFor(h.config));
+    await herald.start();
+  });
+  afterAll(async () => {
+    await herald?.stop('SIGKILL');
+    await h?.close();
+  });
+
+  it('rejects the template bomb and 5,000-deep data at once, stays up, and delivers the request behind them', async () => {
+    const a = Array.from({ length: 60 }, (_, i) => i);
+    const bomb = '{{#each @root.a}}{{#each @root.a}}{{#each @root.a}}{{#each @root.a}}XXXXXXXXXXXXXXXX{{/each}}{{/each}}{{/each}}{{/each}}';
+    // Written out by hand: JSON.stringify of it would overflow this process's stack too.
+    const deep = `${'{"d":'.repeat(5_000)}{"leaf":1}${'}'.repeat(5_000)}`;
+    const base = { tenant: 'acme', tier: 'social', category: 'c', recipients: { user_ids: ['calm'] }, channels: ['email'] };
+    const started = Date.now();
+    await publishRaw(h.nats.js, h.topology, 'social', JSON.stringify({ ...base, idempotency_key: 'bomb', content: { title: bomb, body: 'b' }, data: { a } }));
+    const deepRequest = JSON.stringify({ ...base, idempotency_key: 'deep', content: { title: 't', body: 'b' }, data: { deep: '#' } });
+    await publishRaw(h.nats.js, h.topology, 'social', deepRequest.replace('"#"', deep));
+    await h.publish({ ...base, tier: 'social', channels: ['email'], idempotency_key: 'calm', content: { title: 'After the storm', body: 'b' } });
+    await eventually(() => h.smtp.to('calm@acme.test').some((m) => m.subject === 'After the storm'), 'the good request delivered', 30_000);
+    const letters = await eventually(async () => {
+      const d = await listDeadLetters(h.nats.jsm, h.topology, { stage: 'validate' });
+      return d.length === 2 ? d : null;
+    }, 'both rejections');
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const problems = letters.map((d) => d.problems.join('; ')).join('\n');
+    expect(problems).toMatch(/content\.title: only \{\{#if name\}\} and \{\{#unless name\}\} blocks/);
+    expect(problems).toMatch(/data: data nested 17 levels deep; at most 16/);
+    // Each was rejected once, on its first attempt.
+    expect(letters.map((d) => d.attempts)).toEqual([1, 1]);
+    const rejected = await eventually(async () => {
+      const r = await h.receipts("status = 'rejected'");
+      return r.length === 2 ? r : null;
+    }, 'two rejected receipts');
+    expect(rejected.map((r) => r.attempt)).toEqual([1, 1]);
+    expect(herald.exitCode).toBeUndefined();
+  });
+});
