@@ -1,5 +1,6 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { nuid } from '@nats-io/nuid';
+import type { Logger } from 'pino';
 import type { Receipt } from '../schemas/index.js';
 import type { Topology } from '../streams/topology.js';
 
@@ -9,26 +10,51 @@ export interface ReceiptPublisherOptions {
   lingerMs?: number;
   /** Receipts per published message. @default 500 */
   maxBatch?: number;
+  /** Bytes per published message, well under the server's max_payload. @default 256 KiB */
+  maxBytes?: number;
+  /** Wait before a failed publish is tried again. @default 500 */
+  retryMs?: number;
+  log?: Logger;
+}
+
+/** One message of receipts, named once: a retry republishes it under the same msgID. */
+interface Chunk {
+  subject: string;
+  body: string;
+  msgID: string;
+}
+
+/** What one flush produced, and who waits for all of it to be stored. */
+interface Flush {
+  chunks: Chunk[];
+  waiters: { resolve: () => void; reject: (e: unknown) => void }[];
 }
 
 /**
- * Collects receipts from every in-flight message of a process and publishes them in batches,
- * one message per status (`notify.receipt.<status>`). `flush()` resolves once everything added
- * before the call has a PubAck, which is what lets the runner ack inputs only after their receipts.
+ * Collects receipts from every in-flight message of a process and publishes them in batches, one
+ * message per status (`notify.receipt.<status>`), each cut to at most `maxBytes`. `flush()`
+ * resolves once everything added before the call has a PubAck, which is what lets the runner ack
+ * inputs only after their receipts. A message JetStream did not take is retried alone, under its
+ * first msgID, so what was stored is never stored twice; failures are logged.
  */
 export class ReceiptPublisher {
   private pending: Receipt[] = [];
-  private pendingDone: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private pendingDone: Flush['waiters'] = [];
   private timer?: NodeJS.Timeout;
   private readonly prefix = nuid.next();
   private counter = 0;
   private readonly lingerMs: number;
   private readonly maxBatch: number;
-  private inFlight = new Set<Promise<void>>();
+  private readonly maxBytes: number;
+  private readonly retryMs: number;
+  private readonly inFlight = new Set<Promise<void>>();
+  private closed = false;
 
-  constructor(private readonly js: JetStreamClient, private readonly topology: Topology, opts: ReceiptPublisherOptions = {}) {
+  constructor(private readonly js: JetStreamClient, private readonly topology: Topology, private readonly opts: ReceiptPublisherOptions = {}) {
     this.lingerMs = opts.lingerMs ?? 5;
     this.maxBatch = opts.maxBatch ?? 500;
+    this.maxBytes = opts.maxBytes ?? 256 * 1024;
+    this.retryMs = opts.retryMs ?? 500;
   }
 
   add(receipt: Receipt): void {
@@ -43,6 +69,35 @@ export class ReceiptPublisher {
     return new Promise<void>((resolve, reject) => this.pendingDone.push({ resolve, reject }));
   }
 
+  /** Receipts per status, cut so that no message exceeds `maxBytes`. */
+  private chunksOf(receipts: Receipt[]): Chunk[] {
+    const byStatus = new Map<string, string[]>();
+    for (const r of receipts) {
+      const list = byStatus.get(r.status);
+      const json = JSON.stringify(r);
+      if (list) list.push(json);
+      else byStatus.set(r.status, [json]);
+    }
+    const chunks: Chunk[] = [];
+    for (const [status, list] of byStatus) {
+      let part: string[] = [];
+      let bytes = 0;
+      const cut = () => {
+        chunks.push({ subject: this.topology.receipt(status), body: `{"receipts":[${part.join(',')}]}`, msgID: `${this.prefix}.${this.counter++}` });
+        part = [];
+        bytes = 0;
+      };
+      for (const json of list) {
+        const size = Buffer.byteLength(json) + 1;
+        if (part.length && bytes + size > this.maxBytes) cut();
+        part.push(json);
+        bytes += size;
+      }
+      if (part.length) cut();
+    }
+    return chunks;
+  }
+
   private publishPending(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
@@ -54,35 +109,36 @@ export class ReceiptPublisher {
       waiters.forEach((w) => w.resolve());
       return;
     }
-    const byStatus = new Map<string, Receipt[]>();
-    for (const r of receipts) {
-      const list = byStatus.get(r.status);
-      if (list) list.push(r);
-      else byStatus.set(r.status, [r]);
-    }
-    const publishes = [...byStatus].map(([status, list]) =>
-      this.js.publish(this.topology.receipt(status), JSON.stringify({ receipts: list }), {
-        msgID: `${this.prefix}.${this.counter++}`,
-      }),
-    );
-    const done = Promise.all(publishes).then(() => undefined);
-    this.inFlight.add(done);
-    done.then(
-      () => { this.inFlight.delete(done); waiters.forEach((w) => w.resolve()); },
-      () => {
-        // JetStream unavailable: keep the receipts (and whoever waits on them) for the next try.
-        // Their inputs stay unacked meanwhile, so nothing moves on without its receipts.
-        this.inFlight.delete(done);
-        this.pending.unshift(...receipts);
-        this.pendingDone.unshift(...waiters);
-        if (!this.timer) this.timer = setTimeout(() => this.publishPending(), 500);
-      },
-    );
+    this.send({ chunks: this.chunksOf(receipts), waiters });
   }
 
-  /** Publishes what is pending now and waits for it. */
+  /** Publishes the chunks not yet stored; retries only those that failed, until all are stored. */
+  private send(flush: Flush): void {
+    const done = (async () => {
+      const results = await Promise.allSettled(flush.chunks.map((c) => this.js.publish(c.subject, c.body, { msgID: c.msgID })));
+      const failed = flush.chunks.filter((_, i) => results[i].status === 'rejected');
+      if (failed.length === 0) {
+        flush.waiters.forEach((w) => w.resolve());
+        return;
+      }
+      const first = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      this.opts.log?.warn({ err: first.reason, failed: failed.length, of: flush.chunks.length }, 'receipts not stored; retrying those');
+      if (this.closed) {
+        flush.waiters.forEach((w) => w.reject(first.reason));
+        return;
+      }
+      // Their inputs stay unacked meanwhile, so nothing moves on without its receipts.
+      await new Promise((r) => setTimeout(r, this.retryMs));
+      this.send({ chunks: failed, waiters: flush.waiters });
+    })();
+    this.inFlight.add(done);
+    void done.finally(() => this.inFlight.delete(done));
+  }
+
+  /** Publishes what is pending now and waits for it (a publish that keeps failing is given up on, its inputs unacked). */
   async close(): Promise<void> {
     if (this.pending.length) this.publishPending();
-    await Promise.allSettled([...this.inFlight]);
+    this.closed = true;
+    while (this.inFlight.size) await Promise.allSettled([...this.inFlight]);
   }
 }

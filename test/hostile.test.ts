@@ -47,4 +47,24 @@ describe('hostile requests against a running herald', () => {
     expect(rejected.map((r) => r.attempt)).toEqual([1, 1]);
     expect(herald.exitCode).toBeUndefined();
   });
+
+  it('does not wedge on receipts larger than a message: 3 × 10,000 unknown users on 4 channels, all counted, SIGTERM exits', async () => {
+    for (const n of [1, 2, 3]) {
+      await h.publish({
+        tenant: 'acme', idempotency_key: `unknown-${n}`, tier: 'marketing', category: 'promo',
+        content: { title: 'Nobody', body: 'b' }, recipients: { user_ids: Array.from({ length: 10_000 }, (_, i) => `ghost-${n}-${i}-${"x".repeat(110)}`) },
+        channels: ['email', 'inapp', 'push', 'sms'],
+      });
+    }
+    await eventually(async () => {
+      const [row] = await (await h.clickhouse.query({
+        query: `SELECT count() AS n FROM ${h.config.clickhouseDatabase}.receipts WHERE status = 'suppressed' AND category = 'promo'`,
+        format: 'JSONEachRow',
+      })).json<{ n: string }>();
+      return Number(row.n) === 120_000;
+    }, '120,000 suppressed receipts (3 requests × 10,000 users × 4 channels)', 60_000, 500);
+    const ci = await h.nats.jsm.consumers.info(h.topology.requestsStream, 'validate_marketing');
+    expect([ci.num_pending, ci.num_ack_pending]).toEqual([0, 0]);
+    expect(await herald.stop('SIGTERM')).toBe(0);
+  });
 });

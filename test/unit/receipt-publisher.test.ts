@@ -1,0 +1,62 @@
+import type { JetStreamClient } from '@nats-io/jetstream';
+import { describe, expect, it } from 'vitest';
+import { pipelineGraph } from '../../pipeline/graph.js';
+import { ReceiptPublisher } from '../../pipeline/receipt-publisher.js';
+import type { Receipt } from '../../schemas/index.js';
+import { Topology } from '../../streams/topology.js';
+
+const receipt = (i: number, status: Receipt['status'] = 'suppressed'): Receipt => ({
+  ts: 1, stage: 'filter', status, request_id: `r${i}`, tenant: 't', tier: 'social', category: 'c',
+  user_ids: Array.from({ length: 500 }, (_, j) => `unknown-user-${i}-${j}`),
+});
+
+/** A JetStream that refuses messages over `maxPayload` and fails the first try of the chosen msgIDs. */
+function fakeJetStream(maxPayload: number, failOnce: (msgID: string, n: number) => boolean) {
+  const stored = new Map<string, string>();
+  const tries: string[] = [];
+  const js = {
+    publish: async (subject: string, body: string, opts: { msgID: string }) => {
+      tries.push(opts.msgID);
+      if (Buffer.byteLength(body) > maxPayload) throw new Error('maximum payload exceeded');
+      if (failOnce(opts.msgID, tries.length)) throw new Error('timeout');
+      stored.set(opts.msgID, `${subject} ${body}`);
+      return { seq: stored.size };
+    },
+  };
+  return { js: js as unknown as JetStreamClient, stored, tries };
+}
+
+describe('the receipts publisher', () => {
+  it('cuts a flush into messages under the size limit, and waits for all of them', async () => {
+    const fake = fakeJetStream(64 * 1024, () => false);
+    const publisher = new ReceiptPublisher(fake.js, new Topology(pipelineGraph().nodes), { maxBytes: 60 * 1024, lingerMs: 1 });
+    for (let i = 0; i < 40; i++) publisher.add(receipt(i));
+    publisher.add(receipt(99, 'resolved'));
+    await publisher.flush();
+    const bodies = [...fake.stored.values()];
+    expect(bodies.length).toBeGreaterThan(5);
+    for (const b of bodies) expect(Buffer.byteLength(b)).toBeLessThan(64 * 1024);
+    const all = bodies.flatMap((b) => JSON.parse(b.slice(b.indexOf(' ') + 1)).receipts as Receipt[]);
+    expect(all.map((r) => r.request_id).sort()).toEqual([...Array.from({ length: 40 }, (_, i) => `r${i}`), 'r99'].sort());
+    expect(bodies.filter((b) => b.startsWith('notify.receipt.resolved '))).toHaveLength(1);
+  });
+
+  it('retries only the message that failed, under its first msgID', async () => {
+    let failed = '';
+    const fake = fakeJetStream(1024 * 1024, (msgID) => {
+      if (failed || !msgID.endsWith('.1')) return false;
+      failed = msgID;
+      return true;
+    });
+    const publisher = new ReceiptPublisher(fake.js, new Topology(pipelineGraph().nodes), { maxBytes: 30 * 1024, lingerMs: 1, retryMs: 10 });
+    for (let i = 0; i < 6; i++) publisher.add(receipt(i));
+    await publisher.flush();
+    expect(failed).not.toBe('');
+    // Each message was tried once, but the failed one twice, under the same msgID.
+    const counts = new Map<string, number>();
+    for (const id of fake.tries) counts.set(id, (counts.get(id) ?? 0) + 1);
+    expect([...counts.entries()].filter(([, n]) => n > 1)).toEqual([[failed, 2]]);
+    expect(fake.stored.size).toBe(counts.size);
+    await publisher.close();
+  });
+});
