@@ -28,7 +28,7 @@ import { runDemo } from './demo.js';
 import { progress } from './progress.js';
 import { Kvm } from '@nats-io/kv';
 import { Cancellations } from '../stores/cancellations.js';
-import { listDeadLetters, redriveDeadLetters } from '../streams/dead-letters.js';
+import { listDeadLetters, originalOf, redriveDeadLetters } from '../streams/dead-letters.js';
 
 function config(): Config {
   try {
@@ -372,7 +372,7 @@ dlqFilters(dlq.command('list').description('dead letters, oldest first'))
     const cfg = config();
     await withNats(cfg, 'herald-dlq', async (nats) => {
       const letters = await listDeadLetters(nats.jsm, topologyOf(cfg), dlqQuery(o));
-      print(!!o.json, letters.map(({ original_b64: _, ...d }) => d), () => letters.length === 0 ? '(no dead letters)' : letters.map((d) =>
+      print(!!o.json, letters.map(({ original_b64: _, original_ref: __, ...d }) => d), () => letters.length === 0 ? '(no dead letters)' : letters.map((d) =>
         `#${d.dlq_seq}  ${new Date(d.failed_at).toISOString()}  ${d.stage.padEnd(8)}  ${d.tenant ?? '-'}/${d.request_id ?? '-'}  after ${d.attempts}: ${d.reason}`).join('\n'));
     });
   });
@@ -384,7 +384,7 @@ dlq.command('show').description('one dead letter in full, with its original mess
       const letters = await listDeadLetters(nats.jsm, topologyOf(cfg), {});
       const d = letters.find((x) => x.dlq_seq === Number(seq));
       if (!d) fail(`no dead letter #${seq}`);
-      const original = Buffer.from(d.original_b64, 'base64').toString('utf8');
+      const original = Buffer.from(await originalOf(nats.jsm, d)).toString('utf8');
       let parsed: unknown = original;
       try { parsed = JSON.parse(original); } catch { /* shown as text */ }
       const { original_b64: _, ...rest } = d;

@@ -13,6 +13,9 @@ export interface Origin {
   consumer: string;
 }
 
+/** Payloads up to this size are copied into the dead letter; larger ones are referenced where they are stored. */
+export const MAX_COPIED_BYTES = 256 * 1024;
+
 /** Writes dead letters to `notify.dlq.<node>`: what failed, why, after how many attempts, and the payload to redrive. */
 export class DeadLetterWriter {
   constructor(private readonly publish: Publish, private readonly topology: Topology, private readonly metrics: Metrics) {}
@@ -32,7 +35,10 @@ export class DeadLetterWriter {
       stream_seq: origin.seq,
       tenant: who?.tenant || undefined,
       request_id: who?.request_id || undefined,
-      original_b64: Buffer.from(letter.payload).toString('base64'),
+      // A copy of a large message could not be stored (base64 adds a third): point at it instead.
+      ...(letter.payload.length <= MAX_COPIED_BYTES || !letter.stored
+        ? { original_b64: Buffer.from(letter.payload).toString('base64') }
+        : { original_ref: { stream: origin.stream, seq: origin.seq } }),
     };
     const name = letter.key ?? `part${origin.deliveryCount}:${Math.random().toString(36).slice(2, 8)}`;
     await this.publish(this.topology.dlq(letter.node), JSON.stringify(entry), `${origin.consumer}:${origin.seq}:dlq:${letter.node}:${name}`);

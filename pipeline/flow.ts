@@ -25,6 +25,8 @@ export interface NodeLetter {
   identities: Identity[];
   /** Names the letter, so a redelivery that gives up again writes the same one (null: a fresh name). */
   key: string | null;
+  /** The payload is the stored message itself (it can be referenced instead of copied). */
+  stored?: boolean;
 }
 
 /** What the runner lends a flow for one message (or one batch). */

@@ -16,7 +16,20 @@ export const batchConfig = z.object({
       sms: z.number().int().min(1).default(50),
     })
     .prefault({}),
+  /** Most bytes in one delivery batch: every group carries its request, and a message must fit max_payload. */
+  maxBytes: z.number().int().min(64 * 1024).default(1024 * 1024),
 });
+
+/** About how many bytes a group adds to a batch as JSON (its request counted once per group). */
+function groupBytes(requestBytes: number, recipients: DeliveryGroup['recipients']): number {
+  let n = requestBytes + 64;
+  for (const r of recipients) {
+    n += r.user_id.length + r.locale.length + 48;
+    for (const to of r.to) n += to.length + 3;
+    if (r.platforms) for (const p of r.platforms) n += p.length + 3;
+  }
+  return n;
+}
 
 /**
  * batch: regroups the deliveries of many chunks (and many requests, gathered over a short linger)
@@ -42,25 +55,28 @@ export const batchStage: StageDefinition<FilteredChunk, DeliveryBatch, z.infer<t
   create(config) {
     return {
       async processBatch(chunks) {
-        const open = new Map<string, { batch: DeliveryBatch; size: number }>();
+        const open = new Map<string, { batch: DeliveryBatch; size: number; bytes: number }>();
         const done: DeliveryBatch[] = [];
         for (const chunk of chunks) {
+          const requestBytes = JSON.stringify(chunk.request).length;
           for (const { channel, recipients } of chunk.deliveries) {
             const limit = config.maxRecipients[channel];
             for (let i = 0, part = 0; i < recipients.length; i += limit, part++) {
               const group: DeliveryGroup = { request: chunk.request, chunk: chunk.chunk, part, recipients: recipients.slice(i, i + limit) };
               const key = `${channel}.${chunk.request.tier}`;
+              const bytes = groupBytes(requestBytes, group.recipients);
               let current = open.get(key);
-              if (current && current.size + group.recipients.length > limit) {
+              if (current && (current.size + group.recipients.length > limit || current.bytes + bytes > config.maxBytes)) {
                 done.push(current.batch);
                 current = undefined;
               }
               if (!current) {
-                current = { batch: { channel, tier: chunk.request.tier, groups: [] }, size: 0 };
+                current = { batch: { channel, tier: chunk.request.tier, groups: [] }, size: 0, bytes: 0 };
                 open.set(key, current);
               }
               current.batch.groups.push(group);
               current.size += group.recipients.length;
+              current.bytes += bytes;
             }
           }
         }

@@ -1,13 +1,16 @@
 import type { JetStreamClient, PubAck } from '@nats-io/jetstream';
 import type { NotificationRequest, Tier } from '../schemas/index.js';
-import type { Topology } from '../streams/topology.js';
+import { MAX_REQUEST_BYTES, type Topology } from '../streams/topology.js';
 
 /**
  * Publishes a request the way producers must: to `notify.request.<tier>` with
  * `Nats-Msg-Id: <tenant>:<idempotency_key>`, so JetStream drops a repeated publish.
  */
 export function publishRequest(js: JetStreamClient, topology: Topology, request: NotificationRequest): Promise<PubAck> {
-  return js.publish(topology.request(request.tier), JSON.stringify(request), {
+  const body = JSON.stringify(request);
+  const bytes = Buffer.byteLength(body);
+  if (bytes > MAX_REQUEST_BYTES) return Promise.reject(new Error(`request is ${bytes} bytes; at most ${MAX_REQUEST_BYTES}`));
+  return js.publish(topology.request(request.tier), body, {
     msgID: `${request.tenant}:${request.idempotency_key}`,
   });
 }

@@ -34,6 +34,15 @@ export async function listDeadLetters(jsm: JetStreamManager, topology: Topology,
   return out;
 }
 
+/** The message a dead letter stands for: its copy, or the stored message it points at. */
+export async function originalOf(jsm: JetStreamManager, d: DeadLetter): Promise<Uint8Array> {
+  if (d.original_b64 !== undefined) return Buffer.from(d.original_b64, 'base64');
+  if (!d.original_ref) throw new Error(`dead letter of ${d.stage} holds no original`);
+  const msg = await jsm.streams.getMessage(d.original_ref.stream, { seq: d.original_ref.seq }).catch(() => null);
+  if (!msg) throw new Error(`the original of this dead letter (${d.original_ref.stream} #${d.original_ref.seq}) is no longer stored`);
+  return msg.data;
+}
+
 /**
  * Sends dead letters back to the subject they failed on, marked as a redrive (so deliveries that
  * failed for good are tried again, while the dedup entry still stops anything already sent), then
@@ -49,7 +58,7 @@ export async function redriveDeadLetters(
   for (const d of letters) {
     const h = headers();
     h.set(REDRIVE_HEADER, String(d.dlq_seq));
-    await nats.js.publish(d.subject, Buffer.from(d.original_b64, 'base64'), { headers: h, msgID: `redrive:${topology.dlqStream}:${d.dlq_seq}` });
+    await nats.js.publish(d.subject, await originalOf(nats.jsm, d), { headers: h, msgID: `redrive:${topology.dlqStream}:${d.dlq_seq}` });
     await nats.jsm.streams.deleteMessage(topology.dlqStream, d.dlq_seq, false);
     sent++;
     onProgress?.(sent, letters.length);

@@ -12,6 +12,9 @@ const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 const GiB = 1024 ** 3;
 
+/** The largest request REQUESTS stores (10,000 user ids of 128 characters fit): a producer gets an error at publish time for a larger one. */
+export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
+
 /**
  * Where one node of the pipeline graph reads. The graph says it; the topology turns it into a
  * stream, a subject per tier (and partition) and a durable consumer each.
@@ -144,6 +147,8 @@ export class Topology {
         discard: DiscardPolicy.New,
         max_age: msToNs(7 * DAY),
         max_bytes: this.bytes(storageShares.requests),
+        // Every stored request can be processed and dead-lettered within the server's max_payload.
+        max_msg_size: MAX_REQUEST_BYTES,
         // Producers set Nats-Msg-Id = tenant:idempotency_key; a repeat inside this window is dropped.
         duplicate_window: msToNs(2 * HOUR),
       },

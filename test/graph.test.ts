@@ -119,7 +119,7 @@ describe('per-node identity under chained wiring', () => {
     expect(letter.attempts).toBe(3);
     // A redrive goes to the filter's own subject, which has a consumer in every wiring.
     expect(letter.subject).toBe(h.topology.input('filter', 'social'));
-    expect(JSON.parse(Buffer.from(letter.original_b64, 'base64').toString())).toMatchObject({ chunk: 0, user_ids: ['corrupt'] });
+    expect(JSON.parse(Buffer.from(letter.original_b64!, 'base64').toString())).toMatchObject({ chunk: 0, user_ids: ['corrupt'] });
     expect(await listDeadLetters(h.nats.jsm, h.topology, { stage: 'validate' })).toEqual([]);
     const receipts = await eventually(async () => {
       const r = await h.receipts("status IN ('dead_lettered', 'rejected')");

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { publishRaw } from '../runtime/producer.js';
-import { listDeadLetters } from '../streams/dead-letters.js';
+import { listDeadLetters, originalOf } from '../streams/dead-letters.js';
 import { envFor, HeraldProcess } from './child.js';
 import { eventually, Harness } from './harness.js';
 
@@ -46,6 +46,24 @@ describe('hostile requests against a running herald', () => {
     }, 'two rejected receipts');
     expect(rejected.map((r) => r.attempt)).toEqual([1, 1]);
     expect(herald.exitCode).toBeUndefined();
+  });
+
+  it('refuses a request over 2 MiB at publish, and dead-letters one just under it by reference, redrivable', async () => {
+    const huge = JSON.stringify({ tenant: 'acme', idempotency_key: 'huge', tier: 'social', category: 'c', recipients: { user_ids: ['calm'] }, padding: 'x'.repeat(2_200_000) });
+    await expect(publishRaw(h.nats.js, h.topology, 'social', huge)).rejects.toThrow(/message size exceeds maximum allowed/);
+    const almost = JSON.stringify({ tenant: 'acme', idempotency_key: 'almost', tier: 'social', category: 'c', recipients: { user_ids: ['calm'] }, padding: 'x'.repeat(2_090_000) });
+    const ack = await publishRaw(h.nats.js, h.topology, 'social', almost);
+    const letter = await eventually(async () => {
+      const d = await listDeadLetters(h.nats.jsm, h.topology, { stage: 'validate', reason: 'rejected' });
+      return d.find((x) => x.stream_seq === ack.seq) ?? null;
+    }, 'the dead letter of the large request');
+    expect(letter.original_b64).toBeUndefined();
+    expect(letter.original_ref).toEqual({ stream: h.topology.requestsStream, seq: ack.seq });
+    expect(letter.problems.join('\n')).toMatch(/padding/);
+    expect(Buffer.from(await originalOf(h.nats.jsm, letter)).toString()).toBe(almost);
+    // Settled once: nothing of it is left pending.
+    const ci = await h.nats.jsm.consumers.info(h.topology.requestsStream, 'validate_social');
+    expect(ci.num_ack_pending).toBe(0);
   });
 
   it('does not wedge on receipts larger than a message: 3 × 10,000 unknown users on 4 channels, all counted, SIGTERM exits', async () => {

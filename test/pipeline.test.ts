@@ -42,7 +42,7 @@ describe('pipeline against real NATS, Redis, ClickHouse and SMTP', () => {
     expect(problems).toMatch(/colour/);
     expect(problems).toMatch(/template.id: no template "no-such-template"/);
     expect(bad.tenant).toBe('acme');
-    expect(JSON.parse(Buffer.from(bad.original_b64, 'base64').toString()).colour).toBe('blue');
+    expect(JSON.parse(Buffer.from(bad.original_b64!, 'base64').toString()).colour).toBe('blue');
     const notJson = dead.find((d) => !d.request_id)!;
     expect(notJson.problems[0]).toMatch(/not UTF-8 JSON/);
 

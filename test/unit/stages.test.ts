@@ -183,6 +183,19 @@ describe('batch', () => {
     expect(inapp).toHaveLength(1);
     expect(inapp[0].groups.map((g) => g.recipients.length)).toEqual([3, 1]);
   });
+
+  it('cuts batches by bytes too: every group carries its request, and a batch must fit one message', async () => {
+    const stage = batchStage.create(batchStage.config.parse({}), deps());
+    // 50 single-recipient requests, each with 60 KB of data: 3 MB as one email batch.
+    const chunks: FilteredChunk[] = Array.from({ length: 50 }, (_, i) => ({
+      request: { ...accepted, id: `big${i}`, data: { blob: 'x'.repeat(60_000) } }, chunk: 0,
+      deliveries: [{ channel: 'email', recipients: [{ user_id: `u${i}`, locale: 'en', to: [`u${i}@x`] }] }],
+    }));
+    const out = await stage.processBatch!(chunks, fakeContext().ctx);
+    expect(out.length).toBeGreaterThan(2);
+    for (const batch of out) expect(JSON.stringify(batch).length).toBeLessThan(1024 * 1024);
+    expect(out.flatMap((b) => b.groups.map((g) => g.request.id))).toEqual(chunks.map((c) => c.request.id));
+  });
 });
 
 describe('dispatch', () => {
