@@ -4,12 +4,12 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadConfig, ConfigError, type Config } from '../runtime/config.js';
 import { createLogger } from '../runtime/logger.js';
-import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
+import { connectClickHouse, connectNats, connectRedis, connectRedisOrFail, type Nats } from '../runtime/connections.js';
 import type { Redis } from 'ioredis';
 import { Directory } from '../stores/directory.js';
 import { publishRequest } from '../runtime/producer.js';
-import { describeIssues, directoryRecordSchema, requestSchema, tiers, type Tier } from '../schemas/index.js';
-import { applyAll } from '../streams/apply.js';
+import { describeIssues, directoryRecordSchema, requestSchema, tenantSchema, tiers, type Tier } from '../schemas/index.js';
+import { applyAll, sqlString } from '../streams/apply.js';
 import { pipelineGraph, topologyOf } from '../pipeline/graph.js';
 import { InboxStore } from '../stores/inbox.js';
 import { readInbox } from '../stores/inbox-view.js';
@@ -28,7 +28,7 @@ import { runDemo } from './demo.js';
 import { progress } from './progress.js';
 import { Kvm } from '@nats-io/kv';
 import { Cancellations } from '../stores/cancellations.js';
-import { listDeadLetters, originalOf, redriveDeadLetters } from '../streams/dead-letters.js';
+import { listDeadLetters, originalOf, readDeadLetter, redriveDeadLetters } from '../streams/dead-letters.js';
 
 function config(): Config {
   try {
@@ -71,12 +71,19 @@ async function withNats<T>(cfg: Config, name: string, work: (nats: Nats) => Prom
 
 /** Runs one command's work on a Redis connection, closed after. */
 async function withRedis<T>(cfg: Config, work: (redis: Redis) => Promise<T>): Promise<T> {
-  const redis = connectRedis(cfg);
+  // Fails within seconds, with the reason, when Redis is down (a plain client would wait forever).
+  const redis = await connectRedisOrFail(cfg);
   try {
     return await work(redis);
   } finally {
     redis.disconnect();
   }
+}
+
+/** A whole number ≥ 1 given to `flag`, or an error naming the flag and the value. */
+function positiveInt(value: string, flag: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1) fail(`${flag} must be a whole number of at least 1, not "${value}"`);
+  return Number(value);
 }
 
 const print = (json: boolean, value: unknown, text: () => string) =>
@@ -249,9 +256,10 @@ program
   .option('--json', 'machine-readable output')
   .action(async (user: string, o: { tenant: string; limit: string; json?: boolean }) => {
     const cfg = config();
+    const limit = positiveInt(o.limit, '--limit');
     await withRedis(cfg, async (redis) => {
       const prefix = topologyOf(cfg).keys;
-      const entries = await readInbox(new InboxStore(redis, prefix), new Directory(redis, prefix), o.tenant, user, Number(o.limit), cfg.criticalCategories);
+      const entries = await readInbox(new InboxStore(redis, prefix), new Directory(redis, prefix), o.tenant, user, limit, cfg.criticalCategories);
       print(!!o.json, entries, () => entries.length === 0 ? `(no notifications for ${user} in ${o.tenant})` :
         entries.map((e) => `${new Date(e.created_at).toISOString()}  ${e.read ? '   ' : '[*]'} ${e.title} — ${e.body}  (${e.category}, ${e.id})`).join('\n'));
     });
@@ -363,9 +371,13 @@ const dlqFilters = (c: Command) => c
   .option('--stage <stage>', pipelineGraph().nodes.map((n) => n.name).join(', '))
   .option('--reason <text>', 'reason or problem contains this')
   .option('--since <when>', 'a duration back (15m, 1h) or an ISO date-time');
-const dlqQuery = (o: { stage?: string; reason?: string; since?: string }) => ({
-  stage: o.stage, reason: o.reason, since: o.since ? parseSince(o.since) : undefined,
-});
+const dlqQuery = (o: { stage?: string; reason?: string; since?: string }) => {
+  const stages = pipelineGraph().nodes.map((n) => n.name);
+  if (o.stage !== undefined && !stages.includes(o.stage)) fail(`--stage: unknown stage "${o.stage}" (stages: ${stages.join(', ')})`);
+  let since: number | undefined;
+  try { since = o.since ? parseSince(o.since) : undefined; } catch (err) { fail(`--since: ${(err as Error).message}`); }
+  return { stage: o.stage, reason: o.reason, since };
+};
 dlqFilters(dlq.command('list').description('dead letters, oldest first'))
   .option('--json', 'machine-readable output')
   .action(async (o: { stage?: string; reason?: string; since?: string; json?: boolean }) => {
@@ -381,13 +393,12 @@ dlq.command('show').description('one dead letter in full, with its original mess
   .action(async (seq: string) => {
     const cfg = config();
     await withNats(cfg, 'herald-dlq', async (nats) => {
-      const letters = await listDeadLetters(nats.jsm, topologyOf(cfg), {});
-      const d = letters.find((x) => x.dlq_seq === Number(seq));
+      const d = await readDeadLetter(nats.jsm, topologyOf(cfg), positiveInt(seq, 'dlq show'));
       if (!d) fail(`no dead letter #${seq}`);
       const original = Buffer.from(await originalOf(nats.jsm, d)).toString('utf8');
       let parsed: unknown = original;
       try { parsed = JSON.parse(original); } catch { /* shown as text */ }
-      const { original_b64: _, ...rest } = d;
+      const { original_b64: _, original_ref: __, ...rest } = d;
       process.stdout.write(`${JSON.stringify({ ...rest, original: parsed }, null, 2)}\n`);
     });
   });
@@ -395,9 +406,10 @@ dlqFilters(dlq.command('redrive').description('send dead letters back to their s
   .option('--seq <n>', 'only this one')
   .action(async (o: { stage?: string; reason?: string; since?: string; seq?: string }) => {
     const cfg = config();
+    const query = { ...dlqQuery(o), seq: o.seq === undefined ? undefined : positiveInt(o.seq, '--seq') };
     await withNats(cfg, 'herald-dlq', async (nats) => {
       const bar = progress('redriving', 'dead letters');
-      const n = await redriveDeadLetters(nats, topologyOf(cfg), { ...dlqQuery(o), seq: o.seq ? Number(o.seq) : undefined }, (done, total) => bar.update(done, total))
+      const n = await redriveDeadLetters(nats, topologyOf(cfg), query, (done, total) => bar.update(done, total))
         .finally(() => bar.stop());
       process.stdout.write(`redrove ${n} dead letter${n === 1 ? '' : 's'}\n`);
     });
@@ -409,8 +421,22 @@ program
   .argument('<request-id>')
   .requiredOption('--tenant <tenant>', 'tenant id')
   .option('--reason <text>', 'why, for the record', '')
-  .action(async (id: string, o: { tenant: string; reason: string }) => {
+  .option('--force', 'cancel even though no receipt names the request yet (it may not have been validated)')
+  .action(async (id: string, o: { tenant: string; reason: string; force?: boolean }) => {
     const cfg = config();
+    if (!tenantSchema.safeParse(o.tenant).success) fail(`--tenant: "${o.tenant}" is not a tenant name (1-64 of letters, digits, _ and -)`);
+    if (!o.force) {
+      const ch = connectClickHouse(cfg);
+      try {
+        const rows = await (await ch.query({
+          query: `SELECT count() AS n FROM ${cfg.clickhouseDatabase}.receipts WHERE tenant = ${sqlString(o.tenant)} AND request_id = ${sqlString(id)}`,
+          format: 'JSONEachRow',
+        })).json<{ n: string }>();
+        if (Number(rows[0]?.n ?? 0) === 0) fail(`no request "${id}" of tenant ${o.tenant} in the receipts (if it was only just published, --force cancels it anyway)`);
+      } finally {
+        await ch.close();
+      }
+    }
     await withNats(cfg, 'herald-cancel', async (nats) => {
       const kv = await new Kvm(nats.js).open(topologyOf(cfg).kvBucket('cancellations'));
       await new Cancellations(kv).cancel(o.tenant, id, o.reason);

@@ -35,3 +35,23 @@ export function connectClickHouse(config: Config): ClickHouseClient {
   // Failed inserts are retried and logged by the runner; the client's own console logging is noise.
   return createClient({ url: config.clickhouseUrl, request_timeout: 30_000, log: { level: ClickHouseLogLevel.OFF } });
 }
+
+/**
+ * A Redis connection for one operator command: it fails within `timeoutMs` with the reason when
+ * Redis cannot be reached, instead of queueing commands and reconnecting forever.
+ */
+export async function connectRedisOrFail(config: Config, timeoutMs = 5_000): Promise<Redis> {
+  const redis = new Redis(config.redisUrl, {
+    lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: timeoutMs, retryStrategy: () => null,
+  });
+  let lastError: Error | undefined;
+  redis.on('error', (err: Error) => { lastError = err; });
+  try {
+    await redis.connect();
+    return redis;
+  } catch (err) {
+    redis.disconnect();
+    const where = new URL(config.redisUrl);
+    throw new Error(`cannot reach Redis at ${where.hostname}:${where.port || 6379}: ${(lastError ?? (err as Error)).message}`);
+  }
+}

@@ -96,3 +96,11 @@ export async function applyAll(nats: Nats, topology: Topology, ch?: ClickHouseCl
   if (ch && database) results.push(...(await applyClickHouse(ch, database)));
   return results;
 }
+
+/**
+ * A string as a ClickHouse SQL literal. ClickHouse 18.16 has no query parameters, so values that
+ * come from operators or producers are quoted here, the one place that does it.
+ */
+export function sqlString(value: string): string {
+  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}

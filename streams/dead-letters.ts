@@ -13,6 +13,7 @@ export interface DeadLetterQuery {
   since?: number;
   /** substring of the reason */
   reason?: string;
+  /** @default every one */
   limit?: number;
 }
 
@@ -20,7 +21,7 @@ export interface DeadLetterQuery {
 export async function listDeadLetters(jsm: JetStreamManager, topology: Topology, q: DeadLetterQuery = {}): Promise<(DeadLetter & { dlq_seq: number })[]> {
   const info = await jsm.streams.info(topology.dlqStream);
   const out: (DeadLetter & { dlq_seq: number })[] = [];
-  for (let seq = info.state.first_seq; seq <= info.state.last_seq && out.length < (q.limit ?? 1_000); seq++) {
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && out.length < (q.limit ?? Infinity); seq++) {
     // A purged or deleted sequence has no message: skip it.
     const msg = await jsm.streams.getMessage(topology.dlqStream, { seq }).catch(() => null);
     if (!msg || (q.stage && msg.subject !== topology.dlq(q.stage))) continue;
@@ -32,6 +33,13 @@ export async function listDeadLetters(jsm: JetStreamManager, topology: Topology,
     out.push({ ...d, dlq_seq: msg.seq });
   }
   return out;
+}
+
+/** One dead letter by its DLQ sequence, or undefined when there is none. */
+export async function readDeadLetter(jsm: JetStreamManager, topology: Topology, seq: number): Promise<(DeadLetter & { dlq_seq: number }) | undefined> {
+  const msg = await jsm.streams.getMessage(topology.dlqStream, { seq }).catch(() => null);
+  const parsed = msg ? deadLetterSchema.safeParse(msg.json()) : undefined;
+  return parsed?.success ? { ...parsed.data, dlq_seq: seq } : undefined;
 }
 
 /** The message a dead letter stands for: its copy, or the stored message it points at. */
@@ -52,7 +60,9 @@ export async function redriveDeadLetters(
   nats: { js: JetStreamClient; jsm: JetStreamManager }, topology: Topology, q: DeadLetterQuery & { seq?: number } = {},
   onProgress?: (done: number, total: number) => void,
 ): Promise<number> {
-  const letters = (await listDeadLetters(nats.jsm, topology, q)).filter((d) => q.seq === undefined || d.dlq_seq === q.seq);
+  const one = q.seq === undefined ? undefined : await readDeadLetter(nats.jsm, topology, q.seq);
+  if (q.seq !== undefined && !one) throw new Error(`no dead letter #${q.seq}`);
+  const letters = one ? [one] : await listDeadLetters(nats.jsm, topology, q);
   let sent = 0;
   onProgress?.(0, letters.length);
   for (const d of letters) {
