@@ -51,7 +51,9 @@ const envSchema = z.object({
   TWILIO_FALLBACK_AUTH_TOKEN_FILE: z.string().optional(),
   TWILIO_FALLBACK_FROM: z.string().optional(),
   /** auto: channels without credentials use local fakes of their providers; off: they are disabled. */
-  HERALD_SANDBOX: z.enum(['auto', 'off']).default('auto'),
+  HERALD_SANDBOX: z.enum(['auto', 'off']).optional(),
+  /** production: never a sandbox (a channel without credentials is disabled, loudly). */
+  NODE_ENV: z.string().optional(),
   SMTP_FROM: z.string().default(defaults.smtpFrom),
   HERALD_SMTP_CATCHER_PORT: z.coerce.number().int().min(0).max(65535).default(defaults.smtpCatcherPort),
   /** Prefix for every stream, subject, KV bucket and Redis key, so several Herald installs share servers. */
@@ -159,6 +161,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const e = parsed.data;
   const problems: string[] = [];
+  if (e.NODE_ENV === 'production' && e.HERALD_SANDBOX === 'auto') {
+    problems.push('HERALD_SANDBOX: "auto" sends to local fakes and counts them delivered; it is not allowed with NODE_ENV=production');
+  }
   const providers = providerConfig(e, problems);
   if (problems.length) throw new ConfigError(problems);
   return Object.freeze({
@@ -250,6 +255,6 @@ function providerConfig(e: Env, problems: string[]): ProviderConfig {
     apns,
     fcm: fcmFile ? { serviceAccountFile: fcmFile, projectId: e.FCM_PROJECT_ID } : undefined,
     twilio,
-    sandbox: e.HERALD_SANDBOX,
+    sandbox: e.HERALD_SANDBOX ?? (e.NODE_ENV === 'production' ? 'off' : 'auto'),
   };
 }

@@ -68,10 +68,12 @@ export async function buildProviders(
     smtpUrls = [`smtp://127.0.0.1:${set.catcher?.port ?? config.smtpCatcherPort}`];
   }
   if (smtpUrls.length) {
-    const relays = smtpUrls.map((url, i) => guard(new EmailSink({ url, from: config.smtpFrom, provider: smtpUrls.length > 1 ? `smtp${i + 1}` : 'smtp' })));
+    // Mail to the local catcher is marked as sandbox in receipts, like the other fakes.
+    const name = (i: number) => (set.catcher || p.smtpUrls.length === 0 ? 'smtp-sandbox' : smtpUrls.length > 1 ? `smtp${i + 1}` : 'smtp');
+    const relays = smtpUrls.map((url, i) => guard(new EmailSink({ url, from: config.smtpFrom, provider: name(i) })));
     set.sinks.email = relays.length > 1 ? new FailoverSink(relays) : relays[0];
   } else {
-    log.warn({ channel: 'email' }, 'email disabled: no SMTP_URL and HERALD_SANDBOX=off');
+    log.error({ channel: 'email' }, 'email DISABLED: no SMTP_URL and no sandbox; every email delivery fails with a receipt saying so');
   }
 
   // Push: APNs for iOS, FCM for Android and web.
@@ -94,7 +96,7 @@ export async function buildProviders(
     }));
     log.info({ port: fake.port }, 'sandbox: no APNs credentials, iOS push goes to the local APNs fake (herald sandbox apns)');
   } else {
-    log.warn({ channel: 'push', platform: 'ios' }, 'iOS push disabled: no APNS_KEY_FILE/APNS_CERT_FILE and HERALD_SANDBOX=off');
+    log.error({ channel: 'push', platform: 'ios' }, 'iOS push DISABLED: no APNS_KEY_FILE/APNS_CERT_FILE and no sandbox');
   }
   if (p.fcm) {
     const account = JSON.parse(fs.readFileSync(p.fcm.serviceAccountFile, 'utf8')) as { project_id?: string };
@@ -110,7 +112,7 @@ export async function buildProviders(
     }));
     log.info({ port: fake.port }, 'sandbox: no FCM credentials, Android/web push goes to the local FCM fake (herald sandbox fcm)');
   } else {
-    log.warn({ channel: 'push', platform: 'android,web' }, 'Android/web push disabled: no FCM_SERVICE_ACCOUNT_FILE and HERALD_SANDBOX=off');
+    log.error({ channel: 'push', platform: 'android,web' }, 'Android/web push DISABLED: no FCM_SERVICE_ACCOUNT_FILE and no sandbox');
   }
   if (push.ios || push.android) set.sinks.push = new PushSink(push);
 
@@ -129,7 +131,7 @@ export async function buildProviders(
     }));
     log.info({ port: fake.port }, 'sandbox: no Twilio credentials, SMS goes to the local Twilio fake (herald sandbox twilio)');
   } else {
-    log.warn({ channel: 'sms' }, 'SMS disabled: no TWILIO_ACCOUNT_SID and HERALD_SANDBOX=off');
+    log.error({ channel: 'sms' }, 'SMS DISABLED: no TWILIO_ACCOUNT_SID and no sandbox');
   }
 
   set.close = async () => {

@@ -1,8 +1,9 @@
--- `herald funnel`: the funnel since a moment, by tier and channel.
+-- `herald funnel`: the funnel since a moment, by tier and channel; deliveries to sandbox fakes apart.
 -- {database} and {since} (unix seconds) are filled in by Herald, which checks they are a name and an integer.
 SELECT
     tier,
     channel,
+    like(provider, '%-sandbox') AS sandbox,
     sumIf(count, status = 'accepted')      AS accepted,
     sumIf(count, status = 'rejected')      AS rejected,
     sumIf(count, status = 'resolved')      AS resolved,
@@ -17,5 +18,5 @@ SELECT
     sumIf(count, status = 'cancelled')     AS cancelled
 FROM {database}.receipts
 WHERE event_time >= toDateTime({since})
-GROUP BY tier, channel
-ORDER BY tier, channel
+GROUP BY tier, channel, sandbox
+ORDER BY tier, channel, sandbox
