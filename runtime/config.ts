@@ -22,6 +22,14 @@ const numbersByName = (name: RegExp, number: RegExp, what: string) => (s: string
 
 const envSchema = z.object({
   NATS_URL: z.string().default(defaults.natsUrl),
+  /** Other ways to authenticate to NATS than user:pass@ in NATS_URL (files are read by the client). */
+  NATS_TOKEN: z.string().optional(),
+  NATS_CREDS_FILE: z.string().optional(),
+  NATS_NKEY_SEED_FILE: z.string().optional(),
+  /** TLS to NATS (a tls:// URL turns it on too): a CA to trust, and a client certificate and key for mutual TLS. */
+  NATS_TLS_CA_FILE: z.string().optional(),
+  NATS_TLS_CERT_FILE: z.string().optional(),
+  NATS_TLS_KEY_FILE: z.string().optional(),
   REDIS_URL: z.string().default(defaults.redisUrl),
   CLICKHOUSE_URL: z.string().url().default(defaults.clickhouseUrl),
   CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default(defaults.clickhouseDatabase),
@@ -111,8 +119,17 @@ export interface ProviderConfig {
 }
 
 /** Herald's whole configuration, parsed once from the environment and frozen. */
+/** How to reach NATS beyond its URL. */
+export interface NatsAuth {
+  token?: string;
+  credsFile?: string;
+  nkeySeedFile?: string;
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
+}
+
 export interface Config {
   natsUrl: string;
+  natsAuth: NatsAuth;
   redisUrl: string;
   clickhouseUrl: string;
   clickhouseDatabase: string;
@@ -165,9 +182,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('HERALD_SANDBOX: "auto" sends to local fakes and counts them delivered; it is not allowed with NODE_ENV=production');
   }
   const providers = providerConfig(e, problems);
+  for (const [name, file] of [['NATS_CREDS_FILE', e.NATS_CREDS_FILE], ['NATS_NKEY_SEED_FILE', e.NATS_NKEY_SEED_FILE], ['NATS_TLS_CA_FILE', e.NATS_TLS_CA_FILE],
+    ['NATS_TLS_CERT_FILE', e.NATS_TLS_CERT_FILE], ['NATS_TLS_KEY_FILE', e.NATS_TLS_KEY_FILE]] as const) fileMustExist(file, name, problems);
+  if (!e.NATS_TLS_CERT_FILE !== !e.NATS_TLS_KEY_FILE) problems.push('NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together');
   if (problems.length) throw new ConfigError(problems);
+  const tlsWanted = e.NATS_TLS_CA_FILE || e.NATS_TLS_CERT_FILE || /(^|,)\s*tls:\/\//.test(e.NATS_URL);
   return Object.freeze({
     natsUrl: e.NATS_URL,
+    natsAuth: {
+      token: e.NATS_TOKEN,
+      credsFile: e.NATS_CREDS_FILE,
+      nkeySeedFile: e.NATS_NKEY_SEED_FILE,
+      tls: tlsWanted ? { caFile: e.NATS_TLS_CA_FILE, certFile: e.NATS_TLS_CERT_FILE, keyFile: e.NATS_TLS_KEY_FILE } : undefined,
+    },
     redisUrl: e.REDIS_URL,
     clickhouseUrl: e.CLICKHOUSE_URL,
     clickhouseDatabase: e.CLICKHOUSE_DATABASE,

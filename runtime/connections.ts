@@ -1,4 +1,5 @@
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import fs from 'node:fs';
+import { connect, credsAuthenticator, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Redis } from 'ioredis';
 import { createClient, ClickHouseLogLevel, type ClickHouseClient } from '@clickhouse/client';
@@ -18,6 +19,11 @@ export async function connectNats(config: Config, name = 'herald'): Promise<Nats
     servers: urls.map((u) => `${u.hostname}:${u.port || 4222}`),
     user: url.username ? decodeURIComponent(url.username) : undefined,
     pass: url.password ? decodeURIComponent(url.password) : undefined,
+    token: config.natsAuth.token,
+    authenticator: config.natsAuth.credsFile
+      ? credsAuthenticator(fs.readFileSync(config.natsAuth.credsFile))
+      : config.natsAuth.nkeySeedFile ? nkeyAuthenticator(new TextEncoder().encode(fs.readFileSync(config.natsAuth.nkeySeedFile, 'utf8').trim())) : undefined,
+    tls: config.natsAuth.tls ? { ...config.natsAuth.tls } : undefined,
     name,
     maxReconnectAttempts: -1,
     // Async stack traces allocate an Error per publish: a fifth of the CPU on the hot path.

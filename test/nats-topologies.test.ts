@@ -9,6 +9,8 @@ import { freePort, startServer, stopAttached, type RunningServer } from '../serv
 import { SmtpCatcher } from '../sinks/smtp-catcher.js';
 import { HeraldProcess, envFor } from './child.js';
 import { eventually, Harness } from './harness.js';
+import { connectNats } from '../runtime/connections.js';
+import { loadConfig } from '../runtime/config.js';
 
 const composeDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'compose');
 
@@ -55,6 +57,25 @@ describe('nats.conf with users and subject permissions', () => {
     }
     // A wrong password is refused outright.
     await expect(connect({ servers: `127.0.0.1:${port}`, user: 'producer', pass: 'guess', maxReconnectAttempts: 0 })).rejects.toThrow(/authorization/i);
+  });
+});
+
+describe('NATS token auth from the environment', () => {
+  it('connects with NATS_TOKEN, and is refused without it', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nats-token-'));
+    const conf = path.join(dir, 'nats.conf');
+    fs.writeFileSync(conf, "jetstream { max_file_store: 1GB }\nauthorization { token: $NATS_TOKEN_SECRET }\n");
+    const port = await freePort();
+    const server = await startServer({ name: 'nats', port, sidePort: await freePort(), dataDir: dir, configFile: conf, env: { NATS_TOKEN_SECRET: 's3cret-token' } }, false);
+    try {
+      const url = `nats://127.0.0.1:${port}`;
+      const nats = await connectNats(loadConfig({ NATS_URL: url, NATS_TOKEN: 's3cret-token' }), 'token-test');
+      expect((await nats.jsm.getAccountInfo()).limits).toBeDefined();
+      await nats.nc.close();
+      await expect(connect({ servers: `127.0.0.1:${port}`, token: 'wrong', maxReconnectAttempts: 0 })).rejects.toThrow(/authorization/i);
+    } finally {
+      await stopAttached(server);
+    }
   });
 });
 
