@@ -1,4 +1,5 @@
 import type { DeadLetter } from '../schemas/index.js';
+import { scrub } from '../runtime/scrub.js';
 import type { Topology } from '../streams/topology.js';
 import type { NodeLetter } from './flow.js';
 import type { Metrics } from './metrics.js';
@@ -24,11 +25,11 @@ export class DeadLetterWriter {
     const who = letter.identities[0];
     const entry: DeadLetter = {
       stage: letter.node,
-      reason: letter.reason.slice(0, 1_000),
-      problems: letter.problems.slice(0, 200).map((p) => p.slice(0, 1_000)),
+      reason: scrub(letter.reason.slice(0, 1_000)),
+      problems: letter.problems.slice(0, 200).map((p) => scrub(p.slice(0, 1_000))),
       attempts: letter.attempts,
-      first_error: letter.firstError?.slice(0, 1_000),
-      last_error: letter.reason.slice(0, 1_000),
+      first_error: letter.firstError === undefined ? undefined : scrub(letter.firstError.slice(0, 1_000)),
+      last_error: scrub(letter.reason.slice(0, 1_000)),
       failed_at: Date.now(),
       subject: letter.subject,
       stream: origin.stream,

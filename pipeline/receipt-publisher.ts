@@ -2,6 +2,7 @@ import type { JetStreamClient } from '@nats-io/jetstream';
 import { nuid } from '@nats-io/nuid';
 import type { Logger } from 'pino';
 import type { Receipt } from '../schemas/index.js';
+import { scrub } from '../runtime/scrub.js';
 import type { Topology } from '../streams/topology.js';
 
 /** Options for batching receipts. */
@@ -58,7 +59,8 @@ export class ReceiptPublisher {
   }
 
   add(receipt: Receipt): void {
-    this.pending.push({ ...receipt, ts: receipt.ts ?? Date.now() });
+    // Reasons often quote a provider's error, which may name an address or a token.
+    this.pending.push({ ...receipt, ts: receipt.ts ?? Date.now(), ...(receipt.reason ? { reason: scrub(receipt.reason) } : {}) });
     if (this.pending.length >= this.maxBatch) this.publishPending();
     else if (!this.timer) this.timer = setTimeout(() => this.publishPending(), this.lingerMs);
   }
