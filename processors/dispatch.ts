@@ -89,7 +89,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
 
         const pending: { unit: Unit; item: DeliveryItem }[] = [];
         const rendered = new Map<string, RenderedContent>();
-        const giveUp: { unit: Unit; reason: string }[] = [];
+        const giveUp: GiveUp[] = [];
         for (const group of live) {
           const done = doneSets.get(group);
           const skipped: string[] = [];
@@ -106,7 +106,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
                 content = deps.templates.render(group.request, unit.recipient.locale);
               } catch (err) {
                 if (!(err instanceof ContentError)) throw err;
-                giveUp.push({ unit, reason: err.message });
+                giveUp.push({ unit, provider: sink.provider, reason: err.message });
                 continue;
               }
               rendered.set(cacheKey, content);
@@ -191,7 +191,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
                 sideEffects.push(deps.directory.setPreference(unit.group.request.tenant, unit.recipient.user_id, { channel, enabled: false }));
                 ctx.receipt(receiptOf(unit.group, { status: 'failed', provider, user_id: unit.recipient.user_id, reason: `opted_out_at_provider: ${outcome.reason}` }));
               } else {
-                giveUp.push({ unit, reason: `${outcome.reason}${outcome.code ? ` (${outcome.code})` : ''}` });
+                giveUp.push({ unit, provider, reason: `${outcome.reason}${outcome.code ? ` (${outcome.code})` : ''}` });
               }
               pushTo(failedForGood, unit.group, unit.dedupId);
               break;
@@ -217,9 +217,9 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           throw new DeferError(deps.now() + afterMs, retry[0].outcome.reason);
         }
         if (retry.length && ctx.isLastAttempt) {
-          for (const r of retry) giveUp.push({ unit: r.unit, reason: `retries exhausted: ${r.outcome.reason}` });
+          for (const r of retry) giveUp.push({ unit: r.unit, provider: r.outcome.provider ?? sink.provider, reason: `retries exhausted: ${r.outcome.reason}` });
         }
-        await deadLetter(giveUp, batch, pending.length, ctx, (u, reason) => receiptOf(u.group, { status: 'failed', user_id: u.recipient.user_id, reason: reason.slice(0, 500) }));
+        await deadLetter(giveUp, batch, pending.length, ctx, (g) => receiptOf(g.unit.group, { status: 'failed', provider: g.provider, user_id: g.unit.recipient.user_id, reason: g.reason.slice(0, 500) }));
         if (retry.length && !ctx.isLastAttempt) {
           const afterMs = Math.max(0, ...retry.map((r) => r.outcome.afterMs ?? 0)) || undefined;
           throw new RetryableError(`${retry.length} deliveries to retry: ${retry[0].outcome.reason}`, afterMs);
@@ -230,15 +230,22 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
   },
 };
 
+/** A delivery given up on: whom, through which provider, and why. */
+interface GiveUp {
+  unit: Unit;
+  provider: string;
+  reason: string;
+}
+
 /** Dead-letters the deliveries given up on, as a batch of just them (what a redrive sends again). */
 async function deadLetter(
-  giveUp: { unit: Unit; reason: string }[], batch: DeliveryBatch, attempted: number, ctx: StageContext,
-  receipt: (u: Unit, reason: string) => Receipt,
+  giveUp: GiveUp[], batch: DeliveryBatch, attempted: number, ctx: StageContext,
+  receipt: (g: GiveUp) => Receipt,
 ): Promise<void> {
   if (giveUp.length === 0) return;
   const byGroup = new Map<DeliveryGroup, Recipient[]>();
   for (const g of giveUp) {
-    ctx.receipt(receipt(g.unit, g.reason));
+    ctx.receipt(receipt(g));
     pushTo(byGroup, g.unit.group, g.unit.recipient);
   }
   const failed: DeliveryBatch = {

@@ -1,5 +1,6 @@
 import apn from '@parse/node-apn';
 import type { DeliveryItem, Outcome, Sink } from './sink.js';
+import { providerLimits, tooLarge } from './limits.js';
 
 /** How Herald authenticates to APNs. */
 export type ApnsAuth =
@@ -89,8 +90,15 @@ export class ApnsSink implements Sink {
         const token = items[i].recipient.to[0];
         byToken.set(token, [...(byToken.get(token) ?? []), i]);
       }
+      const note = this.notification(items[indexes[0]]);
+      // length() compiles the payload once; the send reuses it.
+      const bytes = (note as unknown as { length(): number }).length();
+      if (bytes > providerLimits.apnsPayloadBytes) {
+        for (const i of indexes) outcomes[i] = tooLarge('the APNs payload', bytes, providerLimits.apnsPayloadBytes, 'bytes');
+        return;
+      }
       try {
-        const result = await this.client.send(this.notification(items[indexes[0]]), [...byToken.keys()]);
+        const result = await this.client.send(note, [...byToken.keys()]);
         for (const sent of result.sent) for (const i of byToken.get(sent.device) ?? []) outcomes[i] = { kind: 'delivered' };
         for (const failed of result.failed) {
           const outcome = apnsOutcome(failed as Parameters<typeof apnsOutcome>[0]);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { DeliveryItem, Outcome, Sink } from './sink.js';
+import { providerLimits, tooLarge } from './limits.js';
 
 /** Options for the SMTP sink. */
 export interface EmailSinkOptions {
@@ -54,6 +55,9 @@ export class EmailSink implements Sink {
 
   async send(items: DeliveryItem[]): Promise<Outcome[]> {
     return Promise.all(items.map(async ({ request, recipient, content }): Promise<Outcome> => {
+      if (content.title.length > providerLimits.emailSubjectChars) {
+        return tooLarge('the subject', content.title.length, providerLimits.emailSubjectChars, 'characters');
+      }
       try {
         const info = await this.transport.sendMail({
           from: this.opts.from,

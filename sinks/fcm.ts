@@ -3,6 +3,7 @@ import tls from 'node:tls';
 import { initializeApp, deleteApp, cert, type App, type Credential } from 'firebase-admin/app';
 import { getMessaging, type Messaging, type TokenMessage } from 'firebase-admin/messaging';
 import type { DeliveryItem, Outcome, Sink } from './sink.js';
+import { providerLimits, tooLarge } from './limits.js';
 
 /** Options for the FCM sink. */
 export interface FcmSinkOptions {
@@ -24,8 +25,12 @@ export function fcmOutcome(err: { code?: string; message?: string } | undefined,
   switch (code) {
     case 'messaging/registration-token-not-registered':
     case 'messaging/invalid-registration-token':
-    case 'messaging/invalid-argument':
       return { kind: 'invalid_address', reason, address: token };
+    case 'messaging/invalid-argument':
+      // INVALID_ARGUMENT also means "message too big" or a bad field: only a token FCM names as bad is one.
+      return /registration token/i.test(err?.message ?? '')
+        ? { kind: 'invalid_address', reason, address: token }
+        : { kind: 'permanent', reason, code };
     case 'messaging/message-rate-exceeded':
     case 'messaging/device-message-rate-exceeded':
     case 'messaging/quota-exceeded':
@@ -95,14 +100,25 @@ export class FcmSink implements Sink {
     const outcomes: Outcome[] = [];
     for (let i = 0; i < items.length; i += 500) {
       const slice = items.slice(i, i + 500);
+      const sized = slice.map((item) => {
+        const message = this.message(item);
+        const bytes = Buffer.byteLength(JSON.stringify({ notification: message.notification, data: message.data }));
+        return { message, tooBig: bytes > providerLimits.fcmMessageBytes ? tooLarge('the FCM message', bytes, providerLimits.fcmMessageBytes, 'bytes') : undefined };
+      });
+      const sendable = sized.filter((s) => !s.tooBig);
+      const answers: Outcome[] = [];
       try {
-        const result = await this.messaging.sendEach(slice.map((item) => this.message(item)));
-        result.responses.forEach((r, j) => {
-          outcomes.push(r.success ? { kind: 'delivered', providerId: r.messageId } : fcmOutcome(r.error, slice[j].recipient.to[0]));
-        });
+        if (sendable.length) {
+          const result = await this.messaging.sendEach(sendable.map((s) => s.message));
+          result.responses.forEach((r, j) => {
+            answers.push(r.success ? { kind: 'delivered', providerId: r.messageId } : fcmOutcome(r.error, sendable[j].message.token));
+          });
+        }
       } catch (err) {
-        for (const _ of slice) outcomes.push({ kind: 'retry', reason: `fcm: ${(err as Error).message}` });
+        for (const _ of sendable) answers.push({ kind: 'retry', reason: `fcm: ${(err as Error).message}` });
       }
+      let next = 0;
+      for (const s of sized) outcomes.push(s.tooBig ?? answers[next++]);
     }
     return outcomes;
   }

@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import twilio from 'twilio';
 import type { DeliveryItem, Outcome, Sink } from './sink.js';
+import { providerLimits, tooLarge } from './limits.js';
 
 /** Options for the Twilio SMS sink. */
 export interface SmsSinkOptions {
@@ -85,11 +86,14 @@ export class SmsSink implements Sink {
     return Promise.all(items.map(async ({ recipient, content }): Promise<Outcome> => {
       const to = recipient.to[0];
       if (!E164.test(to ?? '')) return { kind: 'permanent', reason: `"${to}" is not an E.164 phone number`, code: 'E164' };
+      const body = `${content.title}\n${content.body}`;
+      // Never cut a message short in silence: too long for Twilio is a failed delivery that says so.
+      if (body.length > providerLimits.smsChars) return tooLarge('the SMS body', body.length, providerLimits.smsChars, 'characters');
       const seen: { retryAfterMs?: number } = {};
       try {
         const msg = await this.slot(() => responseHeaders.run(seen, () => this.client.messages.create({
           to,
-          body: `${content.title}\n${content.body}`.slice(0, 1_600),
+          body,
           ...(this.opts.from.startsWith('MG') ? { messagingServiceSid: this.opts.from } : { from: this.opts.from }),
         })));
         return { kind: 'delivered', providerId: msg.sid };

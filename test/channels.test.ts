@@ -99,6 +99,33 @@ describe('push, SMS and email through the real provider libraries (sandbox fakes
     }, "bob's SMS opt-out");
     expect(bob.preferences).toEqual({ 'channel:sms': false });
   });
+
+  it('fails content too large for a provider with a clear receipt, and never touches a token', async () => {
+    await h.load([
+      { type: 'user', tenant: 'acme', id: 'zed', email: 'zed@acme.test', phone: '+15550177', locale: 'en', timezone: 'UTC' },
+      { type: 'device', tenant: 'acme', user_id: 'zed', platform: 'ios', token: 'cd'.repeat(32) },
+      { type: 'device', tenant: 'acme', user_id: 'zed', platform: 'android', token: 'android-token-zed' },
+    ]);
+    const pushesBefore = apns.script.records.length + fcm.script.records.length;
+    await h.publish({
+      tenant: 'acme', idempotency_key: 'too-large', tier: 'transactional', category: 'security',
+      content: { title: '{{t}}', body: '{{b}}' }, data: { t: 'T'.repeat(999), b: 'b'.repeat(5_000) },
+      recipients: { user_ids: ['zed'] }, channels: ['push', 'email', 'sms'],
+    });
+    const failed = await eventually(async () => {
+      const r = await h.receipts("status = 'failed' AND reason LIKE '%(too_large)'");
+      return r.length === 4 ? r : null;
+    }, 'four too_large receipts (APNs, FCM, SMS, email)');
+    const reasons = failed.map((r) => `${r.provider}: ${r.reason}`).sort();
+    expect(reasons[0]).toMatch(/^apns-sandbox: the APNs payload is \d+ bytes; the provider takes at most 4096 \(too_large\)$/);
+    expect(reasons[1]).toMatch(/^fcm-sandbox: the FCM message is \d+ bytes; the provider takes at most 4096 \(too_large\)$/);
+    expect(reasons[2]).toMatch(/^smtp: the subject is 999 characters; the provider takes at most 998 \(too_large\)$/);
+    expect(reasons[3]).toMatch(/^twilio-sandbox: the SMS body is 6000 characters; the provider takes at most 1600 \(too_large\)$/);
+    const zed = await h.directory.show('acme', 'zed');
+    expect(zed.devices.map((d) => `${d.platform}:${d.active}`).sort()).toEqual(['android:true', 'ios:true']);
+    // Refused before any call: the providers saw nothing of it.
+    expect(apns.script.records.length + fcm.script.records.length).toBe(pushesBefore);
+  });
 });
 
 describe('email failover', () => {

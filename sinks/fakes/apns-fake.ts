@@ -83,6 +83,8 @@ export class ApnsFake {
       if (!cert || !cert.subject) return reply(403, 'MissingProviderToken');
     }
     if (!headers['apns-topic'] && auth) return reply(400, 'MissingTopic');
+    // Apple refuses a payload over 4 KB with 413 PayloadTooLarge.
+    if (Buffer.concat(chunks).length > 4_096) return reply(413, 'PayloadTooLarge');
     const body = safeJson(Buffer.concat(chunks)) as { aps?: unknown } | null;
     if (!body || typeof body !== 'object' || !body.aps) return reply(400, 'PayloadEmpty');
     const failure = this.script.take(pathMatch[1]);

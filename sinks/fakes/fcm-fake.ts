@@ -33,6 +33,9 @@ export class FcmFake extends HttpsFake {
       return fcmError(res, 401, 'UNAUTHENTICATED', 'THIRD_PARTY_AUTH_ERROR', 'Request had invalid authentication credentials.');
     }
     if (!token) { record(400); return fcmError(res, 400, 'INVALID_ARGUMENT', 'INVALID_ARGUMENT', 'The message has no token.'); }
+    // FCM refuses a message whose notification and data exceed 4 KB, with INVALID_ARGUMENT.
+    const size = Buffer.byteLength(JSON.stringify({ notification: body.message?.notification, data: body.message?.data }));
+    if (size > 4_096) { record(400); return fcmError(res, 400, 'INVALID_ARGUMENT', 'INVALID_ARGUMENT', `Message is too big: ${size} bytes`); }
     const failure = this.script.take(token);
     if (failure) {
       switch (failure.kind) {

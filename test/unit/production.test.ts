@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { formatFunnel, type FunnelRow } from '../../cli/funnel.js';
 import { ConfigError, loadConfig } from '../../runtime/config.js';
+import { fcmOutcome } from '../../sinks/fcm.js';
 
 describe('production never delivers to a sandbox', () => {
   it('turns the sandbox off under NODE_ENV=production, and refuses HERALD_SANDBOX=auto there', () => {
@@ -20,5 +21,14 @@ describe('production never delivers to a sandbox', () => {
     const lines = formatFunnel(rows).split('\n');
     expect(lines[1]).toMatch(/^social\s+sms\s+.*\b2\b/);
     expect(lines[2]).toMatch(/^social\s+sms \(sandbox\)\s+.*\b5\b/);
+  });
+});
+
+describe('FCM errors', () => {
+  it('treats INVALID_ARGUMENT as a bad token only when FCM says the token is bad', () => {
+    const tooBig = fcmOutcome({ code: 'messaging/invalid-argument', message: 'Message is too big: 5123 bytes' }, 'tok');
+    expect(tooBig.kind).toBe('permanent');
+    const badToken = fcmOutcome({ code: 'messaging/invalid-argument', message: 'The registration token is not a valid FCM registration token' }, 'tok');
+    expect(badToken).toMatchObject({ kind: 'invalid_address', address: 'tok' });
   });
 });
