@@ -230,7 +230,8 @@ export class Flow {
     const { reason, problems } = failureOf(err, env.attempt);
     const identities = identitiesOf(step.node, input);
     step.log.warn({ reason, problems: problems.slice(0, 20), attempt: env.attempt }, 'dead-lettered');
-    for (const r of giveUpReceipts(step.node.name, step.node.def.giveUpStatus ?? 'dead_lettered', identities, `${reason}: ${problems.join('; ')}`, env.attempt)) {
+    const status = err instanceof PermanentError ? step.node.def.giveUpStatus ?? 'dead_lettered' : 'dead_lettered';
+    for (const r of giveUpReceipts(step.node.name, status, identities, `${reason}: ${problems.join('; ')}`, env.attempt)) {
       env.receipt(r);
     }
     await env.deadLetter({

@@ -1,6 +1,6 @@
 import type { JsMsg } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
-import { backoffMs, DeferError, errorMessage, PermanentError, RetryableError } from '../runtime/errors.js';
+import { backoffMs, DeferError, errorMessage, isBackpressure, PermanentError, RetryableError } from '../runtime/errors.js';
 import { describeIssues, type Receipt } from '../schemas/index.js';
 import { REDRIVE_HEADER } from '../streams/dead-letters.js';
 import { deliveryCountAttempts, type AttemptCounter } from './attempts.js';
@@ -85,6 +85,10 @@ export interface RunnerParts {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** How long a message waits while a stream downstream is full. */
+const BACKPRESSURE_BASE_MS = 1_000;
+const BACKPRESSURE_CAP_MS = 30_000;
 
 /**
  * Runs one flow on one consumer, and is the only code that touches a JsMsg: it pulls, decodes with
@@ -316,6 +320,13 @@ export class StageRunner {
         return;
       }
       const cause = err instanceof InlineFailure ? err.cause : err;
+      if (isBackpressure(cause)) {
+        // A full stream downstream: wait, without spending an attempt (and never blame the sender).
+        const delay = backoffMs(Math.min(m.info.deliveryCount, 6), BACKPRESSURE_BASE_MS, BACKPRESSURE_CAP_MS);
+        this.log.warn({ err: cause, delayMs: delay, seq: m.info.streamSequence }, 'downstream full: waiting');
+        m.nak(Math.max(BACKPRESSURE_BASE_MS, delay));
+        return;
+      }
       const permanent = !(err instanceof InlineFailure) && err instanceof PermanentError;
       const { attempt, firstError } = permanent
         ? { attempt: m.info.deliveryCount, firstError: undefined }
@@ -347,7 +358,9 @@ export class StageRunner {
     const root = this.parts.flow.root;
     const named = value === undefined && root.node.reads !== 'requests' ? [] : identitiesOf(root.node, value);
     const identities = named.map((who) => (who.tier ? who : { ...who, tier: root.tier ?? '' }));
-    for (const r of giveUpReceipts(this.node, def.giveUpStatus ?? 'dead_lettered', identities, `${reason}: ${problems.join('; ')}`, attempt)) {
+    // Only a permanent failure is the input's fault (validate's `rejected`); running out of attempts is Herald's.
+    const status = err instanceof PermanentError ? def.giveUpStatus ?? 'dead_lettered' : 'dead_lettered';
+    for (const r of giveUpReceipts(this.node, status, identities, `${reason}: ${problems.join('; ')}`, attempt)) {
       this.parts.receipts.add(r);
     }
     await this.parts.deadLetters.write(this.origin(m), {

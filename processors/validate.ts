@@ -4,6 +4,7 @@ import { requestIdFor } from '../runtime/ids.js';
 import { describeIssues, jsonShapeProblems, requestSchema, validatedSchema, type Validated } from '../schemas/index.js';
 import type { Identity, StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
+import { MAX_SCHEDULE_AHEAD_MS } from '../streams/topology.js';
 
 export const validateConfig = z.object({
   /** The tier of the subject this instance consumes: a body naming another tier is rejected. */
@@ -59,6 +60,10 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
         const problems = parsed.success ? [] : describeIssues(parsed.error.issues);
         if (parsed.success && config.tier && parsed.data.tier !== config.tier) {
           problems.push(`tier: "${parsed.data.tier}" published to the ${config.tier} subject; publish to notify.request.${parsed.data.tier}`);
+        }
+        if (parsed.success && parsed.data.send_at && Date.parse(parsed.data.send_at) > ctx.storedAt + MAX_SCHEDULE_AHEAD_MS) {
+          // A later time could not be honoured: REQUESTS would drop the request before it came due.
+          problems.push(`send_at: ${parsed.data.send_at} is more than ${Math.floor(MAX_SCHEDULE_AHEAD_MS / 3_600_000)} hours after the request arrived; schedule it later, closer to its time`);
         }
         const content = renderable(raw);
         // Data too deep or too large is reported by the schema; rendering it is not tried.

@@ -28,6 +28,15 @@ export function errorMessage(err: unknown): string {
 }
 
 /** Not a failure: the work is due later (send_at, quiet hours, an open breaker). Not an attempt. */
+/**
+ * A stream that is full (discard-new) refuses new messages: that is backpressure from downstream,
+ * to wait out, not the message's fault and not an attempt.
+ */
+export function isBackpressure(err: unknown): boolean {
+  // Not "maximum message size exceeded": one message too large is that message's problem.
+  return /maximum (bytes|messages) exceeded|insufficient (storage )?resources|no space left/i.test(errorMessage(err));
+}
+
 export class DeferError extends Error {
   constructor(readonly untilMs: number, readonly reason: string) {
     super(`deferred until ${new Date(untilMs).toISOString()}: ${reason}`);

@@ -12,6 +12,11 @@ const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 const GiB = 1024 ** 3;
 
+/** How long REQUESTS keeps a request: a scheduled request must come due well inside it. */
+export const REQUESTS_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+/** The latest `send_at` Herald accepts, ahead of the request's arrival. */
+export const MAX_SCHEDULE_AHEAD_MS = REQUESTS_RETENTION_MS - 60 * 60 * 1000;
+
 /** The largest request REQUESTS stores (10,000 user ids of 128 characters fit): a producer gets an error at publish time for a larger one. */
 export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
 
@@ -145,7 +150,7 @@ export class Topology {
         retention: RetentionPolicy.Limits,
         // Full: producers get an error and retry, rather than unprocessed requests being dropped.
         discard: DiscardPolicy.New,
-        max_age: msToNs(7 * DAY),
+        max_age: msToNs(REQUESTS_RETENTION_MS),
         max_bytes: this.bytes(storageShares.requests),
         // Every stored request can be processed and dead-lettered within the server's max_payload.
         max_msg_size: MAX_REQUEST_BYTES,

@@ -86,4 +86,14 @@ describe('hostile requests at validate', () => {
     const { problems } = await rejection({ ...base, content: { title: '{{t}}{{t}}', body: 'b' }, data: { t: 'x'.repeat(600) } });
     expect(problems).toMatch(/content: rendered title is 1200 characters; at most 1000/);
   });
+
+  it('rejects a send_at it could not honour: past REQUESTS\' retention, or centuries away (once, with the reason)', async () => {
+    for (const sendAt of ['2400-01-01T00:00:00Z', new Date(1_000 + 8 * 86_400_000).toISOString()]) {
+      const { problems } = await rejection({ ...base, content: { title: 't', body: 'b' }, send_at: sendAt });
+      expect(problems).toMatch(new RegExp(`send_at: ${sendAt.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is more than 167 hours after the request arrived`));
+    }
+    // Six days ahead is honoured (deferred, not rejected).
+    const err = await Promise.resolve().then(() => collect(stage.process!({ ...base, content: { title: 't', body: 'b' }, send_at: new Date(1_000 + 6 * 86_400_000).toISOString() }, fakeContext().ctx))).catch((e) => e);
+    expect(err?.constructor?.name).toBe('DeferError');
+  });
 });

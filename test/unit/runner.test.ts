@@ -165,3 +165,49 @@ describe('the runner against fake messages', () => {
     await runner.close();
   });
 });
+
+describe('the runner under backpressure and giving up', () => {
+  it('waits out a full stream downstream without spending attempts, however often it is redelivered', async () => {
+    const run = () => ({ pullBatch: 10, concurrency: 4, maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000, ackWaitMs: 30_000 });
+    const graph: PipelineGraph = {
+      nodes: [
+        { name: 'first', def: stage('first', (i) => [i]), reads: 'requests', subject: 'request', run },
+        { name: 'second', def: stage('second', (i) => [i]), reads: 'work', subject: 'seconds', run },
+      ],
+      edges: [{ from: 'first', to: 'second', link: () => 'durable' }],
+    };
+    const published: string[] = [];
+    let failures = 0;
+    const assembly = new Assembly({
+      graph, topology: new Topology(graph.nodes), deps: {} as StageDeps, metrics: new Metrics(), log: createLogger('silent'),
+      settings: { ackWaitMs: 30_000, retry: { maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000 } },
+      publish: async (subject) => {
+        published.push(subject);
+        if (!subject.includes('dlq')) throw new Error('maximum bytes exceeded');
+        return {};
+      },
+      receipts: { add: () => undefined, flush: async () => undefined },
+      attempts: { current: async (_id, n) => ({ attempt: n }), failed: async (_id, n) => { failures++; return { attempt: n }; }, clear: () => undefined },
+    });
+    const msgs = [fakeMessage({ tenant: 't', id: 'r1', tier: 'social', n: 0 }, 20, 1), fakeMessage({ tenant: 't', id: 'r2', tier: 'social', n: 0 }, 21, 99)];
+    const runner = assembly.runner({ node: graph.nodes[0], tier: 'social', durable: 'first_social' }, fakeSource(msgs.map((x) => x.m)));
+    await runner.start();
+    await until(() => msgs.every((x) => x.settled.length === 1));
+    for (const x of msgs) expect(x.settled[0]).toMatch(/^nak \d+$/);
+    expect(Number(msgs[0].settled[0].slice(4))).toBeGreaterThanOrEqual(1_000);
+    expect(failures).toBe(0);
+    expect(published.some((s) => s.includes('dlq'))).toBe(false);
+    await runner.close();
+  });
+
+  it('says "rejected" only when the input is at fault: a stage that ran out of attempts dead-letters', async () => {
+    const rejecting = { ...stage('first', () => { throw new RetryableError('redis away'); }), giveUpStatus: 'rejected' as const };
+    const h = harness(rejecting, stage('second', (i) => [i]), 'durable');
+    const { m, settled } = fakeMessage({ tenant: 't', id: 'r1', tier: 'social', n: 0 }, 30, 3);
+    const runner = await h.runOn([m]);
+    await until(() => settled.length === 1);
+    expect(settled).toEqual(['term']);
+    expect(h.receipts.map((r) => r.status)).toEqual(['dead_lettered']);
+    await runner.close();
+  });
+});
