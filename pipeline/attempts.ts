@@ -6,7 +6,14 @@ export interface AttemptCounter {
   current(id: string, deliveryCount: number): Promise<{ attempt: number; firstError?: string }>;
   /** Records a failure; returns the attempt it was and the first failure. */
   failed(id: string, deliveryCount: number, error: string): Promise<{ attempt: number; firstError?: string }>;
-  /** Forgets a message that settled. */
+  /**
+   * Counts a start of a redelivered message and returns how many earlier starts never settled
+   * (the process died under them). A store that cannot answer says 0: never a false poison.
+   */
+  started(id: string): Promise<number>;
+  /** A redelivered message was nak'd: its starts ended well. */
+  settled(id: string): void;
+  /** Forgets a message that settled for good. */
   clear(id: string): void;
 }
 
@@ -37,6 +44,18 @@ export class LoggedAttempts implements AttemptCounter {
     }
   }
 
+  async started(id: string): Promise<number> {
+    try {
+      return await this.log.started(id);
+    } catch {
+      return 0;
+    }
+  }
+
+  settled(id: string): void {
+    this.log.settled(id).catch(() => undefined);
+  }
+
   clear(id: string): void {
     this.log.clear(id).catch(() => undefined);
   }
@@ -46,5 +65,7 @@ export class LoggedAttempts implements AttemptCounter {
 export const deliveryCountAttempts: AttemptCounter = {
   current: async (_id, deliveryCount) => ({ attempt: deliveryCount }),
   failed: async (_id, deliveryCount) => ({ attempt: deliveryCount }),
+  started: async () => 0,
+  settled: () => undefined,
   clear: () => undefined,
 };

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { DeferError, errorMessage, PermanentError } from '../runtime/errors.js';
+import { DeferError, errorMessage, PermanentError, PoisonError } from '../runtime/errors.js';
 import type { Receipt, ReceiptStatus, Tier } from '../schemas/index.js';
 import type { GraphNode } from './graph.js';
 import type { Metrics } from './metrics.js';
@@ -45,6 +45,8 @@ export interface FlowEnv {
   deadLetter(letter: NodeLetter): Promise<void>;
   /** Prefix of every msgID this runner publishes (its durable name). */
   idRoot: string;
+  /** The input made durable progress (see StageContext.progress). */
+  progress?(): void;
 }
 
 /** One node as it runs in a flow: its stage, its logger, its budget, and where its outputs go. */
@@ -113,6 +115,7 @@ export function identitiesOf(node: GraphNode, input: unknown): Identity[] {
 /** Why a node gave up, as a reason and its problems. */
 export function failureOf(err: unknown, attempt: number): { reason: string; problems: string[] } {
   if (err instanceof PermanentError) return { reason: err.message, problems: err.problems };
+  if (err instanceof PoisonError) return { reason: err.message, problems: [err.message] };
   return { reason: `gave up after ${attempt} attempts: ${errorMessage(err)}`, problems: [errorMessage(err)] };
 }
 
@@ -161,6 +164,7 @@ export class Flow {
       storedAt: env.storedAt,
       signal: env.signal,
       receipt: env.receipt,
+      progress: env.progress,
       afterOutputs: window ? (fn) => window.after(fn) : env.afterOutputs,
       later: (work, untilMs, id) => {
         if (!step.laterRoute) throw new Error(`node ${step.node.name} has no "later" edge to hand work back on`);

@@ -1,6 +1,7 @@
 import type { JsMsg } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
-import { backoffMs, DeferError, errorMessage, isBackpressure, PermanentError, RetryableError } from '../runtime/errors.js';
+import { backoffMs, DeferError, errorMessage, isBackpressure, PermanentError, PoisonError, RetryableError } from '../runtime/errors.js';
+import { defaults } from '../runtime/defaults.js';
 import { describeIssues, type Receipt } from '../schemas/index.js';
 import { REDRIVE_HEADER } from '../streams/dead-letters.js';
 import { deliveryCountAttempts, type AttemptCounter } from './attempts.js';
@@ -85,6 +86,19 @@ export interface RunnerParts {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+const POISON_STARTS = defaults.poisonStarts;
+
+/** `fn`, run the first time only. */
+function once(fn: () => void): () => void {
+  let done = false;
+  return () => {
+    if (!done) {
+      done = true;
+      fn();
+    }
+  };
+}
 
 /** How long a message waits while a stream downstream is full. */
 const BACKPRESSURE_BASE_MS = 1_000;
@@ -229,11 +243,19 @@ export class StageRunner {
         return p;
       },
       idRoot: this.parts.durable,
+      progress: m.info.deliveryCount > 1 ? once(() => this.attempts.settled(this.attemptId(m))) : undefined,
     };
   }
 
   private origin(m: JsMsg) {
     return { stream: m.info.stream, seq: m.info.streamSequence, deliveryCount: m.info.deliveryCount, consumer: this.parts.durable };
+  }
+
+  /** A redelivery the process died under too often is refused before it is handled again. */
+  private async checkPoison(m: JsMsg): Promise<void> {
+    if (m.info.deliveryCount === 1) return;
+    const unsettled = await this.attempts.started(this.attemptId(m));
+    if (unsettled >= POISON_STARTS) throw new PoisonError(unsettled, m.info.deliveryCount);
   }
 
   private async handleOne(m: JsMsg): Promise<void> {
@@ -244,10 +266,14 @@ export class StageRunner {
     try {
       if (!decoded.ok) throw new PermanentError(`invalid ${this.node} input`, decoded.problems);
       value = decoded.value;
+      await this.checkPoison(m);
       const { attempt, firstError } = await this.attempts.current(this.attemptId(m), m.info.deliveryCount);
       const outputs = new Outputs(this.parts.publish);
       const env = this.env(m, outputs, deadLetters, attempt, firstError);
-      await this.publishAll(this.parts.flow.run(value, env, `${this.parts.durable}:${m.info.streamSequence}`), outputs);
+      // A redelivery whose outputs get stored is making progress (a long fan-out resumed after a
+      // crash), not a poison pill: its unsettled starts are forgotten.
+      const progressed = m.info.deliveryCount > 1 ? () => this.attempts.settled(this.attemptId(m)) : undefined;
+      await this.publishAll(this.parts.flow.run(value, env, `${this.parts.durable}:${m.info.streamSequence}`), outputs, progressed);
       await Promise.all(deadLetters);
       await this.parts.receipts.flush();
       m.ack();
@@ -267,8 +293,13 @@ export class StageRunner {
     try {
       for (const m of msgs) {
         const decoded = this.decode(m);
-        if (decoded.ok) good.push({ m, value: decoded.value });
-        else await this.settle(m, new PermanentError(`invalid ${this.node} input`, decoded.problems), undefined, []);
+        if (!decoded.ok) {
+          await this.settle(m, new PermanentError(`invalid ${this.node} input`, decoded.problems), undefined, []);
+          continue;
+        }
+        const poison = await this.checkPoison(m).then(() => undefined, (err: unknown) => err);
+        if (poison) await this.settle(m, poison, decoded.value, []);
+        else good.push({ m, value: decoded.value });
       }
       if (good.length === 0) return;
       const deadLetters: Promise<void>[] = [];
@@ -293,17 +324,22 @@ export class StageRunner {
   }
 
   /** Publishes outputs pipelined (bounded) and waits for every PubAck. */
-  private async publishAll(produced: Emitted[] | Promise<Emitted[]> | AsyncIterable<Emitted>, outputs: Outputs): Promise<void> {
+  private async publishAll(produced: Emitted[] | Promise<Emitted[]> | AsyncIterable<Emitted>, outputs: Outputs, progressed?: () => void): Promise<void> {
     if (Symbol.asyncIterator in (produced as object)) {
+      let first = true;
       for await (const out of produced as AsyncIterable<Emitted>) {
         if (outputs.failure) throw outputs.failure;
         outputs.publish(out.subject, out.data, out.id);
+        if (first && progressed) outputs.after(async () => progressed());
+        first = false;
         const aside = this.stepAside();
         if (aside) await aside;
         if (outputs.pending.size >= this.o.maxPublishesInFlight) await Promise.race(outputs.pending);
       }
     } else {
-      for (const out of await (produced as Promise<Emitted[]>)) outputs.publish(out.subject, out.data, out.id);
+      const list = await (produced as Promise<Emitted[]>);
+      for (const out of list) outputs.publish(out.subject, out.data, out.id);
+      if (progressed && list.length) outputs.after(async () => progressed());
     }
     await outputs.settled();
   }
@@ -315,6 +351,8 @@ export class StageRunner {
   private async settle(m: JsMsg, err: unknown, value: unknown, deadLetters: Promise<void>[]): Promise<void> {
     try {
       await Promise.allSettled(deadLetters);
+      // A redelivery that ends in a nak ended well: its start does not count toward poison.
+      if (m.info.deliveryCount > 1 && !(err instanceof PoisonError)) this.attempts.settled(this.attemptId(m));
       if (err instanceof DeferError) {
         m.nak(Math.max(0, err.untilMs - Date.now()));
         return;
@@ -327,7 +365,7 @@ export class StageRunner {
         m.nak(Math.max(BACKPRESSURE_BASE_MS, delay));
         return;
       }
-      const permanent = !(err instanceof InlineFailure) && err instanceof PermanentError;
+      const permanent = !(err instanceof InlineFailure) && (err instanceof PermanentError || err instanceof PoisonError);
       const { attempt, firstError } = permanent
         ? { attempt: m.info.deliveryCount, firstError: undefined }
         : await this.attempts.failed(this.attemptId(m), m.info.deliveryCount, errorMessage(cause));

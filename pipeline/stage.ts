@@ -34,6 +34,11 @@ export interface StageContext {
    * tier's deferred subject before the input is acked. `id` names the hand-back, so a redo is dropped.
    */
   later(work: ResolvedChunk, untilMs: number, id: string): void;
+  /**
+   * Says the input made durable progress without outputs (dispatch: a provider call recorded), so a
+   * redelivery after a crash is known to be moving, not a poison pill. Cheap; call it freely.
+   */
+  progress?(): void;
 }
 
 /** A stage built from its definition: a function of (input, context) → outputs. */

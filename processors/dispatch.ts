@@ -148,6 +148,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
               if (outcome.kind === 'delivered') pushTo(sentNow, call[j].unit.group, call[j].unit.dedupId);
             });
             if (dedup) for (const [group, ids] of sentNow) record(group, ids);
+            if (sentNow.size) ctx.progress?.();
           }
         };
         await Promise.all(Array.from({ length: Math.min(16, Math.ceil(pending.length / callSize)) }, caller));

@@ -28,6 +28,13 @@ export const defaults = {
   maxAttempts: 12,
   backoffBaseMs: 500,
   backoffCapMs: 300_000,
+  /**
+   * A redelivered message started this many times without ever being settled (the process died
+   * under it each time) is dead-lettered before it is handled again: one poison pill must not keep
+   * every tier down. The first delivery is not counted, so it has killed the process 4 times; a
+   * redelivery whose work is moving (outputs stored, provider calls recorded) starts from 0 again.
+   */
+  poisonStarts: 3,
   httpHost: '127.0.0.1',
   httpPort: 9464,
   /** Readiness waits this long for each of NATS, Redis and ClickHouse. */

@@ -28,6 +28,14 @@ export function errorMessage(err: unknown): string {
 }
 
 /** Not a failure: the work is due later (send_at, quiet hours, an open breaker). Not an attempt. */
+/** A message that the process died under, again and again: set aside before it is handled once more. */
+export class PoisonError extends Error {
+  constructor(readonly starts: number, deliveries: number) {
+    super(`delivered ${deliveries} times and never settled (${starts + 1} starts): it may be what stops the process, so it is set aside unprocessed`);
+    this.name = 'PoisonError';
+  }
+}
+
 /**
  * A stream that is full (discard-new) refuses new messages: that is backpressure from downstream,
  * to wait out, not the message's fault and not an attempt.

@@ -35,6 +35,18 @@ export class AttemptLog {
     return { count: Number(count), firstError: String(first ?? error) };
   }
 
+  /** Counts one more start of a redelivered message; returns the starts before this one. */
+  async started(id: string): Promise<number> {
+    const key = this.key(id);
+    const [[, starts]] = (await this.redis.multi().hincrby(key, 'starts', 1).expire(key, this.ttlSeconds).exec()) as [Error | null, unknown][];
+    return Number(starts) - 1;
+  }
+
+  /** The message was settled (nak'd): the starts so far ended well. */
+  async settled(id: string): Promise<void> {
+    await this.redis.hdel(this.key(id), 'starts');
+  }
+
   async clear(id: string): Promise<void> {
     await this.redis.del(this.key(id));
   }

@@ -2,6 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { publishRaw } from '../runtime/producer.js';
 import { listDeadLetters, originalOf } from '../streams/dead-letters.js';
 import { envFor, HeraldProcess } from './child.js';
+import { LoggedAttempts } from '../pipeline/attempts.js';
+import { AttemptLog } from '../stores/attempts.js';
 import { eventually, Harness } from './harness.js';
 
 describe('hostile requests against a running herald', () => {
@@ -46,6 +48,16 @@ describe('hostile requests against a running herald', () => {
     }, 'two rejected receipts');
     expect(rejected.map((r) => r.attempt)).toEqual([1, 1]);
     expect(herald.exitCode).toBeUndefined();
+  });
+
+  it('counts, in Redis, the starts of a redelivered message that never settled (the poison-pill count)', async () => {
+    const attempts = new LoggedAttempts(new AttemptLog(h.redis, h.topology.keys));
+    const id = 'validate_social:999';
+    expect([await attempts.started(id), await attempts.started(id), await attempts.started(id)]).toEqual([0, 1, 2]);
+    attempts.settled(id);
+    await eventually(async () => (await attempts.started(id)) === 0, 'a nak resets the count');
+    attempts.clear(id);
+    await eventually(async () => (await h.redis.exists(h.topology.keys.internal('attempts', id))) === 0, 'cleared');
   });
 
   it('refuses a request over 2 MiB at publish, and dead-letters one just under it by reference, redrivable', async () => {

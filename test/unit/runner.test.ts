@@ -187,7 +187,10 @@ describe('the runner under backpressure and giving up', () => {
         return {};
       },
       receipts: { add: () => undefined, flush: async () => undefined },
-      attempts: { current: async (_id, n) => ({ attempt: n }), failed: async (_id, n) => { failures++; return { attempt: n }; }, clear: () => undefined },
+      attempts: {
+        current: async (_id, n) => ({ attempt: n }), failed: async (_id, n) => { failures++; return { attempt: n }; },
+        started: async () => 0, settled: () => undefined, clear: () => undefined,
+      },
     });
     const msgs = [fakeMessage({ tenant: 't', id: 'r1', tier: 'social', n: 0 }, 20, 1), fakeMessage({ tenant: 't', id: 'r2', tier: 'social', n: 0 }, 21, 99)];
     const runner = assembly.runner({ node: graph.nodes[0], tier: 'social', durable: 'first_social' }, fakeSource(msgs.map((x) => x.m)));
@@ -210,4 +213,48 @@ describe('the runner under backpressure and giving up', () => {
     expect(h.receipts.map((r) => r.status)).toEqual(['dead_lettered']);
     await runner.close();
   });
+
+  it('sets a message aside unprocessed once the process has died under it again and again', async () => {
+    let handled = 0;
+    const first = stage('first', (i) => { handled++; return [i]; });
+    const run = () => ({ pullBatch: 10, concurrency: 4, maxAttempts: 12, backoffBaseMs: 100, backoffCapMs: 1_000, ackWaitMs: 30_000 });
+    const graph: PipelineGraph = {
+      nodes: [
+        { name: 'first', def: first, reads: 'requests', subject: 'request', run },
+        { name: 'second', def: stage('second', (i) => [i]), reads: 'work', subject: 'seconds', run },
+      ],
+      edges: [{ from: 'first', to: 'second', link: () => 'durable' }],
+    };
+    // Starts per message that never settled, as the attempt log would hold them after crashes.
+    const starts = new Map<string, number>([['first_social:41', 3], ['first_social:42', 2]]);
+    const settledIds: string[] = [];
+    const published: { subject: string; data: string }[] = [];
+    const receipts: Receipt[] = [];
+    const assembly = new Assembly({
+      graph, topology: new Topology(graph.nodes), deps: {} as StageDeps, metrics: new Metrics(), log: createLogger('silent'),
+      settings: { ackWaitMs: 30_000, retry: { maxAttempts: 12, backoffBaseMs: 100, backoffCapMs: 1_000 } },
+      publish: async (subject, data) => { published.push({ subject, data: String(data) }); return {}; },
+      receipts: { add: (r) => receipts.push(r), flush: async () => undefined },
+      attempts: {
+        current: async (_id, n) => ({ attempt: 1 }), failed: async (_id, n) => ({ attempt: n }), clear: () => undefined,
+        started: async (id) => { const n = starts.get(id) ?? 0; starts.set(id, n + 1); return n; },
+        settled: (id) => settledIds.push(id),
+      },
+    });
+    const poison = fakeMessage({ tenant: 't', id: 'pill', tier: 'social', n: 0 }, 41, 5);
+    const survivor = fakeMessage({ tenant: 't', id: 'ok', tier: 'social', n: 0 }, 42, 3);
+    const runner = assembly.runner({ node: graph.nodes[0], tier: 'social', durable: 'first_social' }, fakeSource([poison.m, survivor.m]));
+    await runner.start();
+    await until(() => poison.settled.length === 1 && survivor.settled.length === 1);
+    expect(poison.settled).toEqual(['term']);
+    expect(survivor.settled).toEqual(['ack']);
+    expect(handled).toBe(1);
+    // The survivor's output was stored: progress, so its unsettled starts are forgotten.
+    expect(settledIds).toEqual(['first_social:42']);
+    const [letter] = published.filter((p) => p.subject === 'notify.dlq.first').map((p) => JSON.parse(p.data));
+    expect(letter.reason).toMatch(/delivered 5 times and never settled \(4 starts\)/);
+    expect(receipts.filter((r) => r.request_id === 'pill').map((r) => r.status)).toEqual(['dead_lettered']);
+    await runner.close();
+  });
 });
+

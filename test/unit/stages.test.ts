@@ -58,7 +58,7 @@ describe('validate', () => {
 
   it('defers a request whose send_at is ahead, and drops one that expired', async () => {
     const later = new Date(NOW + 60_000).toISOString();
-    const err = await Promise.resolve(stage.process!({ ...good, send_at: later }, fakeContext().ctx)).catch((e) => e);
+    const err = await Promise.resolve(stage.process!({ ...good, send_at: later }, fakeContext({ storedAt: NOW }).ctx)).catch((e) => e);
     expect(err).toBeInstanceOf(DeferError);
     expect((err as DeferError).untilMs).toBe(NOW + 60_000);
     const { ctx, receipts } = fakeContext();
