@@ -57,10 +57,13 @@ export async function runDemo(pipeline: Pipeline): Promise<void> {
     for (const r of got) out(`   to ${r.target.slice(0, 24)}: ${JSON.stringify(r.body).slice(0, 110)}`);
   }
 
+  // Print the funnel once every delivery seen above has its receipt in ClickHouse (not before).
+  const seen = (entries?.filter((l) => l.length).length ?? 0) + mails.length
+    + Object.values(fakes).reduce((n, f) => n + (f?.script.delivered().filter((r) => r.at >= started).length ?? 0), 0);
   const rows = await until(async () => {
     const r = await queryFunnel(pipeline.clickhouse, pipeline.config.clickhouseDatabase, started - 60_000);
-    return r.some((x) => x.delivered > 0) ? r : undefined;
-  }, 20_000);
+    return r.reduce((n, x) => n + x.delivered, 0) >= seen ? r : undefined;
+  }, 30_000);
   out('== funnel since the demo started (herald funnel --since 5m):');
   out(rows ? formatFunnel(rows).split('\n').map((l) => `   ${l}`).join('\n') : '   (receipts not in ClickHouse yet)');
   out('\nHerald keeps running; publish more with `herald publish FILE.json`. Ctrl-C stops it.\n');
