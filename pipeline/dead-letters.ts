@@ -36,8 +36,9 @@ export class DeadLetterWriter {
       stream_seq: origin.seq,
       tenant: who?.tenant || undefined,
       request_id: who?.request_id || undefined,
-      // A copy of a large message could not be stored (base64 adds a third): point at it instead.
-      ...(letter.payload.length <= MAX_COPIED_BYTES || !letter.stored
+      // A copy of a large request could not be stored (base64 adds a third): point at it instead.
+      // Only REQUESTS keeps a message after it is settled; work-queue messages are copied whole.
+      ...(letter.payload.length <= MAX_COPIED_BYTES || !letter.stored || origin.stream !== this.topology.requestsStream
         ? { original_b64: Buffer.from(letter.payload).toString('base64') }
         : { original_ref: { stream: origin.stream, seq: origin.seq } }),
     };

@@ -2,6 +2,8 @@ import type { JetStreamClient } from '@nats-io/jetstream';
 import { describe, expect, it } from 'vitest';
 import { pipelineGraph } from '../../pipeline/graph.js';
 import { ReceiptPublisher } from '../../pipeline/receipt-publisher.js';
+import { DeadLetterWriter } from '../../pipeline/dead-letters.js';
+import { Metrics } from '../../pipeline/metrics.js';
 import type { Receipt } from '../../schemas/index.js';
 import { Topology } from '../../streams/topology.js';
 
@@ -58,5 +60,20 @@ describe('the receipts publisher', () => {
     expect([...counts.entries()].filter(([, n]) => n > 1)).toEqual([[failed, 2]]);
     expect(fake.stored.size).toBe(counts.size);
     await publisher.close();
+  });
+});
+
+describe('dead letters of large messages', () => {
+  it('point at a large request in REQUESTS, but copy a large work-queue message (it is gone once settled)', async () => {
+    const topology = new Topology(pipelineGraph().nodes);
+    const written: { subject: string; entry: Record<string, unknown> }[] = [];
+    const writer = new DeadLetterWriter(async (subject, data) => { written.push({ subject, entry: JSON.parse(String(data)) }); return {}; }, topology, new Metrics());
+    const payload = Buffer.alloc(300 * 1024, 'x');
+    const letter = { node: 'n', subject: 's', reason: 'r', problems: [], payload, attempts: 1, identities: [], key: 'all', stored: true };
+    await writer.write({ stream: topology.requestsStream, seq: 7, deliveryCount: 1, consumer: 'c' }, letter);
+    await writer.write({ stream: topology.workStream('social'), seq: 8, deliveryCount: 1, consumer: 'c' }, letter);
+    expect(written[0].entry).toMatchObject({ original_ref: { stream: 'REQUESTS', seq: 7 } });
+    expect(written[0].entry.original_b64).toBeUndefined();
+    expect(Buffer.from(String(written[1].entry.original_b64), 'base64').length).toBe(payload.length);
   });
 });
