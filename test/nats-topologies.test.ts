@@ -141,7 +141,8 @@ describe('a three-node NATS cluster with replicated streams', () => {
     await new Promise((r) => setTimeout(r, 2_000));
     const duplicates = catcher.messages.length - 600;
     console.log(`cluster node stop: ${duplicates} duplicates of 600`);
-    // A node stopping may repeat the few sends in flight on it (0 in every run so far), never 1 %.
-    expect(duplicates).toBeLessThan(6);
+    // A node stopping may repeat the sends in flight on it (0 of 600 in every run so far), a
+    // bounded few — never a replay of the run.
+    expect(duplicates).toBeLessThan(30);
   }, 180_000);
 });
