@@ -29,7 +29,7 @@ export interface RunnerOptions {
   backoffCapMs: number;
   /** The consumer's ack_wait; `working()` is sent at a third of it. */
   ackWaitMs: number;
-  /** Publishes in flight at once while streaming a large output. @default 512 */
+  /** Publishes in flight at once while streaming a large output (it bounds how far a fan-out runs ahead of its last checkpoint). @default 64 */
   maxPublishesInFlight?: number;
 }
 
@@ -127,7 +127,7 @@ export class StageRunner {
 
   constructor(private readonly parts: RunnerParts) {
     const o = parts.options;
-    this.o = { maxBatch: o.pullBatch, lingerMs: 5, batchConcurrency: 4, maxPublishesInFlight: 512, ...o };
+    this.o = { maxBatch: o.pullBatch, lingerMs: 5, batchConcurrency: 4, maxPublishesInFlight: 64, ...o };
     this.attempts = parts.attempts ?? deliveryCountAttempts;
     this.node = parts.flow.root.node.name;
     this.log = parts.log.child({ stage: this.node, consumer: parts.durable });
