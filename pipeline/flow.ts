@@ -143,13 +143,6 @@ export class Flow {
     return toArray(this.forward(this.root, produced, idBase, env, window));
   }
 
-  /** Names of the nodes this flow runs, in order. */
-  get nodes(): string[] {
-    const out: string[] = [];
-    for (let s: FlowStep | undefined = this.root; s; s = s.next?.step) out.push(s.node.name);
-    return out;
-  }
-
   private windowFor(step: FlowStep): OrderedWindow | undefined {
     return step.next && step.next.concurrency > 1 ? new OrderedWindow(step.next.concurrency) : undefined;
   }

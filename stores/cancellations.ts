@@ -1,3 +1,4 @@
+import { tenantSchema } from '../schemas/index.js';
 import type { KV, KvEntry } from '@nats-io/kv';
 import { kvToken } from '../runtime/ids.js';
 
@@ -40,8 +41,11 @@ export class Cancellations {
     return this.cancelled.has(Cancellations.key(tenant, requestId));
   }
 
+  /** Records a cancellation. Anyone on the cancel subject can call this: the input is checked and bounded here. */
   async cancel(tenant: string, requestId: string, reason = ''): Promise<void> {
-    await this.kv.put(Cancellations.key(tenant, requestId), JSON.stringify({ at: Date.now(), reason }));
+    if (!tenantSchema.safeParse(tenant).success) throw new Error(`"${tenant.slice(0, 64)}" is not a tenant name (1-64 of letters, digits, _ and -)`);
+    if (requestId.length === 0 || requestId.length > 128) throw new Error('a request id is 1-128 characters');
+    await this.kv.put(Cancellations.key(tenant, requestId), JSON.stringify({ at: Date.now(), reason: reason.slice(0, 500) }));
     this.cancelled.add(Cancellations.key(tenant, requestId));
   }
 }

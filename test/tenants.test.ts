@@ -1,3 +1,4 @@
+import { Kvm } from '@nats-io/kv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { publishRaw } from '../runtime/producer.js';
 import { listDeadLetters } from '../streams/dead-letters.js';
@@ -65,6 +66,16 @@ describe('tenants are walled off in every key', () => {
     },
   ];
   for (const c of cases) it(c.name, c.run);
+
+  it('refuses a cancel on the cancel subject for a tenant that is no tenant, and bounds its reason', async () => {
+    const ask = async (body: unknown) => (await h.nats.nc.request(h.topology.cancel, JSON.stringify(body), { timeout: 5_000 })).json<{ ok: boolean; error?: string }>();
+    expect(await ask({ tenant: 'a:u:x', id: 'r1' })).toMatchObject({ ok: false, error: expect.stringMatching(/is not a tenant name/) });
+    expect(await ask({ tenant: 'acme', id: 'x'.repeat(200) })).toMatchObject({ ok: false, error: 'a request id is 1-128 characters' });
+    expect(await ask({ tenant: 'acme', id: 'r1', reason: 'y'.repeat(100_000) })).toEqual({ ok: true });
+    const kv = await new Kvm(h.nats.js).open(h.topology.kvBucket('cancellations'));
+    const entry = await kv.get('acme.r1');
+    expect(entry?.json<{ reason: string }>().reason).toHaveLength(500);
+  });
 
   it('keeps the tenant "rate"\'s topic and Herald\'s rate buckets apart in Redis', async () => {
     const topicKey = h.topology.keys.tenant('rate', 't', 'acme');
