@@ -95,10 +95,12 @@ type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 const settle = <T>(p: Promise<T>): Promise<Settled<T>> => p.then((value) => ({ ok: true as const, value }), (error) => ({ ok: false as const, error }));
 
 /** Receipts saying a node gave up on an input: one per request it carried, with the node's give-up status. */
-export function giveUpReceipts(node: string, status: ReceiptStatus, identities: Identity[], reason: string, attempt: number): Receipt[] {
+export function giveUpReceipts(node: string, status: ReceiptStatus, identities: Identity[], reason: string, attempt: number, message: string): Receipt[] {
   return identities.map((who) => ({
     ts: Date.now(), stage: node, status, tenant: who.tenant, request_id: who.request_id, tier: who.tier, category: who.category,
     channel: who.channel ?? '', reason: reason.slice(0, 2_000), attempt,
+    // A request too broken to name itself is counted per message, not lumped with every other such request.
+    ...(who.request_id ? {} : { unit: message }),
     ...(who.user_ids ? { user_ids: who.user_ids, count: who.user_ids.length } : { count: 1 }),
   }));
 }
@@ -228,7 +230,7 @@ export class Flow {
     const identities = identitiesOf(step.node, input);
     step.log.warn({ reason, problems: problems.slice(0, 20), attempt: env.attempt }, 'dead-lettered');
     const status = err instanceof PermanentError ? step.node.def.giveUpStatus ?? 'dead_lettered' : 'dead_lettered';
-    for (const r of giveUpReceipts(step.node.name, status, identities, `${reason}: ${problems.join('; ')}`, env.attempt)) {
+    for (const r of giveUpReceipts(step.node.name, status, identities, `${reason}: ${problems.join('; ')}`, env.attempt, `msg:${id}`)) {
       env.receipt(r);
     }
     await env.deadLetter({

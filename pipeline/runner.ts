@@ -398,7 +398,7 @@ export class StageRunner {
     const identities = named.map((who) => (who.tier ? who : { ...who, tier: root.tier ?? '' }));
     // Only a permanent failure is the input's fault (validate's `rejected`); running out of attempts is Herald's.
     const status = err instanceof PermanentError ? def.giveUpStatus ?? 'dead_lettered' : 'dead_lettered';
-    for (const r of giveUpReceipts(this.node, status, identities, `${reason}: ${problems.join('; ')}`, attempt)) {
+    for (const r of giveUpReceipts(this.node, status, identities, `${reason}: ${problems.join('; ')}`, attempt, `msg:${m.info.stream}:${m.info.streamSequence}`)) {
       this.parts.receipts.add(r);
     }
     await this.parts.deadLetters.write(this.origin(m), {

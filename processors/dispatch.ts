@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ContentError, type RenderedContent } from '../runtime/templates.js';
 import { DeferError, RetryableError } from '../runtime/errors.js';
+import { deviceUnit } from '../runtime/ids.js';
 import { deliveryBatchSchema, type DeliveryBatch, type DeliveryGroup, type Receipt, type Recipient } from '../schemas/index.js';
 import type { DeliveryItem, Outcome } from '../sinks/sink.js';
 import type { DoneSet } from '../stores/dedup.js';
@@ -15,6 +16,8 @@ interface Unit {
   recipient: Recipient;
   /** What the dedup entry records: the user, or `user|token` for a device. */
   dedupId: string;
+  /** What its receipts count when not just the user: a device. */
+  receiptUnit?: string;
 }
 
 function unitsOf(group: DeliveryGroup, channel: DeliveryBatch['channel']): Unit[] {
@@ -23,8 +26,12 @@ function unitsOf(group: DeliveryGroup, channel: DeliveryBatch['channel']): Unit[
     group,
     recipient: { ...r, to: [token], platforms: [r.platforms?.[i] ?? 'unknown'] },
     dedupId: `${r.user_id}|${token}`,
+    receiptUnit: deviceUnit(r.user_id, token),
   })));
 }
+
+/** A delivery group's own name in receipts that count the group as a whole. */
+const groupUnit = (group: DeliveryGroup) => `group:${group.chunk}.${group.part}`;
 
 const pushTo = <K, V>(map: Map<K, V[]>, key: K, value: V) => {
   const list = map.get(key);
@@ -34,7 +41,8 @@ const pushTo = <K, V>(map: Map<K, V[]>, key: K, value: V) => {
 
 /**
  * dispatch: dedup → provider call → receipts. Deliveries already sent (per the dedup entry) are
- * skipped; ones the provider refused for good are dead-lettered alone; a dead device token is
+ * skipped, and their receipts emitted again (same ids, counted once): a crash between the send and
+ * its receipts must not leave the funnel short. Ones the provider refused for good are dead-lettered alone; a dead device token is
  * marked inactive at once; a recipient who unsubscribed at the provider is opted out; deliveries
  * to retry make the whole batch come back later (delayed nak), when the sent ones are skipped.
  */
@@ -58,6 +66,15 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           provider: sink?.provider ?? '', attempt: ctx.attempt, latency_ms: Math.max(0, deps.now() - group.request.accepted_at),
           ...extra,
         });
+        /** Receipts for units of one group: one listing the users, or one per device on push. */
+        const unitReceipts = (group: DeliveryGroup, units: Unit[], extra: Partial<Receipt> & Pick<Receipt, 'status'>) => {
+          if (units.length === 0) return;
+          if (channel !== 'push') {
+            ctx.receipt(receiptOf(group, { ...extra, user_ids: units.map((u) => u.recipient.user_id) }));
+            return;
+          }
+          for (const u of units) ctx.receipt(receiptOf(group, { ...extra, user_id: u.recipient.user_id, unit: u.receiptUnit }));
+        };
 
         if (!sink) {
           for (const group of batch.groups) {
@@ -70,12 +87,12 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         // Expired or cancelled work is dropped with a receipt saying so.
         const live = batch.groups.filter((group) => {
           if (deps.cancellations?.isCancelled(group.request.tenant, group.request.id)) {
-            ctx.receipt(receiptOf(group, { status: 'cancelled', count: group.recipients.length, reason: 'request cancelled' }));
+            ctx.receipt(receiptOf(group, { status: 'cancelled', count: group.recipients.length, unit: groupUnit(group), reason: 'request cancelled' }));
             return false;
           }
           const expires = group.request.expires_at ? Date.parse(group.request.expires_at) : Infinity;
           if (expires > now) return true;
-          ctx.receipt(receiptOf(group, { status: 'expired', count: group.recipients.length, reason: `expires_at ${group.request.expires_at} has passed` }));
+          ctx.receipt(receiptOf(group, { status: 'expired', count: group.recipients.length, unit: groupUnit(group), reason: `expires_at ${group.request.expires_at} has passed` }));
           return false;
         });
 
@@ -92,11 +109,16 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         const giveUp: GiveUp[] = [];
         for (const group of live) {
           const done = doneSets.get(group);
-          const skipped: string[] = [];
+          const sentBefore: Unit[] = [];
+          const failedBefore: Unit[] = [];
           for (const unit of unitsOf(group, channel)) {
             // Sent is never sent again; failed for good is skipped on retries but tried on a redrive.
-            if (done?.users.has(unit.dedupId) || (done?.failed.has(unit.dedupId) && !ctx.redrive)) {
-              skipped.push(unit.recipient.user_id);
+            if (done?.users.has(unit.dedupId)) {
+              sentBefore.push(unit);
+              continue;
+            }
+            if (done?.failed.has(unit.dedupId) && !ctx.redrive) {
+              failedBefore.push(unit);
               continue;
             }
             const cacheKey = `${group.request.id}\u0000${unit.recipient.locale}`;
@@ -113,7 +135,12 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
             }
             pending.push({ unit, item: { request: group.request, recipient: unit.recipient, content } });
           }
-          if (skipped.length) ctx.receipt(receiptOf(group, { status: 'deduplicated', user_ids: skipped, reason: 'already sent' }));
+          // The first try's receipts may have died with its process: say again what happened (same
+          // ids, so counted once), and that a repeat was caught.
+          unitReceipts(group, sentBefore, { status: 'dispatched' });
+          unitReceipts(group, sentBefore, { status: 'delivered', reason: 'sent by an earlier attempt' });
+          unitReceipts(group, failedBefore, { status: 'failed', reason: 'failed for good on an earlier attempt' });
+          unitReceipts(group, [...sentBefore, ...failedBefore], { status: 'deduplicated', reason: 'already sent' });
         }
 
         // Provider calls run a few at a time; after each, what it sent is added to the dedup entry
@@ -159,12 +186,12 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
           while (w.waiting.length) await deps.dedup.add(w.done, w.waiting.splice(0));
         }
         // One pass, not a scan of every delivery per group: a coalesced batch holds a thousand groups.
-        const dispatched = new Map<DeliveryGroup, number>();
-        for (const p of pending) dispatched.set(p.unit.group, (dispatched.get(p.unit.group) ?? 0) + 1);
-        for (const [group, count] of dispatched) ctx.receipt(receiptOf(group, { status: 'dispatched', count }));
+        const dispatched = new Map<DeliveryGroup, Unit[]>();
+        for (const p of pending) pushTo(dispatched, p.unit.group, p.unit);
+        for (const [group, units] of dispatched) unitReceipts(group, units, { status: 'dispatched' });
 
         const failedForGood = new Map<DeliveryGroup, string[]>();
-        const plainDelivered = new Map<string, { group: DeliveryGroup; provider: string; users: string[]; duplicate: boolean }>();
+        const plainDelivered = new Map<string, { group: DeliveryGroup; provider: string; units: Unit[]; duplicate: boolean }>();
         const retry: { unit: Unit; outcome: Outcome & { kind: 'retry' } }[] = [];
         const sideEffects: Promise<unknown>[] = [];
         pending.forEach(({ unit }, i) => {
@@ -175,12 +202,13 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
             case 'delivered':
               if (outcome.providerId === undefined) {
                 // Outcomes without a provider id are receipted per group (one receipt listing the users).
-                const key = `${unit.group.request.id}\u0000${unit.group.chunk}\u0000${provider}\u0000${outcome.duplicate}`;
+                const key = `${unit.group.request.id}\u0000${unit.group.chunk}\u0000${unit.group.part}\u0000${provider}\u0000${outcome.duplicate}`;
                 const entry = plainDelivered.get(key);
-                if (entry) entry.users.push(unit.recipient.user_id);
-                else plainDelivered.set(key, { group: unit.group, provider, users: [unit.recipient.user_id], duplicate: !!outcome.duplicate });
+                if (entry) entry.units.push(unit);
+                else plainDelivered.set(key, { group: unit.group, provider, units: [unit], duplicate: !!outcome.duplicate });
               } else {
-                ctx.receipt(receiptOf(unit.group, { status: outcome.duplicate ? 'deduplicated' : 'delivered', provider, user_id: unit.recipient.user_id, reason: outcome.providerId }));
+                ctx.receipt(receiptOf(unit.group, { status: 'delivered', provider, user_id: unit.recipient.user_id, unit: unit.receiptUnit, reason: outcome.providerId }));
+                if (outcome.duplicate) ctx.receipt(receiptOf(unit.group, { status: 'deduplicated', provider, user_id: unit.recipient.user_id, unit: unit.receiptUnit, reason: outcome.providerId }));
               }
               break;
             case 'retry':
@@ -190,7 +218,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
               if (outcome.optOut) {
                 // The recipient told the provider to stop: record it as their preference.
                 sideEffects.push(deps.directory.setPreference(unit.group.request.tenant, unit.recipient.user_id, { channel, enabled: false }));
-                ctx.receipt(receiptOf(unit.group, { status: 'failed', provider, user_id: unit.recipient.user_id, reason: `opted_out_at_provider: ${outcome.reason}` }));
+                ctx.receipt(receiptOf(unit.group, { status: 'failed', provider, user_id: unit.recipient.user_id, unit: unit.receiptUnit, reason: `opted_out_at_provider: ${outcome.reason}` }));
               } else {
                 giveUp.push({ unit, provider, reason: `${outcome.reason}${outcome.code ? ` (${outcome.code})` : ''}` });
               }
@@ -199,13 +227,15 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
             case 'invalid_address':
               // A dead token is marked inactive at once so no later send uses it; nothing to redrive.
               if (channel === 'push') sideEffects.push(deps.directory.deactivateDevice(unit.group.request.tenant, unit.recipient.user_id, outcome.address));
-              ctx.receipt(receiptOf(unit.group, { status: 'failed', provider, user_id: unit.recipient.user_id, reason: `token_invalid: ${outcome.reason}` }));
+              ctx.receipt(receiptOf(unit.group, { status: 'failed', provider, user_id: unit.recipient.user_id, unit: unit.receiptUnit, reason: `token_invalid: ${outcome.reason}` }));
               pushTo(failedForGood, unit.group, unit.dedupId);
               break;
           }
         });
-        for (const { group, provider, users, duplicate } of plainDelivered.values()) {
-          ctx.receipt(receiptOf(group, { status: duplicate ? 'deduplicated' : 'delivered', provider, user_ids: users, reason: duplicate ? 'already in inbox' : '' }));
+        for (const { group, provider, units, duplicate } of plainDelivered.values()) {
+          // Already there (the inbox): delivered by an earlier attempt whose receipt may be lost.
+          unitReceipts(group, units, { status: 'delivered', provider, reason: duplicate ? 'already in inbox' : '' });
+          if (duplicate) unitReceipts(group, units, { status: 'deduplicated', provider, reason: 'already in inbox' });
         }
         await Promise.all(sideEffects);
         if (dedup) {
@@ -220,7 +250,7 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         if (retry.length && ctx.isLastAttempt) {
           for (const r of retry) giveUp.push({ unit: r.unit, provider: r.outcome.provider ?? sink.provider, reason: `retries exhausted: ${r.outcome.reason}` });
         }
-        await deadLetter(giveUp, batch, pending.length, ctx, (g) => receiptOf(g.unit.group, { status: 'failed', provider: g.provider, user_id: g.unit.recipient.user_id, reason: g.reason.slice(0, 500) }));
+        await deadLetter(giveUp, batch, pending.length, ctx, (g) => receiptOf(g.unit.group, { status: 'failed', provider: g.provider, user_id: g.unit.recipient.user_id, unit: g.unit.receiptUnit, reason: g.reason.slice(0, 500) }));
         if (retry.length && !ctx.isLastAttempt) {
           const afterMs = Math.max(0, ...retry.map((r) => r.outcome.afterMs ?? 0)) || undefined;
           throw new RetryableError(`${retry.length} deliveries to retry: ${retry[0].outcome.reason}`, afterMs);

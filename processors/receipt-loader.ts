@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DeferError, RetryableError } from '../runtime/errors.js';
+import { receiptId } from '../runtime/ids.js';
 import { receiptBatchSchema, type ReceiptBatch } from '../schemas/index.js';
 import type { StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
@@ -11,14 +12,18 @@ const OUTAGE_RECHECK_MS = 2_000;
 
 type StoredReceipt = ReceiptBatch['receipts'][number];
 
-/** A receipt as ClickHouse rows (DateTime in seconds plus the milliseconds beside it); one per listed user. */
+/**
+ * A receipt as ClickHouse rows (DateTime in seconds plus the milliseconds beside it); one per listed
+ * user. Each row carries its deterministic id, which the funnel counts once.
+ */
 export function toRows(r: StoredReceipt) {
-  if (!r.user_ids) return [toRow(r, r.user_id, r.count)];
-  return r.user_ids.map((user) => toRow(r, user, 1));
+  if (!r.user_ids) return [toRow(r, r.user_id, r.count, r.unit ?? r.user_id)];
+  return r.user_ids.map((user) => toRow(r, user, 1, user));
 }
 
-function toRow(r: StoredReceipt, user_id: string, count: number) {
+function toRow(r: StoredReceipt, user_id: string, count: number, unit: string) {
   return {
+    receipt_id: receiptId(r, unit),
     event_time: Math.floor(r.ts / 1000),
     event_ms: r.ts % 1000,
     // ClickHouse 18.16 does not fill DEFAULT columns on JSONEachRow inserts: send the date.

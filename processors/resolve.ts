@@ -36,10 +36,11 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
   tierOf: (v) => v.request.tier,
   outputId: chunkId,
   create(config, deps) {
-    const receipt = (v: Validated, ctx: StageContext, count: number, reason = '') =>
+    // `unit` names the chunk a topic's receipt counts, so a chunk resolved again after a crash is counted once.
+    const receipt = (v: Validated, ctx: StageContext, count: number, reason = '', unit = '') =>
       ctx.receipt({
         ts: deps.now(), stage: 'resolve', status: 'resolved', request_id: v.request.id, tenant: v.request.tenant,
-        tier: v.request.tier, category: v.request.category, count, reason, attempt: ctx.attempt,
+        tier: v.request.tier, category: v.request.category, count, reason, unit, attempt: ctx.attempt,
         latency_ms: Math.max(0, deps.now() - v.request.accepted_at),
       });
 
@@ -55,7 +56,7 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
       const now = deps.now();
       ctx.receipt({
         ts: now, stage: 'resolve', status: fresh ? 'delivered' : 'deduplicated', request_id: request.id, tenant: request.tenant,
-        tier: request.tier, category: request.category, channel: 'inapp', provider: 'broadcast', count: members,
+        tier: request.tier, category: request.category, channel: 'inapp', provider: 'broadcast', count: members, unit: `topic:${topic}`,
         reason: `fan-out on read: topic "${topic}", ${members} members`, attempt: ctx.attempt, latency_ms: Math.max(0, now - request.accepted_at),
       });
     }
@@ -85,7 +86,7 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
         : { chunk: 0, members: 0, broadcast: broadcasting, done: false, resumed_from: [] };
       if (saved) {
         ctx.log.info({ request: v.request.id, chunk: saved.chunk, members: saved.members }, 'resuming fan-out from its checkpoint');
-        receipt(v, ctx, 0, `resumed at chunk ${saved.chunk} after ${saved.members} members`);
+        receipt(v, ctx, 0, `resumed at chunk ${saved.chunk} after ${saved.members} members`, `resume:${saved.chunk}`);
       }
       for (;;) {
         // A cancelled fan-out stops paging: what is already out is dropped at dispatch.
@@ -99,7 +100,7 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
         }
         const page = await deps.directory.topicPage(tenant, topic, at.after, config.chunkSize);
         if (page.length === 0) break;
-        receipt(v, ctx, page.length);
+        receipt(v, ctx, page.length, '', `chunk:${at.chunk}`);
         yield { request, chunk: at.chunk, user_ids: page };
         at.chunk++;
         at.members += page.length;

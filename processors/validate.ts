@@ -96,9 +96,11 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
           ctx.receipt({ ...base, ts: now, status: 'expired', reason: `expires_at ${request.expires_at} has passed`, latency_ms: now - ctx.storedAt });
           return [];
         }
-        if (ctx.attempt === 1) ctx.receipt({ ...base, ts: now, status: 'accepted', latency_ms: Math.max(0, now - ctx.storedAt) });
+        // Said on every try, not only the first: the first one's receipts may have died with its
+        // process. The receipt id is the same each time, so it is counted once.
+        ctx.receipt({ ...base, ts: now, status: 'accepted', latency_ms: Math.max(0, now - ctx.storedAt) });
         if (request.send_at && Date.parse(request.send_at) > now) {
-          if (ctx.attempt === 1) ctx.receipt({ ...base, ts: now, status: 'deferred', reason: `send_at ${request.send_at}` });
+          ctx.receipt({ ...base, ts: now, status: 'deferred', reason: `send_at ${request.send_at}` });
           throw new DeferError(Date.parse(request.send_at), 'send_at');
         }
         return [{ request, recipients: req.recipients }];

@@ -7,7 +7,10 @@ export const receiptStatuses = [
 export const receiptStatusSchema = z.enum(receiptStatuses);
 export type ReceiptStatus = z.infer<typeof receiptStatusSchema>;
 
-/** One step in the life of a notification; the row analysts count in ClickHouse. */
+/**
+ * One step in the life of a notification; the row analysts count in ClickHouse. Its id is derived
+ * (runtime/ids.ts `receiptId`), never sent: the same step always gets the same id.
+ */
 export const receiptSchema = z.strictObject({
   /** ms since epoch */
   ts: z.number(),
@@ -31,6 +34,12 @@ export const receiptSchema = z.strictObject({
    * listed user (count 1 each) and ignores `user_id`. Keeps a 500-recipient batch one receipt.
    */
   user_ids: z.array(z.string()).optional(),
+  /**
+   * What this row counts when it is not simply its user: a device (`user#tokenhash`), a chunk
+   * (`chunk:3`), a delivery group. With tenant, request, stage, status and channel it makes the
+   * receipt's id, so a receipt emitted again after a crash is counted once.
+   */
+  unit: z.string().max(200).optional(),
 });
 export type Receipt = z.input<typeof receiptSchema>;
 export type StoredReceipt = z.output<typeof receiptSchema>;

@@ -77,12 +77,40 @@ async function applyClickHouse(ch: ClickHouseClient, database: string): Promise<
       .then((rows) => rows.map((r) => r.name)),
   );
   await ch.command({ query: `CREATE DATABASE IF NOT EXISTS ${database}` });
-  const results: ApplyResult[] = [];
+  const results: ApplyResult[] = await migrateReceiptIds(ch, database);
   for (const file of files) {
     const sql = await readSql(file, { database });
     const table = /EXISTS\s+\{?\w+\}?\.(\w+)/i.exec(sql)?.[1] ?? /EXISTS\s+\w+\.(\w+)/i.exec(sql)?.[1] ?? file;
     await ch.command({ query: sql });
+    if (results.some((r) => r.name === `${database}.${table}`)) continue;
     results.push({ kind: 'clickhouse', name: `${database}.${table}`, action: existing.has(table) ? 'unchanged' : 'created' });
+  }
+  return results;
+}
+
+/**
+ * Tables made before receipts had ids get the column, each old row an id of its own content (two
+ * identical old rows were one receipt loaded twice); the funnel view is made anew to count ids once.
+ * ClickHouse 18.16 has neither `ADD COLUMN IF NOT EXISTS` nor `DROP VIEW`, hence the checks.
+ */
+async function migrateReceiptIds(ch: ClickHouseClient, database: string): Promise<ApplyResult[]> {
+  const tables = await (await ch.query({
+    query: `SELECT name, create_table_query AS sql FROM system.tables WHERE database = ${sqlString(database)} AND name IN ('receipts', 'funnel_daily')`,
+    format: 'JSONEachRow',
+  })).json<{ name: string; sql: string }>();
+  const results: ApplyResult[] = [];
+  const receipts = tables.find((t) => t.name === 'receipts');
+  if (receipts && !receipts.sql.includes('receipt_id')) {
+    await ch.command({
+      query: `ALTER TABLE ${database}.receipts ADD COLUMN receipt_id String DEFAULT concat('legacy:', toString(cityHash64(` +
+        `stage, status, request_id, tenant, channel, provider, user_id, reason, toString(event_time), toString(event_ms), toString(attempt), toString(count))))`,
+    });
+    results.push({ kind: 'clickhouse', name: `${database}.receipts`, action: 'updated', changed: ['receipt_id'] });
+  }
+  const view = tables.find((t) => t.name === 'funnel_daily');
+  if (view && !view.sql.includes('receipt_id')) {
+    await ch.command({ query: `DROP TABLE IF EXISTS ${database}.funnel_daily` });
+    results.push({ kind: 'clickhouse', name: `${database}.funnel_daily`, action: 'updated', changed: ['counts each receipt id once'] });
   }
   return results;
 }

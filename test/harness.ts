@@ -89,10 +89,10 @@ export class Harness {
     return publishRequest(this.nats.js, this.topology, request);
   }
 
-  /** Receipts in ClickHouse for this namespace, as rows. */
+  /** Receipts in ClickHouse for this namespace, as rows: one per receipt id, as the funnel counts them. */
   async receipts(where = '1'): Promise<Record<string, string | number>[]> {
     const rs = await this.clickhouse.query({
-      query: `SELECT * FROM ${this.config.clickhouseDatabase}.receipts WHERE ${where} ORDER BY event_time, event_ms`,
+      query: `SELECT * FROM ${this.config.clickhouseDatabase}.receipts WHERE ${where} ORDER BY event_time, event_ms LIMIT 1 BY receipt_id`,
       format: 'JSONEachRow',
     });
     return rs.json();

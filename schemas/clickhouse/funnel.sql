@@ -1,22 +1,28 @@
 -- `herald funnel`: the funnel since a moment, by tier and channel; deliveries to sandbox fakes apart.
 -- {database} and {since} (unix seconds) are filled in by Herald, which checks they are a name and an integer.
+-- Each receipt id counts once (the inner query): a receipt re-emitted after a crash is not a second step.
 SELECT
     tier,
     channel,
-    like(provider, '%-sandbox') AS sandbox,
-    sumIf(count, status = 'accepted')      AS accepted,
-    sumIf(count, status = 'rejected')      AS rejected,
-    sumIf(count, status = 'resolved')      AS resolved,
-    sumIf(count, status = 'suppressed')    AS suppressed,
-    sumIf(count, status = 'deferred')      AS deferred,
-    sumIf(count, status = 'dispatched')    AS dispatched,
-    sumIf(count, status = 'delivered')     AS delivered,
-    sumIf(count, status = 'deduplicated')  AS deduplicated,
-    sumIf(count, status = 'failed')        AS failed,
-    sumIf(count, status = 'dead_lettered') AS dead_lettered,
-    sumIf(count, status = 'expired')       AS expired,
-    sumIf(count, status = 'cancelled')     AS cancelled
-FROM {database}.receipts
-WHERE event_time >= toDateTime({since})
+    sandbox,
+    sumIf(n, st = 'accepted')      AS accepted,
+    sumIf(n, st = 'rejected')      AS rejected,
+    sumIf(n, st = 'resolved')      AS resolved,
+    sumIf(n, st = 'suppressed')    AS suppressed,
+    sumIf(n, st = 'deferred')      AS deferred,
+    sumIf(n, st = 'dispatched')    AS dispatched,
+    sumIf(n, st = 'delivered')     AS delivered,
+    sumIf(n, st = 'deduplicated')  AS deduplicated,
+    sumIf(n, st = 'failed')        AS failed,
+    sumIf(n, st = 'dead_lettered') AS dead_lettered,
+    sumIf(n, st = 'expired')       AS expired,
+    sumIf(n, st = 'cancelled')     AS cancelled
+FROM
+(
+    SELECT any(tier) AS tier, any(channel) AS channel, any(like(provider, '%-sandbox')) AS sandbox, any(status) AS st, any(count) AS n
+    FROM {database}.receipts
+    WHERE event_time >= toDateTime({since})
+    GROUP BY receipt_id
+)
 GROUP BY tier, channel, sandbox
 ORDER BY tier, channel, sandbox
