@@ -7,7 +7,7 @@ import { preferenceFilterStage } from '../processors/preference-filter.js';
 import { receiptLoaderStage } from '../processors/receipt-loader.js';
 import { resolveStage } from '../processors/resolve.js';
 import { validateStage } from '../processors/validate.js';
-import { wakeStage } from '../processors/wake.js';
+import { scheduleStage, wakeStage } from '../processors/wake.js';
 import type { StageDeps } from './deps.js';
 import type { RunnerOptions } from './runner.js';
 import type { StageDefinition } from './stage.js';
@@ -56,6 +56,9 @@ export interface PipelineGraph {
  */
 export type Wiring = 'chained' | 'split';
 
+/** JetStream's max_ack_pending for "no cap". */
+const UNLIMITED = -1;
+
 const perTier = (tier: Tier | undefined, s: GraphSettings): RunnerOptions => {
   const limits = tierLimits[tier ?? 'transactional'];
   return { pullBatch: limits.pullBatch, concurrency: limits.concurrency, ackWaitMs: s.ackWaitMs, ...s.retry };
@@ -69,7 +72,10 @@ export function pipelineGraph(wiring: Wiring = 'chained'): PipelineGraph {
       { name: 'validate', def: validateStage, reads: 'requests', subject: 'request', config: (tier) => ({ tier }), run: perTier },
       { name: 'resolve', def: resolveStage, reads: 'work', subject: 'validated', run: perTier },
       { name: 'filter', def: preferenceFilterStage, reads: 'work', subject: 'resolved', run: perTier },
-      { name: 'wake', def: wakeStage, reads: 'work', subject: 'deferred', run: perTier },
+      // Held work waits on consumers with no cap on pending messages: any amount of it leaves room
+      // for work that is due (the caps of the live consumers are what isolate the tiers).
+      { name: 'schedule', def: scheduleStage, reads: 'work', subject: 'scheduled', maxAckPending: UNLIMITED, run: perTier },
+      { name: 'wake', def: wakeStage, reads: 'work', subject: 'deferred', maxAckPending: UNLIMITED, run: perTier },
       {
         name: 'batch', def: batchStage, reads: 'work', subject: 'filtered',
         run: (tier, s) => ({ ...perTier(tier, s), lingerMs: tier === 'transactional' ? 2 : 10, batchConcurrency: 4 }),
@@ -86,6 +92,9 @@ export function pipelineGraph(wiring: Wiring = 'chained'): PipelineGraph {
     ],
     edges: [
       { from: 'validate', to: 'resolve', link: chained },
+      // A request with a later send_at is parked, then resolved when due.
+      { from: 'validate', to: 'schedule', port: 'later', link: () => 'durable' },
+      { from: 'schedule', to: 'resolve', link: () => 'inline' },
       // A topic fan-out streams its chunks into the filter, eight at a time.
       { from: 'resolve', to: 'filter', link: chained, concurrency: 8 },
       { from: 'filter', to: 'batch', link: () => 'durable' },
@@ -135,6 +144,9 @@ export function checkGraph(graph: PipelineGraph): void {
     if (graph.edges.filter((x) => x.from === e.from && (x.port ?? 'out') === port).length > 1) problems.push(`node "${e.from}" has more than one "${port}" edge`);
     if (port === 'out' && (from.def.output as z.ZodType | null) !== to.def.input) {
       problems.push(`edge ${e.from} → ${e.to}: ${e.from} emits a schema that ${e.to} does not take`);
+    }
+    if (port === 'later' && from.def.later !== to.def.input) {
+      problems.push(`edge ${e.from} → ${e.to} (later): ${e.from} hands back a schema that ${e.to} does not take`);
     }
     if (!to.def.tierOf) problems.push(`edge ${e.from} → ${e.to}: stage ${e.to} has no tierOf, so nothing can be routed to it`);
     if (to.reads !== 'work') problems.push(`edge ${e.from} → ${e.to}: only work-stream nodes can be edge targets`);

@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import type { Logger } from 'pino';
-import type { Receipt, ReceiptStatus, ResolvedChunk, Tier } from '../schemas/index.js';
+import type { Receipt, ReceiptStatus, Tier } from '../schemas/index.js';
 
 /** What a stage may do besides returning outputs. It never sees a JsMsg, a subject or a connection. */
 export interface StageContext {
@@ -30,10 +30,12 @@ export interface StageContext {
    */
   afterOutputs(fn: () => Promise<void>): void;
   /**
-   * Hands recipients back to be filtered again at `untilMs` (quiet hours): stored durably on the
-   * tier's deferred subject before the input is acked. `id` names the hand-back, so a redo is dropped.
+   * Hands work back to be taken up at `untilMs` (send_at, quiet hours): stored durably on the
+   * subject of the node's `later` edge before the input is acked, and held there off the live
+   * consumer. `id` names the hand-back, so a redo is dropped. `work` is the `work` of the stage's
+   * `later` schema.
    */
-  later(work: ResolvedChunk, untilMs: number, id: string): void;
+  later(work: unknown, untilMs: number, id: string): void;
   /**
    * Says the input made durable progress without outputs (dispatch: a provider call recorded), so a
    * redelivery after a crash is known to be moving, not a poison pill. Cheap; call it freely.
@@ -81,6 +83,11 @@ export interface StageDefinition<I, O, C, D> {
   tierOf?(input: I): Tier;
   /** For a stage read per partition (dispatch: per channel), the partition an input goes to. */
   partitionOf?(input: I): string;
+  /**
+   * What this stage hands back with `ctx.later` (`{until, work}`): the node on its `later` edge
+   * takes exactly this schema.
+   */
+  later?: z.ZodType;
   /** Receipt status when this stage gives up on an input: `rejected` at validation. */
   giveUpStatus?: ReceiptStatus;
   create(config: C, deps: D): Stage<I, O>;

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { decide, type Decision } from '../runtime/preferences.js';
 import type { UserProfile } from '../stores/directory.js';
 import {
-  filteredChunkSchema, resolvedChunkSchema, type Channel, type FilteredChunk, type Recipient, type ResolvedChunk,
+  deferredWorkSchema, filteredChunkSchema, resolvedChunkSchema, type Channel, type FilteredChunk, type Recipient, type ResolvedChunk,
 } from '../schemas/index.js';
 import { createHash } from 'node:crypto';
 import { requestIdentity, type StageDefinition } from '../pipeline/stage.js';
@@ -16,6 +16,7 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
   name: 'filter',
   input: resolvedChunkSchema,
   output: filteredChunkSchema,
+  later: deferredWorkSchema,
   config: preferenceFilterConfig,
   identify: (c) => [requestIdentity(c.request, { user_ids: c.user_ids })],
   tierOf: (c) => c.request.tier,

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { DeferError, PermanentError } from '../runtime/errors.js';
+import { PermanentError } from '../runtime/errors.js';
 import { requestIdFor } from '../runtime/ids.js';
-import { describeIssues, jsonShapeProblems, requestSchema, validatedSchema, type Validated } from '../schemas/index.js';
+import { describeIssues, jsonShapeProblems, requestSchema, scheduledRequestSchema, validatedSchema, type Validated } from '../schemas/index.js';
 import type { Identity, StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 import { MAX_SCHEDULE_AHEAD_MS } from '../streams/topology.js';
@@ -52,6 +52,7 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
   output: validatedSchema,
   config: validateConfig,
   giveUpStatus: 'rejected',
+  later: scheduledRequestSchema,
   identify: (raw) => [identifyRaw(raw)],
   create(config, deps) {
     return {
@@ -101,7 +102,10 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
         ctx.receipt({ ...base, ts: now, status: 'accepted', latency_ms: Math.max(0, now - ctx.storedAt) });
         if (request.send_at && Date.parse(request.send_at) > now) {
           ctx.receipt({ ...base, ts: now, status: 'deferred', reason: `send_at ${request.send_at}` });
-          throw new DeferError(Date.parse(request.send_at), 'send_at');
+          // Parked on the schedule subject and acked here: a scheduled request never holds a place
+          // among the requests that are due, and is not validated (nor accepted) again.
+          ctx.later({ request, recipients: req.recipients }, Date.parse(request.send_at), `send_at:${request.id}:${request.replay ?? ''}`);
+          return [];
         }
         return [{ request, recipients: req.recipients }];
       },

@@ -61,6 +61,13 @@ export const deliveryBatchSchema = z.strictObject({
 });
 export type DeliveryBatch = z.infer<typeof deliveryBatchSchema>;
 
+/** notify.scheduled.<tier>: a validated request held until its `send_at` (`until`, ms since epoch), then resolved. */
+export const scheduledRequestSchema = z.strictObject({
+  until: z.number().int(),
+  work: validatedSchema,
+});
+export type ScheduledRequest = z.infer<typeof scheduledRequestSchema>;
+
 /** notify.deferred.<tier>: recipients held back (quiet hours) until `until` (ms since epoch), then filtered again. */
 export const deferredWorkSchema = z.strictObject({
   until: z.number().int(),

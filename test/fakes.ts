@@ -17,7 +17,7 @@ export function fakeContext(overrides: Partial<StageContext> = {}) {
     receipt: (r) => receipts.push(r),
     deadLetter: async (reason, problems, payload) => { deadLetters.push({ reason, problems, payload }); },
     afterOutputs: (fn) => { void fn(); },
-    later: (work, untilMs, id) => handedBack.push({ work, untilMs, id }),
+    later: (work, untilMs, id) => handedBack.push({ work: work as ResolvedChunk, untilMs, id }),
     ...overrides,
   };
   return { ctx, receipts, deadLetters, handedBack };

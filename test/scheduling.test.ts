@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, eventually } from './harness.js';
 import { envFor, HeraldProcess } from './child.js';
 import { requestIdFor } from '../runtime/ids.js';
-import type { NotificationRequest } from '../schemas/index.js';
+import type { NotificationRequest, Receipt } from '../schemas/index.js';
 import { queryFunnel } from '../cli/funnel.js';
 
 const la = 'America/Los_Angeles';
@@ -156,6 +156,71 @@ describe('send_at', () => {
     expect(funnel.reduce((n, r) => n + r.expired, 0)).toBe(1);
     await new Promise((r) => setTimeout(r, 1_000));
     expect(h.smtp.messages.filter((m) => m.subject.startsWith('at-cancel') || m.subject.startsWith('at-expire'))).toEqual([]);
+  }, 30_000);
+});
+
+describe('scheduled work waits off the live consumers', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await Harness.create('parked');
+    await h.load([{ type: 'user', tenant: 'acme', id: 'u', email: 'u@acme.test' }]);
+    await h.start();
+  }, 60_000);
+  afterAll(() => h?.close());
+
+  const request = (key: string, tier: NotificationRequest['tier'], extra: Partial<NotificationRequest> = {}): NotificationRequest => ({
+    tenant: 'acme', idempotency_key: key, tier, category: key, content: { title: key, body: 'b' },
+    recipients: { user_ids: ['u'] }, channels: ['email'], ...extra,
+  });
+
+  /** Receipts of a status as they were published to RECEIPTS (every copy, before any counting). */
+  async function published(status: string): Promise<Receipt[]> {
+    const consumer = await h.nats.js.consumers.get(h.topology.receiptsStream, { filter_subjects: h.topology.receipt(status) });
+    const info = await h.nats.jsm.streams.info(h.topology.receiptsStream, { subjects_filter: h.topology.receipt(status) });
+    const want = Object.values(info.state.subjects ?? {}).reduce((a, b) => a + b, 0);
+    const out: Receipt[] = [];
+    for (let seen = 0; seen < want;) {
+      const m = await consumer.next({ expires: 5_000 });
+      if (!m) break;
+      seen++;
+      out.push(...(m.json<{ receipts: Receipt[] }>().receipts));
+    }
+    return out;
+  }
+
+  it('delivers a due request at once behind more scheduled ones than any tier\'s consumer holds', async () => {
+    const inAnHour = new Date(Date.now() + 3_600_000).toISOString();
+    // More than max_ack_pending of either tier's live consumers (2,000 and 1,000).
+    const parked = [
+      ...Array.from({ length: 2_500 }, (_, i) => request(`later-t-${i}`, 'transactional', { send_at: inAnHour })),
+      ...Array.from({ length: 1_500 }, (_, i) => request(`later-m-${i}`, 'marketing', { send_at: inAnHour })),
+    ];
+    for (let i = 0; i < parked.length; i += 500) await Promise.all(parked.slice(i, i + 500).map((r) => h.publish(r)));
+    await eventually(async () => {
+      const [t, m] = await Promise.all(['transactional', 'marketing'].map((tier) => h.nats.jsm.consumers.info(h.topology.workStream(tier as 'marketing'), `schedule_${tier}`)));
+      return t.num_ack_pending + t.num_pending === 2_500 && m.num_ack_pending + m.num_pending === 1_500;
+    }, 'every scheduled request parked', 60_000, 250);
+    const sent = Date.now();
+    await h.publish(request('now-t', 'transactional'));
+    await h.publish(request('now-m', 'marketing'));
+    await eventually(() => h.smtp.messages.some((m) => m.subject === 'now-t') && h.smtp.messages.some((m) => m.subject === 'now-m'), 'both due requests delivered', 15_000, 50);
+    console.log(`due requests behind 4,000 scheduled ones: delivered in ${Date.now() - sent} ms`);
+    expect(h.smtp.messages.filter((m) => m.subject.startsWith('later-'))).toEqual([]);
+    // The live consumers hold nothing of what is scheduled.
+    for (const tier of ['transactional', 'marketing'] as const) {
+      const live = await h.nats.jsm.consumers.info(h.topology.requestsStream, `validate_${tier}`);
+      expect([live.num_pending, live.num_ack_pending]).toEqual([0, 0]);
+    }
+  }, 120_000);
+
+  it('says accepted once for a scheduled request, not again when it comes due', async () => {
+    const due = Date.now() + 2_000;
+    await h.publish(request('once', 'social', { send_at: new Date(due).toISOString() }));
+    await eventually(() => h.smtp.messages.some((m) => m.subject === 'once'), 'the scheduled request delivered', 15_000, 50);
+    const id = requestIdFor('acme', 'once');
+    await eventually(async () => (await published('delivered')).some((r) => r.request_id === id), 'its delivered receipt published', 10_000, 250);
+    expect((await published('accepted')).filter((r) => r.request_id === id)).toHaveLength(1);
+    expect((await published('deferred')).filter((r) => r.request_id === id)).toHaveLength(1);
   }, 30_000);
 });
 

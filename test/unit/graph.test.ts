@@ -20,15 +20,19 @@ describe('the pipeline graph', () => {
       expect(durables).toContain('resolve_social notify.validated.social');
       expect(durables).toContain('filter_marketing notify.resolved.marketing');
       expect(durables).toContain('wake_transactional notify.deferred.transactional');
+      expect(durables).toContain('schedule_marketing notify.scheduled.marketing');
       expect(durables).toContain('dispatch_push_social notify.deliver.push.social');
       expect(durables).toContain('loader notify.receipt.*');
-      // 6 tiered nodes (dispatch 4 partitions → 9 consumers) × 3 tiers + the loader.
-      expect(durables).toHaveLength(9 * 3 + 1);
+      // 7 tiered nodes (dispatch 4 partitions → 10 consumers) × 3 tiers + the loader.
+      expect(durables).toHaveLength(10 * 3 + 1);
+      // Held work never counts against a cap that due work needs.
+      const held = topology.consumers().filter((c) => /^(schedule|wake)_/.test(c.config.durable_name!));
+      expect(held.map((c) => c.config.max_ack_pending)).toEqual(Array(6).fill(-1));
     }
   });
 
   it('puts every work node\'s subject in its tier\'s stream', () => {
     const [, social] = topologyOf(config).streams().filter((s) => s.name?.startsWith('WORK_'));
-    expect(social.subjects).toEqual(['notify.validated.social', 'notify.resolved.social', 'notify.deferred.social', 'notify.filtered.social', 'notify.deliver.*.social']);
+    expect(social.subjects).toEqual(['notify.validated.social', 'notify.resolved.social', 'notify.scheduled.social', 'notify.deferred.social', 'notify.filtered.social', 'notify.deliver.*.social']);
   });
 });

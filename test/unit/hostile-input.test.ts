@@ -92,8 +92,10 @@ describe('hostile requests at validate', () => {
       const { problems } = await rejection({ ...base, content: { title: 't', body: 'b' }, send_at: sendAt });
       expect(problems).toMatch(new RegExp(`send_at: ${sendAt.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is more than 167 hours after the request arrived`));
     }
-    // Six days ahead is honoured (deferred, not rejected).
-    const err = await Promise.resolve().then(() => collect(stage.process!({ ...base, content: { title: 't', body: 'b' }, send_at: new Date(1_000 + 6 * 86_400_000).toISOString() }, fakeContext().ctx))).catch((e) => e);
-    expect(err?.constructor?.name).toBe('DeferError');
+    // Six days ahead is honoured (parked until then, not rejected).
+    const sixDays = 1_000 + 6 * 86_400_000;
+    const { ctx, handedBack } = fakeContext();
+    expect(await collect(stage.process!({ ...base, content: { title: 't', body: 'b' }, send_at: new Date(sixDays).toISOString() }, ctx))).toEqual([]);
+    expect(handedBack.map((b) => b.untilMs)).toEqual([sixDays]);
   });
 });

@@ -57,11 +57,12 @@ describe('validate', () => {
     }
   });
 
-  it('defers a request whose send_at is ahead, and drops one that expired', async () => {
+  it('parks a request whose send_at is ahead (accepted and deferred, once), and drops one that expired', async () => {
     const later = new Date(NOW + 60_000).toISOString();
-    const err = await Promise.resolve(stage.process!({ ...good, send_at: later }, fakeContext({ storedAt: NOW }).ctx)).catch((e) => e);
-    expect(err).toBeInstanceOf(DeferError);
-    expect((err as DeferError).untilMs).toBe(NOW + 60_000);
+    const parked = fakeContext({ storedAt: NOW });
+    expect(await collect(stage.process!({ ...good, send_at: later }, parked.ctx))).toEqual([]);
+    expect(parked.handedBack).toMatchObject([{ untilMs: NOW + 60_000, work: { request: { send_at: later }, recipients: good.recipients } }]);
+    expect(parked.receipts.map((r) => r.status)).toEqual(['accepted', 'deferred']);
     const { ctx, receipts } = fakeContext();
     expect(await collect(stage.process!({ ...good, expires_at: new Date(NOW - 1).toISOString() }, ctx))).toEqual([]);
     expect(receipts[0].status).toBe('expired');
