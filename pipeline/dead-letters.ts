@@ -1,6 +1,6 @@
 import type { DeadLetter } from '../schemas/index.js';
 import { scrub } from '../runtime/scrub.js';
-import type { Topology } from '../streams/topology.js';
+import { DEAD_LETTER_OVERHEAD_BYTES, type Topology } from '../streams/topology.js';
 import type { NodeLetter } from './flow.js';
 import type { Metrics } from './metrics.js';
 import type { Publish } from './outputs.js';
@@ -14,9 +14,6 @@ export interface Origin {
   consumer: string;
 }
 
-/** Payloads up to this size are copied into the dead letter; larger ones are referenced where they are stored. */
-export const MAX_COPIED_BYTES = 256 * 1024;
-
 /** Writes dead letters to `notify.dlq.<node>`: what failed, why, after how many attempts, and the payload to redrive. */
 export class DeadLetterWriter {
   constructor(private readonly publish: Publish, private readonly topology: Topology, private readonly metrics: Metrics) {}
@@ -26,7 +23,7 @@ export class DeadLetterWriter {
     const entry: DeadLetter = {
       stage: letter.node,
       reason: scrub(letter.reason.slice(0, 1_000)),
-      problems: letter.problems.slice(0, 200).map((p) => scrub(p.slice(0, 1_000))),
+      problems: fitted(letter.problems.slice(0, 200).map((p) => scrub(p.slice(0, 1_000))), DEAD_LETTER_OVERHEAD_BYTES / 2),
       attempts: letter.attempts,
       first_error: letter.firstError === undefined ? undefined : scrub(letter.firstError.slice(0, 1_000)),
       last_error: scrub(letter.reason.slice(0, 1_000)),
@@ -36,14 +33,22 @@ export class DeadLetterWriter {
       stream_seq: origin.seq,
       tenant: who?.tenant || undefined,
       request_id: who?.request_id || undefined,
-      // A copy of a large request could not be stored (base64 adds a third): point at it instead.
-      // Only REQUESTS keeps a message after it is settled; work-queue messages are copied whole.
-      ...(letter.payload.length <= MAX_COPIED_BYTES || !letter.stored || origin.stream !== this.topology.requestsStream
-        ? { original_b64: Buffer.from(letter.payload).toString('base64') }
-        : { original_ref: { stream: origin.stream, seq: origin.seq } }),
+      // Copied whole: intake and work streams delete a message once it is settled. Requests are
+      // capped (maxRequestBytes) so that the copy of the largest still fits in a message.
+      original_b64: Buffer.from(letter.payload).toString('base64'),
     };
     const name = letter.key ?? `part${origin.deliveryCount}:${Math.random().toString(36).slice(2, 8)}`;
     await this.publish(this.topology.dlq(letter.node), JSON.stringify(entry), `${origin.consumer}:${origin.seq}:dlq:${letter.node}:${name}`);
     this.metrics.deadLettered(letter.node);
   }
+}
+
+/** The first problems whose JSON fits in `bytes` (escaping can make text several times longer). */
+function fitted(problems: string[], bytes: number): string[] {
+  let size = 2;
+  for (let i = 0; i < problems.length; i++) {
+    size += Buffer.byteLength(JSON.stringify(problems[i])) + 1;
+    if (size > bytes) return problems.slice(0, i);
+  }
+  return problems;
 }

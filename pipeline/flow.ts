@@ -25,8 +25,6 @@ export interface NodeLetter {
   identities: Identity[];
   /** Names the letter, so a redelivery that gives up again writes the same one (null: a fresh name). */
   key: string | null;
-  /** The payload is the stored message itself (it can be referenced instead of copied). */
-  stored?: boolean;
 }
 
 /** What the runner lends a flow for one message (or one batch). */

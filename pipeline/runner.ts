@@ -402,7 +402,7 @@ export class StageRunner {
       this.parts.receipts.add(r);
     }
     await this.parts.deadLetters.write(this.origin(m), {
-      node: this.node, subject: m.subject, reason, problems, payload: m.data, attempts: attempt, firstError, identities, key: 'all', stored: true,
+      node: this.node, subject: m.subject, reason, problems, payload: m.data, attempts: attempt, firstError, identities, key: 'all',
     });
     await this.parts.receipts.flush();
     this.log.warn({ seq: m.info.streamSequence, reason, problems: problems.slice(0, 20) }, 'dead-lettered');

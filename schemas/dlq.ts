@@ -15,9 +15,9 @@ export const deadLetterSchema = z.strictObject({
   stream_seq: z.number().int(),
   tenant: z.string().optional(),
   request_id: z.string().optional(),
-  /** The original payload, base64 (it may not be valid UTF-8 or JSON), when it is small enough to copy. */
+  /** The original payload, base64 (it may not be valid UTF-8 or JSON). Every dead letter Herald writes now has it. */
   original_b64: z.string().optional(),
-  /** Where the original is stored instead, when it is too large to copy (REQUESTS keeps it). */
+  /** Written by earlier versions instead of a copy of a large request: where REQUESTS kept it. Still read for redrives. */
   original_ref: z.strictObject({ stream: z.string(), seq: z.number().int() }).optional(),
 });
 export type DeadLetter = z.infer<typeof deadLetterSchema>;

@@ -12,7 +12,9 @@ export interface ApplyResult { kind: 'stream' | 'consumer' | 'kv' | 'clickhouse'
 
 /** Keys of `want` whose values differ from `have` (arrays compared as sets of values, order kept). */
 function differences(want: Record<string, unknown>, have: Record<string, unknown>): string[] {
-  return Object.keys(want).filter((k) => JSON.stringify(want[k]) !== JSON.stringify(have[k]));
+  // The server fills in fields of a source it was not given: a source is its stream's name.
+  const comparable = (k: string, v: unknown) => (k === 'sources' && Array.isArray(v) ? v.map((s: { name: string }) => s.name) : v);
+  return Object.keys(want).filter((k) => JSON.stringify(comparable(k, want[k])) !== JSON.stringify(comparable(k, have[k])));
 }
 
 async function applyStream(jsm: JetStreamManager, want: Partial<StreamConfig>): Promise<ApplyResult> {
@@ -47,14 +49,14 @@ async function applyConsumer(jsm: JetStreamManager, stream: string, want: Partia
   return { kind: 'consumer', name, action: 'updated', changed };
 }
 
-async function applyBucket(nats: Nats, name: string, ttlMs: number, history: number, replicas: number): Promise<ApplyResult> {
+async function applyBucket(nats: Nats, name: string, ttlMs: number, history: number, replicas: number, maxBytes: number): Promise<ApplyResult> {
   const streamName = `KV_${name}`;
   const info = await nats.jsm.streams.info(streamName).catch(() => null);
   if (!info) {
-    await new Kvm(nats.js).create(name, { ttl: ttlMs, history, replicas });
+    await new Kvm(nats.js).create(name, { ttl: ttlMs, history, replicas, max_bytes: maxBytes });
     return { kind: 'kv', name, action: 'created' };
   }
-  const want = { max_age: msToNs(ttlMs), max_msgs_per_subject: history };
+  const want = { max_age: msToNs(ttlMs), max_msgs_per_subject: history, max_bytes: maxBytes };
   const changed = differences(want, info.config as unknown as Record<string, unknown>);
   if (changed.length === 0) return { kind: 'kv', name, action: 'unchanged' };
   await nats.jsm.streams.update(streamName, { ...info.config, ...want });
@@ -115,12 +117,36 @@ async function migrateReceiptIds(ch: ClickHouseClient, database: string): Promis
   return results;
 }
 
+/**
+ * Before intake was split per tier, REQUESTS took the producers' subjects itself and validate read
+ * it. It becomes the replayable log of the new intake streams; its consumers go. Refused while it
+ * still holds requests not yet validated: they would be left behind.
+ */
+async function splitIntake(jsm: JetStreamManager, topology: Topology, log: Partial<StreamConfig>): Promise<ApplyResult[]> {
+  const info = await jsm.streams.info(topology.requestsStream).catch(() => null);
+  if (!info?.config.subjects?.length) return [];
+  const consumers = [];
+  for await (const ci of jsm.consumers.list(topology.requestsStream)) consumers.push(ci);
+  const waiting = consumers.reduce((n, ci) => n + ci.num_pending + ci.num_ack_pending, 0);
+  if (waiting > 0) {
+    throw new Error(`${topology.requestsStream} still holds ${waiting} requests not yet validated, from before intake was split per tier: ` +
+      'let the running herald handle them (or stop producers until it has), then apply again');
+  }
+  for (const ci of consumers) await jsm.consumers.delete(topology.requestsStream, ci.name);
+  await jsm.streams.update(topology.requestsStream, { ...info.config, ...log, subjects: [] });
+  return [{ kind: 'stream', name: topology.requestsStream, action: 'updated', changed: ['subjects (now the log of the per-tier intake streams)'] }];
+}
+
 /** Creates or updates every stream, consumer, KV bucket and ClickHouse table. Idempotent. */
 export async function applyAll(nats: Nats, topology: Topology, ch?: ClickHouseClient, database?: string): Promise<ApplyResult[]> {
-  const results: ApplyResult[] = [];
-  for (const stream of topology.streams()) results.push(await applyStream(nats.jsm, stream));
+  const streams = topology.streams(nats.nc.info?.max_payload);
+  const results: ApplyResult[] = await splitIntake(nats.jsm, topology, streams.find((s) => s.name === topology.requestsStream)!);
+  for (const stream of streams) {
+    if (results.some((r) => r.name === stream.name)) continue;
+    results.push(await applyStream(nats.jsm, stream));
+  }
   for (const { stream, config } of topology.consumers()) results.push(await applyConsumer(nats.jsm, stream, config));
-  for (const bucket of topology.buckets()) results.push(await applyBucket(nats, bucket.name, bucket.ttlMs, bucket.history, bucket.replicas));
+  for (const bucket of topology.buckets()) results.push(await applyBucket(nats, bucket.name, bucket.ttlMs, bucket.history, bucket.replicas, bucket.maxBytes));
   if (ch && database) results.push(...(await applyClickHouse(ch, database)));
   return results;
 }

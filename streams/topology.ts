@@ -12,13 +12,25 @@ const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 const GiB = 1024 ** 3;
 
-/** How long REQUESTS keeps a request: a scheduled request must come due well inside it. */
+/** How long the intake and work streams keep a message: a scheduled request must come due well inside it. */
 export const REQUESTS_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 /** The latest `send_at` Herald accepts, ahead of the request's arrival. */
 export const MAX_SCHEDULE_AHEAD_MS = REQUESTS_RETENTION_MS - 60 * 60 * 1000;
 
-/** The largest request REQUESTS stores (10,000 user ids of 128 characters fit): a producer gets an error at publish time for a larger one. */
+/** The largest request Herald stores (10,000 user ids of 128 characters fit): a producer gets an error at publish time for a larger one. */
 export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
+
+/** Room a dead letter keeps for everything but the copied message (reasons are cut to fit it). */
+export const DEAD_LETTER_OVERHEAD_BYTES = 256 * 1024;
+
+/**
+ * The largest request a server with this max_payload may take: one whose dead letter (base64, a
+ * third more, plus its reasons) still fits in a message, so nothing stored can become impossible
+ * to dead-letter. 2 MiB with the shipped nats.conf (4 MB), 576 KiB with NATS's default 1 MB.
+ */
+export function maxRequestBytes(maxPayload: number): number {
+  return Math.min(MAX_REQUEST_BYTES, Math.floor(((maxPayload - DEAD_LETTER_OVERHEAD_BYTES) * 3) / 4));
+}
 
 /**
  * Where one node of the pipeline graph reads. The graph says it; the topology turns it into a
@@ -46,16 +58,21 @@ export interface TierLimits {
   concurrency: number;
   /** Share of the storage budget for this tier's work stream: one tier's backlog cannot fill another's. */
   storageShare: number;
+  /** Share for this tier's intake (requests not yet validated): a flood of one tier leaves the others their room. */
+  intakeShare: number;
 }
 
 export const tierLimits: Record<Tier, TierLimits> = {
-  transactional: { maxAckPending: 2_000, pullBatch: 200, concurrency: 64, storageShare: 0.1 },
-  social: { maxAckPending: 2_000, pullBatch: 200, concurrency: 32, storageShare: 0.1 },
-  marketing: { maxAckPending: 1_000, pullBatch: 100, concurrency: 16, storageShare: 0.2 },
+  transactional: { maxAckPending: 2_000, pullBatch: 200, concurrency: 64, storageShare: 0.1, intakeShare: 0.04 },
+  social: { maxAckPending: 2_000, pullBatch: 200, concurrency: 32, storageShare: 0.1, intakeShare: 0.04 },
+  marketing: { maxAckPending: 1_000, pullBatch: 100, concurrency: 16, storageShare: 0.2, intakeShare: 0.08 },
 };
 
-/** Shares of the storage budget for the streams that are not per tier. */
-const storageShares = { requests: 0.25, receipts: 0.2, dlq: 0.05 };
+/**
+ * Shares of the storage budget for what is not per tier: the replayable request log, receipts, the
+ * DLQ and the KV buckets. With the tiers' shares they add up to the whole budget.
+ */
+export const storageShares = { requestLog: 0.14, receipts: 0.2, dlq: 0.04, dedup: 0.03, breakers: 0.005, checkpoints: 0.01, cancellations: 0.015 };
 
 /** Subject and resource names for one namespace; the only place subject strings are built. */
 export class Topology {
@@ -109,7 +126,10 @@ export class Topology {
   /** Core NATS subject (not a stream) where `{tenant, id}` cancels a request. */
   get cancel(): string { return this.subj('cancel'); }
 
+  /** The replayable log of every tier's requests (a discard-old copy of the intake streams). */
   get requestsStream(): string { return this.name('REQUESTS'); }
+  /** Where a tier's requests wait for validation: emptied as they are handled. */
+  intakeStream(tier: Tier): string { return this.name(`REQUESTS_${tier.toUpperCase()}`); }
   workStream(tier: Tier): string { return this.name(`WORK_${tier.toUpperCase()}`); }
   get receiptsStream(): string { return this.name('RECEIPTS'); }
   get dlqStream(): string { return this.name('DLQ'); }
@@ -128,7 +148,10 @@ export class Topology {
   /** The stream a node reads for a tier. */
   streamOf(node: string, tier?: Tier): string {
     const n = this.node(node);
-    if (n.reads === 'requests') return this.requestsStream;
+    if (n.reads === 'requests') {
+      if (!tier) throw new Error(`topology: node "${node}" reads a tier's intake; name the tier`);
+      return this.intakeStream(tier);
+    }
     if (n.reads === 'receipts') return this.receiptsStream;
     if (!tier) throw new Error(`topology: node "${node}" reads a tier's work stream; name the tier`);
     return this.workStream(tier);
@@ -139,23 +162,39 @@ export class Topology {
     return this.nodes.filter((n) => n.reads === 'work').map((n) => this.subj(n.partitions ? `${n.subject}.*.${tier}` : `${n.subject}.${tier}`));
   }
 
-  streams(): Partial<StreamConfig>[] {
+  /**
+   * Every stream. `maxPayload` is the server's: requests are capped so that each can be dead-lettered
+   * whole (see maxRequestBytes).
+   */
+  streams(maxPayload = 4 * 1024 * 1024): Partial<StreamConfig>[] {
     const base = { storage: StorageType.File, num_replicas: this.replicas, discard: DiscardPolicy.Old };
     return [
-      {
+      // Intake, one stream per tier: a marketing flood fills its own room, never the transactional one.
+      ...tiers.map((tier) => ({
         ...base,
-        name: this.requestsStream,
+        name: this.intakeStream(tier),
         // Only the three tiers: a publish to notify.request.<anything else> fails at once for the producer.
-        subjects: tiers.map((t) => this.request(t)),
-        retention: RetentionPolicy.Limits,
+        subjects: [this.request(tier)],
+        // A request is gone once validated (its copy stays in the log): handled work holds no room.
+        retention: RetentionPolicy.Interest,
         // Full: producers get an error and retry, rather than unprocessed requests being dropped.
         discard: DiscardPolicy.New,
         max_age: msToNs(REQUESTS_RETENTION_MS),
-        max_bytes: this.bytes(storageShares.requests),
-        // Every stored request can be processed and dead-lettered within the server's max_payload.
-        max_msg_size: MAX_REQUEST_BYTES,
+        max_bytes: this.bytes(tierLimits[tier].intakeShare),
+        max_msg_size: maxRequestBytes(maxPayload),
         // Producers set Nats-Msg-Id = tenant:idempotency_key; a repeat inside this window is dropped.
         duplicate_window: msToNs(2 * HOUR),
+      })),
+      {
+        ...base,
+        name: this.requestsStream,
+        // The replayable log: a copy of every tier's intake, oldest dropped first when it is full
+        // (it is history, never the only copy of unhandled work).
+        sources: tiers.map((tier) => ({ name: this.intakeStream(tier) })),
+        retention: RetentionPolicy.Limits,
+        discard: DiscardPolicy.Old,
+        max_age: msToNs(REQUESTS_RETENTION_MS),
+        max_bytes: this.bytes(storageShares.requestLog),
       },
       ...tiers.map((tier) => ({
         ...base,
@@ -221,14 +260,16 @@ export class Topology {
     return out;
   }
 
-  /** KV buckets with their history and TTL (ms). */
-  buckets(): { name: string; ttlMs: number; history: number; replicas: number }[] {
+  /** KV buckets with their history, TTL (ms) and share of the storage budget. */
+  buckets(): { name: string; ttlMs: number; history: number; replicas: number; maxBytes: number }[] {
+    const bucket = (base: 'dedup' | 'breakers' | 'checkpoints' | 'cancellations', ttlMs: number) =>
+      ({ name: this.kvBucket(base), ttlMs, history: 1, replicas: this.replicas, maxBytes: this.bytes(storageShares[base]) });
     return [
       // Longer than the whole retry schedule, so a late retry still finds the key.
-      { name: this.kvBucket('dedup'), ttlMs: 2 * DAY, history: 1, replicas: this.replicas },
-      { name: this.kvBucket('breakers'), ttlMs: 0, history: 1, replicas: this.replicas },
-      { name: this.kvBucket('checkpoints'), ttlMs: 7 * DAY, history: 1, replicas: this.replicas },
-      { name: this.kvBucket('cancellations'), ttlMs: 7 * DAY, history: 1, replicas: this.replicas },
+      bucket('dedup', 2 * DAY),
+      bucket('breakers', 0),
+      bucket('checkpoints', 7 * DAY),
+      bucket('cancellations', 7 * DAY),
     ];
   }
 }

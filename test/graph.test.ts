@@ -129,7 +129,7 @@ describe('per-node identity under chained wiring', () => {
     expect(receipts[0]).toMatchObject({ status: 'dead_lettered', stage: 'filter', tenant: 'acme', user_id: 'corrupt', category: 'news', attempt: 3 });
     // The request itself was settled: nothing of it is left pending.
     await eventually(async () => {
-      const ci = await h.nats.jsm.consumers.info(h.topology.requestsStream, 'validate_social');
+      const ci = await h.nats.jsm.consumers.info(h.topology.intakeStream('social'), 'validate_social');
       return ci.num_ack_pending === 0 && ci.num_pending === 0;
     }, 'the request acked');
   });

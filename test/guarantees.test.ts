@@ -160,7 +160,7 @@ describe('10,000 bad requests interleaved with good ones', () => {
     }, '10,000 rejected receipts', 60_000, 500);
     expect(Number(rejected.blank)).toBe(0);
     // Every bad request was settled once: nothing left pending, nothing redelivered.
-    const ci = await h.nats.jsm.consumers.info(h.topology.requestsStream, 'validate_social');
+    const ci = await h.nats.jsm.consumers.info(h.topology.intakeStream('social'), 'validate_social');
     expect([ci.num_pending, ci.num_ack_pending, ci.num_redelivered]).toEqual([0, 0, 0]);
     expect((await h.nats.jsm.streams.info(h.topology.dlqStream)).state.messages).toBe(10_000);
     const sample = await listDeadLetters(h.nats.jsm, h.topology, { stage: 'validate', limit: 16 });

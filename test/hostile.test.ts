@@ -60,7 +60,7 @@ describe('hostile requests against a running herald', () => {
     await eventually(async () => (await h.redis.exists(h.topology.keys.internal('attempts', id))) === 0, 'cleared');
   });
 
-  it('refuses a request over 2 MiB at publish, and dead-letters one just under it by reference, redrivable', async () => {
+  it('refuses a request over 2 MiB at publish, and dead-letters one just under it whole, redrivable', async () => {
     const huge = JSON.stringify({ tenant: 'acme', idempotency_key: 'huge', tier: 'social', category: 'c', recipients: { user_ids: ['calm'] }, padding: 'x'.repeat(2_200_000) });
     await expect(publishRaw(h.nats.js, h.topology, 'social', huge)).rejects.toThrow(/message size exceeds maximum allowed/);
     const almost = JSON.stringify({ tenant: 'acme', idempotency_key: 'almost', tier: 'social', category: 'c', recipients: { user_ids: ['calm'] }, padding: 'x'.repeat(2_090_000) });
@@ -69,12 +69,11 @@ describe('hostile requests against a running herald', () => {
       const d = await listDeadLetters(h.nats.jsm, h.topology, { stage: 'validate', reason: 'rejected' });
       return d.find((x) => x.stream_seq === ack.seq) ?? null;
     }, 'the dead letter of the large request');
-    expect(letter.original_b64).toBeUndefined();
-    expect(letter.original_ref).toEqual({ stream: h.topology.requestsStream, seq: ack.seq });
+    expect(letter.stream).toBe(h.topology.intakeStream('social'));
     expect(letter.problems.join('\n')).toMatch(/padding/);
     expect(Buffer.from(await originalOf(h.nats.jsm, letter)).toString()).toBe(almost);
     // Settled once: nothing of it is left pending.
-    const ci = await h.nats.jsm.consumers.info(h.topology.requestsStream, 'validate_social');
+    const ci = await h.nats.jsm.consumers.info(h.topology.intakeStream('social'), 'validate_social');
     expect(ci.num_ack_pending).toBe(0);
   });
 
@@ -93,8 +92,46 @@ describe('hostile requests against a running herald', () => {
       })).json<{ n: string }>();
       return Number(row.n) === 120_000;
     }, '120,000 suppressed receipts (3 requests × 10,000 users × 4 channels)', 60_000, 500);
-    const ci = await h.nats.jsm.consumers.info(h.topology.requestsStream, 'validate_marketing');
+    const ci = await h.nats.jsm.consumers.info(h.topology.intakeStream('marketing'), 'validate_marketing');
     expect([ci.num_pending, ci.num_ack_pending]).toEqual([0, 0]);
     expect(await herald.stop('SIGTERM')).toBe(0);
   });
 });
+
+describe('a full intake is one tier\'s problem', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // 64 MB in all: the marketing intake gets 8 % of it (about 5 MB).
+    h = await Harness.create('flood', { HERALD_STORAGE_BUDGET_MB: '64' });
+    await h.load([{ type: 'user', tenant: 'acme', id: 'u', email: 'u@acme.test' }]);
+  });
+  afterAll(async () => h?.close());
+
+  it('takes a password reset while a marketing flood fills its own intake, and frees the room once the flood is handled', async () => {
+    const promo = (i: number) => ({
+      tenant: 'acme', idempotency_key: `promo-${i}`, tier: 'marketing' as const, category: 'promo',
+      content: { title: 'Sale', body: 'Everything must go' }, data: { catalogue: 'x'.repeat(20_000) }, recipients: { user_ids: ['u'] }, channels: ['inapp' as const],
+    });
+    // Nothing runs yet: the flood stays in the marketing intake until it is full.
+    let stored = 0;
+    let refusal: Error | undefined;
+    for (let i = 0; !refusal && i < 10_000; i++) {
+      await h.publish(promo(i)).then(() => { stored++; }, (err: Error) => { refusal = err; });
+    }
+    expect(refusal?.message).toMatch(/maximum bytes exceeded/i);
+    const ack = await h.publish({
+      tenant: 'acme', idempotency_key: 'reset-1', tier: 'transactional', category: 'password-reset',
+      content: { title: 'Reset', body: 'Your code is 123456' }, recipients: { user_ids: ['u'] }, channels: ['email'],
+    });
+    expect(ack.stream).toBe(h.topology.intakeStream('transactional'));
+    await h.start();
+    await eventually(() => h.smtp.messages.some((m) => m.subject === 'Reset'), 'the password reset delivered');
+    await eventually(async () => (await h.nats.jsm.streams.info(h.topology.intakeStream('marketing'))).state.messages === 0, 'the flood handled', 60_000, 250);
+    expect(await h.inbox.list('acme', 'u', 1_000)).toHaveLength(stored);
+    // Handled requests hold no room in the intake; the replayable log keeps a copy of each.
+    await h.publish(promo(stored + 1));
+    await eventually(async () => (await h.nats.jsm.streams.info(h.topology.requestsStream)).state.messages === stored + 2, 'every request in the log');
+    console.log(`marketing intake full after ${stored} requests of 20 KB; transactional took its request meanwhile`);
+  }, 120_000);
+});
+

@@ -208,7 +208,7 @@ describe('scheduled work waits off the live consumers', () => {
     expect(h.smtp.messages.filter((m) => m.subject.startsWith('later-'))).toEqual([]);
     // The live consumers hold nothing of what is scheduled.
     for (const tier of ['transactional', 'marketing'] as const) {
-      const live = await h.nats.jsm.consumers.info(h.topology.requestsStream, `validate_${tier}`);
+      const live = await h.nats.jsm.consumers.info(h.topology.intakeStream(tier), `validate_${tier}`);
       expect([live.num_pending, live.num_ack_pending]).toEqual([0, 0]);
     }
   }, 120_000);

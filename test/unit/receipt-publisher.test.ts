@@ -5,7 +5,7 @@ import { ReceiptPublisher } from '../../pipeline/receipt-publisher.js';
 import { DeadLetterWriter } from '../../pipeline/dead-letters.js';
 import { Metrics } from '../../pipeline/metrics.js';
 import type { Receipt } from '../../schemas/index.js';
-import { Topology } from '../../streams/topology.js';
+import { maxRequestBytes, Topology } from '../../streams/topology.js';
 
 const receipt = (i: number, status: Receipt['status'] = 'suppressed'): Receipt => ({
   ts: 1, stage: 'filter', status, request_id: `r${i}`, tenant: 't', tier: 'social', category: 'c',
@@ -64,16 +64,19 @@ describe('the receipts publisher', () => {
 });
 
 describe('dead letters of large messages', () => {
-  it('point at a large request in REQUESTS, but copy a large work-queue message (it is gone once settled)', async () => {
-    const topology = new Topology(pipelineGraph().nodes);
-    const written: { subject: string; entry: Record<string, unknown> }[] = [];
-    const writer = new DeadLetterWriter(async (subject, data) => { written.push({ subject, entry: JSON.parse(String(data)) }); return {}; }, topology, new Metrics());
-    const payload = Buffer.alloc(300 * 1024, 'x');
-    const letter = { node: 'n', subject: 's', reason: 'r', problems: [], payload, attempts: 1, identities: [], key: 'all', stored: true };
-    await writer.write({ stream: topology.requestsStream, seq: 7, deliveryCount: 1, consumer: 'c' }, letter);
-    await writer.write({ stream: topology.workStream('social'), seq: 8, deliveryCount: 1, consumer: 'c' }, letter);
-    expect(written[0].entry).toMatchObject({ original_ref: { stream: 'REQUESTS', seq: 7 } });
-    expect(written[0].entry.original_b64).toBeUndefined();
-    expect(Buffer.from(String(written[1].entry.original_b64), 'base64').length).toBe(payload.length);
+  it('copy the largest request a server takes whole, and still fit in one of its messages', async () => {
+    for (const maxPayload of [1024 * 1024, 4 * 1024 * 1024, 8 * 1024 * 1024]) {
+      const topology = new Topology(pipelineGraph().nodes);
+      const largest = topology.streams(maxPayload).find((s) => s.name === topology.intakeStream('social'))!.max_msg_size!;
+      expect(largest).toBe(maxRequestBytes(maxPayload));
+      const written: string[] = [];
+      const writer = new DeadLetterWriter(async (_subject, data) => { written.push(String(data)); return {}; }, topology, new Metrics());
+      const payload = Buffer.alloc(largest, 'x');
+      const reasons = Array.from({ length: 200 }, () => 'p'.repeat(1_000));
+      await writer.write({ stream: topology.intakeStream('social'), seq: 7, deliveryCount: 1, consumer: 'c' },
+        { node: 'validate', subject: 's', reason: 'r'.repeat(1_000), problems: reasons, payload, attempts: 1, identities: [], key: 'all' });
+      expect(Buffer.from(JSON.parse(written[0]).original_b64, 'base64').length).toBe(largest);
+      expect(Buffer.byteLength(written[0])).toBeLessThanOrEqual(maxPayload);
+    }
   });
 });
