@@ -128,7 +128,7 @@ export class Topology {
 
   /** The replayable log of every tier's requests (a discard-old copy of the intake streams). */
   get requestsStream(): string { return this.name('REQUESTS'); }
-  /** Where a tier's requests wait for validation: emptied as they are handled. */
+  /** Where a tier's requests land and wait for validation (kept 7 days, within the tier's share). */
   intakeStream(tier: Tier): string { return this.name(`REQUESTS_${tier.toUpperCase()}`); }
   workStream(tier: Tier): string { return this.name(`WORK_${tier.toUpperCase()}`); }
   get receiptsStream(): string { return this.name('RECEIPTS'); }
@@ -175,8 +175,11 @@ export class Topology {
         name: this.intakeStream(tier),
         // Only the three tiers: a publish to notify.request.<anything else> fails at once for the producer.
         subjects: [this.request(tier)],
-        // A request is gone once validated (its copy stays in the log): handled work holds no room.
-        retention: RetentionPolicy.Interest,
+        // Limits, not interest or work-queue: NATS 2.9 can drop what an interest stream takes while a
+        // restarting server has not yet loaded its consumers (acked to the producer all the same),
+        // and the log's source would overlap validate's consumer on a work queue. So a handled
+        // request keeps its room here until it ages out: a flood can fill its own tier, no other.
+        retention: RetentionPolicy.Limits,
         // Full: producers get an error and retry, rather than unprocessed requests being dropped.
         discard: DiscardPolicy.New,
         max_age: msToNs(REQUESTS_RETENTION_MS),
