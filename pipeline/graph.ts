@@ -185,11 +185,12 @@ export function describeGraph(graph: PipelineGraph, wiring: Wiring): string[] {
   const lines: string[] = [];
   for (const n of graph.nodes) {
     const subject = n.reads === 'receipts' ? 'notify.receipt.<status>' : `notify.${n.subject}${n.partitions ? '.<channel>' : ''}.<tier>`;
-    const stream = n.reads === 'requests' ? 'REQUESTS' : n.reads === 'receipts' ? 'RECEIPTS' : 'WORK_<TIER>';
+    const stream = n.reads === 'requests' ? 'REQUESTS_<TIER>' : n.reads === 'receipts' ? 'RECEIPTS' : 'WORK_<TIER>';
     const out = graph.edges.filter((e) => e.from === n.name).map((e) =>
       `${e.port === 'later' ? 'later ' : ''}→ ${e.to}${e.link('transactional') === 'inline' ? ' (in-process)' : ''}`);
-    lines.push(`${subject.padEnd(32)} ${stream.padEnd(12)} ${n.name.padEnd(9)} ${out.join(', ') || '(no outputs)'}`);
+    lines.push(`${subject.padEnd(32)} ${stream.padEnd(15)} ${n.name.padEnd(9)} ${out.join(', ') || '(no outputs)'}`);
   }
-  lines.push(`notify.dlq.<node>                ${'DLQ'.padEnd(12)} dead letters of every node (wiring: ${wiring})`);
+  lines.push(`${'(every intake, copied)'.padEnd(32)} ${'REQUESTS'.padEnd(15)} the replayable log (herald replay)`);
+  lines.push(`${'notify.dlq.<node>'.padEnd(32)} ${'DLQ'.padEnd(15)} dead letters of every node (wiring: ${wiring})`);
   return lines;
 }
