@@ -27,6 +27,7 @@ import { Checkpoints } from '../stores/checkpoints.js';
 import { TierGate } from './tier-gate.js';
 import { InboxStore } from '../stores/inbox.js';
 import { RateLimiter } from '../stores/rate-limits.js';
+import { answerUnknownTiers } from './unknown-tiers.js';
 
 /** What stages need, built once per process. */
 export async function stageDeps(
@@ -129,6 +130,7 @@ export class Pipeline {
         pipeline.runners.push(runner);
       }
       pipeline.listenForCancels();
+      answerUnknownTiers(nats.nc, topology, log);
       await pipeline.startHealth();
       log.info({ consumers: pipeline.runners.length, namespace: config.namespace || '(none)' }, 'pipeline running');
       return pipeline;

@@ -67,6 +67,14 @@ describe('tenants are walled off in every key', () => {
   ];
   for (const c of cases) it(c.name, c.run);
 
+  it('answers a publish to a tier that does not exist with the tiers that do, and a real tier as before', async () => {
+    const wrong = await h.nats.js.publish(h.topology.request('urgent' as 'social'), '{}').then(() => null, (err: Error) => err);
+    expect(wrong?.message).toBe(`no tier "urgent" (${h.topology.request('urgent' as 'social')}): publish to one of ` +
+      `${h.topology.request('transactional')}, ${h.topology.request('social')}, ${h.topology.request('marketing')}`);
+    const ack = await h.nats.js.publish(h.topology.request('social'), '{}');
+    expect(ack.stream).toBe(h.topology.intakeStream('social'));
+  });
+
   it('refuses a cancel on the cancel subject for a tenant that is no tenant, and bounds its reason', async () => {
     const ask = async (body: unknown) => (await h.nats.nc.request(h.topology.cancel, JSON.stringify(body), { timeout: 5_000 })).json<{ ok: boolean; error?: string }>();
     expect(await ask({ tenant: 'a:u:x', id: 'r1' })).toMatchObject({ ok: false, error: expect.stringMatching(/is not a tenant name/) });
