@@ -98,16 +98,25 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
 
         const doneSets = new Map<DeliveryGroup, DoneSet>();
         const dedup = !sink.idempotent && deps.dedupEnabled !== false;
+        // A group whose dedup entry cannot be read is not sent (it might repeat), and is the only
+        // one held back: the batch carries other tenants' groups, which go on.
+        const unreadable: { group: DeliveryGroup; reason: string }[] = [];
         if (dedup) {
-          const reads = await Promise.all(live.map((g) =>
+          const reads = await Promise.allSettled(live.map((g) =>
             deps.dedup.read(deps.dedup.key(g.request.tenant, g.request.id, channel, g.chunk, g.part))));
-          live.forEach((g, i) => doneSets.set(g, reads[i]));
+          live.forEach((g, i) => {
+            const read = reads[i];
+            if (read.status === 'fulfilled') doneSets.set(g, read.value);
+            else unreadable.push({ group: g, reason: `its dedup entry could not be read: ${(read.reason as Error)?.message ?? read.reason}` });
+          });
         }
+        const held = new Set(unreadable.map((u) => u.group));
 
         const pending: { unit: Unit; item: DeliveryItem }[] = [];
         const rendered = new Map<string, RenderedContent>();
         const giveUp: GiveUp[] = [];
         for (const group of live) {
+          if (held.has(group)) continue;
           const done = doneSets.get(group);
           const sentBefore: Unit[] = [];
           const failedBefore: Unit[] = [];
@@ -180,11 +189,19 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         };
         await Promise.all(Array.from({ length: Math.min(16, Math.ceil(pending.length / callSize)) }, caller));
         // A write that ended just as more ids arrived leaves them waiting: one last pass takes them.
+        // A group whose sends could not be recorded makes the batch come back (what the others sent
+        // is recorded and skipped then); on the last attempt its sends stand, unrecorded.
+        const unrecorded: string[] = [];
         for (const w of writes.values()) {
           await w.running;
-          if (w.error) throw w.error;
-          while (w.waiting.length) await deps.dedup.add(w.done, w.waiting.splice(0));
+          try {
+            if (w.error) throw w.error;
+            while (w.waiting.length) await deps.dedup.add(w.done, w.waiting.splice(0));
+          } catch (err) {
+            unrecorded.push((err as Error)?.message ?? String(err));
+          }
         }
+        if (unrecorded.length && ctx.isLastAttempt) ctx.log.warn({ groups: unrecorded.length, err: unrecorded[0] }, 'sends made but not recorded in dedup');
         // One pass, not a scan of every delivery per group: a coalesced batch holds a thousand groups.
         const dispatched = new Map<DeliveryGroup, Unit[]>();
         for (const p of pending) pushTo(dispatched, p.unit.group, p.unit);
@@ -239,21 +256,25 @@ export const dispatchStage: StageDefinition<DeliveryBatch, never, z.infer<typeof
         }
         await Promise.all(sideEffects);
         if (dedup) {
-          await Promise.all([...failedForGood].map(([group, ids]) => deps.dedup.add(doneSets.get(group)!, [], ids)));
+          const records = await Promise.allSettled([...failedForGood].map(([group, ids]) => deps.dedup.add(doneSets.get(group)!, [], ids)));
+          for (const r of records) if (r.status === 'rejected') unrecorded.push((r.reason as Error)?.message ?? String(r.reason));
         }
+        const comeBack = [...unreadable.map((u) => u.reason), ...(ctx.isLastAttempt ? [] : unrecorded)];
 
         // Only waiting (breaker open, rate limit): come back then, and it is not an attempt.
-        if (retry.length && retry.every((r) => r.outcome.deferred)) {
+        if (retry.length && retry.every((r) => r.outcome.deferred) && comeBack.length === 0) {
           const afterMs = Math.max(...retry.map((r) => r.outcome.afterMs ?? 1_000));
           throw new DeferError(deps.now() + afterMs, retry[0].outcome.reason);
         }
-        if (retry.length && ctx.isLastAttempt) {
+        if (ctx.isLastAttempt) {
           for (const r of retry) giveUp.push({ unit: r.unit, provider: r.outcome.provider ?? sink.provider, reason: `retries exhausted: ${r.outcome.reason}` });
+          for (const u of unreadable) for (const unit of unitsOf(u.group, channel)) giveUp.push({ unit, provider: sink.provider, reason: u.reason });
         }
         await deadLetter(giveUp, batch, pending.length, ctx, (g) => receiptOf(g.unit.group, { status: 'failed', provider: g.provider, user_id: g.unit.recipient.user_id, unit: g.unit.receiptUnit, reason: g.reason.slice(0, 500) }));
-        if (retry.length && !ctx.isLastAttempt) {
+        if ((retry.length || comeBack.length) && !ctx.isLastAttempt) {
           const afterMs = Math.max(0, ...retry.map((r) => r.outcome.afterMs ?? 0)) || undefined;
-          throw new RetryableError(`${retry.length} deliveries to retry: ${retry[0].outcome.reason}`, afterMs);
+          const why = retry.length ? `${retry.length} deliveries to retry: ${retry[0].outcome.reason}` : `${comeBack.length} groups to retry: ${comeBack[0]}`;
+          throw new RetryableError(why, afterMs);
         }
         return [];
       },

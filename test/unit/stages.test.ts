@@ -275,6 +275,30 @@ describe('dispatch', () => {
     expect(sink.sent.map((s) => s.recipient.user_id)).toEqual(['a', 'b']);
   });
 
+  it('holds back only the group whose dedup entry cannot be read: the other tenant\'s group in the batch is sent', async () => {
+    class BrokenForOther extends MemoryDedup {
+      override async read(key: string) {
+        if (key.startsWith('other.')) throw new Error('KV unavailable for this key');
+        return super.read(key);
+      }
+    }
+    const sink = new ScriptedSink(() => ({ kind: 'delivered' }));
+    const stage = dispatchStage.create({}, deps({ sinks: { email: sink }, dedup: new BrokenForOther() as never, metrics: { deliveries: { inc() {} } } as never }));
+    const other = { request: { ...accepted, tenant: 'other' }, chunk: 0, part: 0, recipients: [{ user_id: 'z', locale: 'en', to: ['z@x'] }] };
+    const mixed: DeliveryBatch = { ...batch, groups: [...batch.groups, other] };
+    const early = fakeContext();
+    await expect(Promise.resolve(stage.process!(mixed, early.ctx))).rejects.toThrow(/1 groups to retry: its dedup entry could not be read: KV unavailable/);
+    expect(sink.sent.map((s) => s.recipient.user_id)).toEqual(['a', 'b', 'c']);
+    expect(early.deadLetters).toEqual([]);
+    // On the last attempt only that group is dead-lettered; the others were sent (and are skipped now).
+    const last = fakeContext({ attempt: 12, isLastAttempt: true });
+    await stage.process!(mixed, last.ctx);
+    expect(sink.sent.map((s) => s.recipient.user_id)).toEqual(['a', 'b', 'c']);
+    expect(last.deadLetters).toHaveLength(1);
+    expect((last.deadLetters[0].payload as DeliveryBatch).groups.map((g) => g.request.tenant)).toEqual(['other']);
+    expect(last.receipts.filter((r) => r.status === 'failed').map((r) => `${r.tenant}:${r.user_id}`)).toEqual(['other:z']);
+  });
+
   it('drops expired work with a receipt', async () => {
     const sink = new ScriptedSink(() => ({ kind: 'delivered' }));
     const stage = dispatchStage.create({}, deps({ sinks: { email: sink }, dedup: new MemoryDedup() as never, metrics: { deliveries: { inc() {} } } as never }));
