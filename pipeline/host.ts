@@ -28,6 +28,7 @@ import { TierGate } from './tier-gate.js';
 import { InboxStore } from '../stores/inbox.js';
 import { RateLimiter } from '../stores/rate-limits.js';
 import { answerUnknownTiers } from './unknown-tiers.js';
+import { Housekeeping } from './housekeeping.js';
 
 /** What stages need, built once per process. */
 export async function stageDeps(
@@ -74,6 +75,7 @@ export class Pipeline {
   readonly runners: StageRunner[] = [];
   private closing?: Promise<void>;
   private health?: HealthServer;
+  private housekeeping?: Housekeeping;
   catcher?: SmtpCatcher;
   providers?: ProviderSet;
   cancellations?: Cancellations;
@@ -131,6 +133,13 @@ export class Pipeline {
       }
       pipeline.listenForCancels();
       answerUnknownTiers(nats.nc, topology, log);
+      const runs = (node: string) => !opts.stages || opts.stages.includes(node);
+      const entry = graph.nodes.find((n) => n.reads === 'requests')!.name;
+      const loader = graph.nodes.find((n) => n.reads === 'receipts')?.name;
+      pipeline.housekeeping = new Housekeeping(nats.jsm, topology, pipeline.metrics, log, {
+        everyMs: config.housekeepingMs, trimIntake: runs(entry), watchReceipts: loader !== undefined && runs(loader),
+      });
+      pipeline.housekeeping.start();
       await pipeline.startHealth();
       log.info({ consumers: pipeline.runners.length, namespace: config.namespace || '(none)' }, 'pipeline running');
       return pipeline;
@@ -180,7 +189,7 @@ export class Pipeline {
         ['runners', () => Promise.all(this.runners.map((r) => r.close()))],
         ['receipts', () => this.receipts.close()],
         ['sinks', async () => this.providers?.close()],
-        ['watchers', async () => { this.cancellations?.stop(); this.breakers?.stop(); }],
+        ['watchers', async () => { this.cancellations?.stop(); this.breakers?.stop(); await this.housekeeping?.stop(); }],
         ['http', async () => this.health?.close()],
         ['nats', () => this.nats.nc.drain()],
         ['redis', async () => { this.redis.disconnect(); }],

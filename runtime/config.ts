@@ -90,6 +90,8 @@ const envSchema = z.object({
   HERALD_QUIET_HOURS_CHANNELS: channelList.default([...defaults.quietHoursChannels]),
   /** Longest a deferred delivery waits before the clock is read again (quiet hours). */
   HERALD_DEFER_RECHECK_MS: z.coerce.number().int().min(10).default(defaults.deferRecheckMs),
+  /** How often handled requests are trimmed from the intake streams and the receipts backlog is measured. */
+  HERALD_HOUSEKEEPING_MS: z.coerce.number().int().min(100).default(defaults.housekeepingMs),
   /** Dedup keys before provider calls (off only to measure what they cost). */
   HERALD_DEDUP: z.enum(['on', 'off']).default('on'),
   /** Deliveries per second per provider: `apns=5000,fcm=5000,twilio=100,smtp=500`. */
@@ -152,6 +154,8 @@ export interface Config {
   inappBroadcastThreshold: number;
   quietChannels: Channel[];
   deferRecheckMs: number;
+  /** How often handled requests are trimmed from the intake streams and the receipts backlog is measured (ms). */
+  housekeepingMs: number;
   guards: {
     enabled: boolean;
     rateLimits: Record<string, number>;
@@ -217,6 +221,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     inappBroadcastThreshold: e.HERALD_INAPP_BROADCAST_THRESHOLD,
     quietChannels: e.HERALD_QUIET_HOURS_CHANNELS,
     deferRecheckMs: e.HERALD_DEFER_RECHECK_MS,
+    housekeepingMs: e.HERALD_HOUSEKEEPING_MS,
     guards: {
       enabled: e.HERALD_GUARDS === 'on',
       rateLimits: e.HERALD_RATE_LIMITS,

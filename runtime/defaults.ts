@@ -21,6 +21,7 @@ export const defaults = {
   inappBroadcastThreshold: 10_000,
   quietHoursChannels: ['push', 'sms', 'email'] as const,
   deferRecheckMs: 60_000,
+  housekeepingMs: 5_000,
   rateLimits: 'apns=5000,fcm=5000,twilio=100,smtp=500',
   breakerFailures: 5,
   breakerCoolDownMs: 5_000,

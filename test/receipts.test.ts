@@ -3,6 +3,8 @@ import { SmtpCatcher } from '../sinks/smtp-catcher.js';
 import { queryFunnel, type FunnelRow } from '../cli/funnel.js';
 import { publishRaw } from '../runtime/producer.js';
 import { applyAll } from '../streams/apply.js';
+import { Housekeeping } from '../pipeline/housekeeping.js';
+import { Metrics } from '../pipeline/metrics.js';
 import { envFor, HeraldProcess } from './child.js';
 import { eventually, Harness } from './harness.js';
 import { inboxSizes, loadTopic, memberId } from './topics.js';
@@ -150,3 +152,40 @@ describe('exact receipts: repeats that JetStream does not catch', () => {
     await h.clickhouse.command({ query: `DROP DATABASE ${db}` });
   });
 });
+
+describe('exact receipts: the one limit, watched', () => {
+  let h: Harness;
+  // 64 MB in all: RECEIPTS gets a fifth (about 13 MB). No pipeline runs, so no loader takes anything.
+  beforeAll(async () => { h = await Harness.create('backlog', { HERALD_STORAGE_BUDGET_MB: '64' }); });
+  afterAll(async () => h?.close());
+
+  it('measures the loader\'s backlog against RECEIPTS\' room, and counts and logs receipts dropped unloaded', async () => {
+    const metrics = new Metrics();
+    const errors: unknown[] = [];
+    const log = { warn: () => undefined, error: (o: unknown) => errors.push(o) } as never;
+    const housekeeping = new Housekeeping(h.nats.jsm, h.topology, metrics, log, { trimIntake: false });
+    const batch = (n: number) => JSON.stringify({ receipts: Array.from({ length: 1_000 }, (_, i) => ({
+      ts: Date.now(), stage: 'dispatch', status: 'delivered', request_id: `r${n}`, tenant: 'acme', tier: 'social', category: 'c', user_id: `u${i}`, reason: 'x'.repeat(200),
+    })) });
+    for (let n = 0; n < 20; n++) await h.nats.js.publish(h.topology.receipt('delivered'), batch(n));
+    await housekeeping.once();
+    const value = async (name: string) => (await metrics.registry.getSingleMetric(name)!.get()).values[0]?.value ?? 0;
+    const half = await value('herald_receipts_backlog_ratio');
+    expect(half).toBeGreaterThan(0.2);
+    expect(half).toBeLessThan(1);
+    expect(await value('herald_receipts_dropped_unloaded_total')).toBe(0);
+    // Past its room, RECEIPTS drops the oldest, loaded or not: that is counted and said.
+    for (let n = 20; n < 80; n++) await h.nats.js.publish(h.topology.receipt('delivered'), batch(n));
+    await housekeeping.once();
+    const dropped = await value('herald_receipts_dropped_unloaded_total');
+    const first = (await h.nats.jsm.streams.info(h.topology.receiptsStream)).state.first_seq;
+    expect(dropped).toBe(first - 1);
+    expect(dropped).toBeGreaterThan(0);
+    expect(errors).toHaveLength(1);
+    // Counted once: a later round adds only what was dropped since.
+    await housekeeping.once();
+    expect(await value('herald_receipts_dropped_unloaded_total')).toBe(dropped);
+    expect(await value('herald_receipts_backlog_ratio')).toBeGreaterThan(0.9);
+  });
+});
+
