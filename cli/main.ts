@@ -29,6 +29,9 @@ import { progress } from './progress.js';
 import { Kvm } from '@nats-io/kv';
 import { Cancellations } from '../stores/cancellations.js';
 import { listDeadLetters, originalOf, readDeadLetter, redriveDeadLetters } from '../streams/dead-letters.js';
+import { ApiServer } from '../http/api.js';
+import { ApiKeys, apiScopes, type ApiScope } from '../stores/api-keys.js';
+import { TemplateStore } from '../runtime/templates.js';
 
 function config(): Config {
   try {
@@ -86,6 +89,15 @@ function positiveInt(value: string, flag: string): number {
   return Number(value);
 }
 
+/** The HTTP API on the configured host and port, over these connections. */
+async function serveApi(cfg: Config, log: ReturnType<typeof createLogger>, nats: Nats, redis: Redis): Promise<ApiServer> {
+  const topology = topologyOf(cfg);
+  const api = new ApiServer({ keys: new ApiKeys(redis, topology.keys), redis, js: nats.js, topology, templates: new TemplateStore(cfg.templatesDir), log });
+  const port = await api.listen(cfg.apiHost, cfg.apiPort);
+  log.info({ url: `http://${cfg.apiHost}:${port}/v1` }, 'API listening');
+  return api;
+}
+
 const print = (json: boolean, value: unknown, text: () => string) =>
   process.stdout.write(`${json ? JSON.stringify(value, null, 2) : text()}\n`);
 
@@ -118,7 +130,8 @@ program
   .option('--tiers <list>', `comma-separated tiers: ${tiers.join(',')}`)
   .option('--demo', 'publish a sample notification once running and show where it arrived')
   .option('--nice <n>', 'lower this process\'s CPU priority (0-19): run bulk tiers this way beside a transactional process')
-  .action(async (o: { stages?: string; tiers?: string; demo?: boolean; nice?: string }) => {
+  .option('--no-api', 'do not serve the HTTP API (HERALD_API_HOST:HERALD_API_PORT) from this process')
+  .action(async (o: { stages?: string; tiers?: string; demo?: boolean; nice?: string; api: boolean }) => {
     const cfg = config();
     const log = createLogger(cfg.logLevel);
     if (o.nice !== undefined) {
@@ -138,6 +151,11 @@ program
       process.exit(1);
     });
     const pipeline = await Pipeline.start(cfg, log, { stages, tiers: tierList });
+    // The pipeline runs whether or not the port is free: a second `herald run` on one machine is normal.
+    const api = o.api ? await serveApi(cfg, log, pipeline.nats, pipeline.redis).catch((err) => {
+      log.warn({ err: (err as Error).message }, 'HTTP API not served (set HERALD_API_PORT, or --no-api)');
+      return undefined;
+    }) : undefined;
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) {
@@ -146,11 +164,74 @@ program
       }
       stopping = true;
       log.info({ signal }, 'shutting down: finishing in-flight work');
-      pipeline.close().then(() => process.exit(0), () => process.exit(1));
+      Promise.resolve(api?.close()).then(() => pipeline.close()).then(() => process.exit(0), () => process.exit(1));
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     if (o.demo) await runDemo(pipeline).catch((err) => log.error({ err }, 'demo failed'));
+  });
+
+program
+  .command('api')
+  .description('serve the HTTP API alone (stateless: run as many as you like behind a load balancer)')
+  .action(async () => {
+    const cfg = config();
+    const log = createLogger(cfg.logLevel);
+    const nats = await connectNats(cfg, 'herald-api');
+    const redis = connectRedis(cfg);
+    const api = await serveApi(cfg, log, nats, redis).catch((err) => fail(`HTTP API: ${(err as Error).message}`));
+    const stop = () => {
+      api.close().then(() => nats.nc.drain()).then(() => { redis.disconnect(); process.exit(0); }, () => process.exit(1));
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+
+const keysCommand = program.command('keys').description('tenant API keys (stored hashed in Redis)');
+keysCommand
+  .command('create')
+  .description('make a key for a tenant; the key is printed once and cannot be shown again')
+  .requiredOption('--tenant <tenant>', 'the tenant the key acts for')
+  .option('--name <name>', 'what it is for', '')
+  .option('--scopes <list>', `comma-separated: ${apiScopes.join(',')}`, 'send,read')
+  .option('--rate <n>', 'requests per second this key may make', '100')
+  .option('--json', 'machine-readable output: {"id","key","tenant"}')
+  .action(async (o: { tenant: string; name: string; scopes: string; rate: string; json?: boolean }) => {
+    const cfg = config();
+    const tenant = tenantSchema.safeParse(o.tenant);
+    if (!tenant.success) fail(`--tenant: ${describeIssues(tenant.error.issues).join('; ')}`);
+    const scopes = o.scopes.split(',').map((s) => s.trim()).filter(Boolean);
+    for (const s of scopes) if (!apiScopes.includes(s as ApiScope)) fail(`--scopes: unknown scope "${s}" (scopes: ${apiScopes.join(', ')})`);
+    const rate = positiveInt(o.rate, '--rate');
+    await withRedis(cfg, async (redis) => {
+      const { key, secret } = await new ApiKeys(redis, topologyOf(cfg).keys).create({ tenant: o.tenant, name: o.name, scopes: scopes as ApiScope[], ratePerSecond: rate });
+      print(!!o.json, { id: key.id, key: secret, tenant: key.tenant }, () =>
+        `${secret}\n(key ${key.id} for tenant ${key.tenant}, scopes ${key.scopes.join(',')}, ${key.ratePerSecond}/s; shown once: store it now)`);
+    });
+  });
+keysCommand
+  .command('list')
+  .description('every key (never its secret), or one tenant\'s')
+  .option('--tenant <tenant>')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { tenant?: string; json?: boolean }) => {
+    const cfg = config();
+    await withRedis(cfg, async (redis) => {
+      const list = await new ApiKeys(redis, topologyOf(cfg).keys).list(o.tenant);
+      print(!!o.json, list, () => list.length === 0 ? '(no keys)' : list.map((k) =>
+        `${k.id}  ${k.tenant}  ${k.scopes.join(',')}  ${k.ratePerSecond}/s  ${k.revokedAt ? `revoked ${new Date(k.revokedAt).toISOString()}` : 'live'}  ${k.name}`).join('\n'));
+    });
+  });
+keysCommand
+  .command('revoke')
+  .description('revoke a key: every replica refuses it within a second')
+  .argument('<id>')
+  .action(async (id: string) => {
+    const cfg = config();
+    await withRedis(cfg, async (redis) => {
+      if (!(await new ApiKeys(redis, topologyOf(cfg).keys).revoke(id))) fail(`no key "${id}" (herald keys list shows them)`);
+      process.stdout.write(`revoked ${id}\n`);
+    });
   });
 
 program

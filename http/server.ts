@@ -38,6 +38,13 @@ async function timed(check: () => Promise<unknown>, timeoutMs: number): Promise<
   }
 }
 
+/** Starts a Fastify app on host:port; resolves with the port it got (useful when `port` is 0). */
+export async function listenOn(app: FastifyInstance, host: string, port: number): Promise<number> {
+  await app.listen({ host, port });
+  const address = app.server.address();
+  return typeof address === 'object' && address ? address.port : port;
+}
+
 /** Asks NATS, Redis and ClickHouse at once, each within `timeoutMs`. */
 export async function readiness(deps: Dependencies, timeoutMs: number = defaults.readinessTimeoutMs) {
   const [nats, redis, clickhouse] = await Promise.all([
@@ -80,10 +87,8 @@ export class HealthServer {
   }
 
   /** Listens; resolves with the port (useful when `port` is 0). */
-  async listen(host: string, port: number): Promise<number> {
-    await this.app.listen({ host, port });
-    const address = this.app.server.address();
-    return typeof address === 'object' && address ? address.port : port;
+  listen(host: string, port: number): Promise<number> {
+    return listenOn(this.app, host, port);
   }
 
   async close(): Promise<void> {

@@ -28,6 +28,24 @@ function renderable(raw: unknown): Parameters<StageDeps['templates']['check']>[0
   return null;
 }
 
+/**
+ * Every problem of a request, as validate sees it: the wire contract, a `send_at` it could not
+ * honour, content that does not render within its limits. The HTTP edge checks with it too, so
+ * nothing invalid is published.
+ */
+export function checkRequest(raw: unknown, templates: StageDeps['templates'], arrivedAt: number) {
+  const parsed = requestSchema.safeParse(raw);
+  const problems = parsed.success ? [] : describeIssues(parsed.error.issues);
+  if (parsed.success && parsed.data.send_at && Date.parse(parsed.data.send_at) > arrivedAt + MAX_SCHEDULE_AHEAD_MS) {
+    // A later time could not be honoured: the streams would drop the request before it came due.
+    problems.push(`send_at: ${parsed.data.send_at} is more than ${Math.floor(MAX_SCHEDULE_AHEAD_MS / 3_600_000)} hours after the request arrived; schedule it later, closer to its time`);
+  }
+  const content = renderable(raw);
+  // Data too deep or too large is reported by the schema; rendering it is not tried.
+  if (content && jsonShapeProblems(content.data).length === 0) problems.push(...templates.check(content));
+  return { parsed, problems };
+}
+
 /** Who a request that may be malformed is about, as far as its fields say (strings only, bounded). */
 function identifyRaw(raw: unknown): Identity {
   const req = (raw && typeof raw === 'object' ? raw : {}) as Record<string, unknown>;
@@ -57,18 +75,10 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
   create(config, deps) {
     return {
       async process(raw, ctx) {
-        const parsed = requestSchema.safeParse(raw);
-        const problems = parsed.success ? [] : describeIssues(parsed.error.issues);
+        const { parsed, problems } = checkRequest(raw, deps.templates, ctx.storedAt);
         if (parsed.success && config.tier && parsed.data.tier !== config.tier) {
           problems.push(`tier: "${parsed.data.tier}" published to the ${config.tier} subject; publish to notify.request.${parsed.data.tier}`);
         }
-        if (parsed.success && parsed.data.send_at && Date.parse(parsed.data.send_at) > ctx.storedAt + MAX_SCHEDULE_AHEAD_MS) {
-          // A later time could not be honoured: REQUESTS would drop the request before it came due.
-          problems.push(`send_at: ${parsed.data.send_at} is more than ${Math.floor(MAX_SCHEDULE_AHEAD_MS / 3_600_000)} hours after the request arrived; schedule it later, closer to its time`);
-        }
-        const content = renderable(raw);
-        // Data too deep or too large is reported by the schema; rendering it is not tried.
-        if (content && jsonShapeProblems(content.data).length === 0) problems.push(...deps.templates.check(content));
         if (!parsed.success || problems.length > 0) {
           throw new PermanentError(`request rejected (${problems.length} problem${problems.length === 1 ? '' : 's'})`, problems);
         }

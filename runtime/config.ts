@@ -108,6 +108,9 @@ const envSchema = z.object({
   /** Health, readiness and metrics: bind to 0.0.0.0 so Prometheus in another container can scrape. */
   HERALD_HTTP_HOST: z.string().min(1).default(defaults.httpHost),
   HERALD_HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(defaults.httpPort),
+  /** The HTTP API (`herald api`, and `herald run` unless --no-api). */
+  HERALD_API_HOST: z.string().min(1).default(defaults.apiHost),
+  HERALD_API_PORT: z.coerce.number().int().min(0).max(65535).default(defaults.apiPort),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default(defaults.logLevel),
 });
 
@@ -144,6 +147,9 @@ export interface Config {
   defaultChannels: Channel[];
   httpHost: string;
   httpPort: number;
+  /** Where the HTTP API listens. */
+  apiHost: string;
+  apiPort: number;
   storageBudgetBytes: number;
   wiring: 'chained' | 'split';
   replicas: number;
@@ -211,6 +217,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     defaultChannels: e.HERALD_DEFAULT_CHANNELS,
     httpHost: e.HERALD_HTTP_HOST,
     httpPort: e.HERALD_HTTP_PORT,
+    apiHost: e.HERALD_API_HOST,
+    apiPort: e.HERALD_API_PORT,
     storageBudgetBytes: e.HERALD_STORAGE_BUDGET_MB * 1024 * 1024,
     wiring: e.HERALD_WIRING,
     replicas: e.HERALD_REPLICAS,

@@ -38,6 +38,8 @@ export const defaults = {
   poisonStarts: 3,
   httpHost: '127.0.0.1',
   httpPort: 9464,
+  apiHost: '127.0.0.1',
+  apiPort: 8080,
   /** Readiness waits this long for each of NATS, Redis and ClickHouse. */
   readinessTimeoutMs: 2_000,
   logLevel: 'info' as const,

@@ -40,6 +40,16 @@ export interface Rate {
   burst?: number;
 }
 
+/**
+ * Takes `count` tokens from every bucket at once, or from none; returns 0 or the ms to wait. Buckets
+ * live in Redis, so every process and replica shares them.
+ */
+export async function takeTokens(redis: Redis, buckets: [string, Rate][], pauseKey: string, now: number, count: number): Promise<number> {
+  const args: (string | number)[] = [now, count];
+  for (const [, r] of buckets) args.push(r.perSecond, r.burst ?? Math.max(1, r.perSecond));
+  return Number(await redis.eval(TAKE, buckets.length + 1, ...buckets.map(([k]) => k), pauseKey, ...args));
+}
+
 export class RateLimiter {
   constructor(
     private readonly redis: Redis,
@@ -87,11 +97,7 @@ export class RateLimiter {
     const providerRate = this.rateFor(provider);
     if (providerRate) buckets.push([this.keys.internal('rate', 'p', provider), providerRate]);
     if (this.tenantRate) buckets.push([this.keys.internal('rate', 't', tenant, provider), this.tenantRate]);
-    const pauseKey = this.keys.internal('rate', 'pause', provider);
-    const args: (string | number)[] = [this.now(), count];
-    for (const [, r] of buckets) args.push(r.perSecond, r.burst ?? Math.max(1, r.perSecond));
-    const wait = await this.redis.eval(TAKE, buckets.length + 1, ...buckets.map(([k]) => k), pauseKey, ...args);
-    return Number(wait);
+    return takeTokens(this.redis, buckets, this.keys.internal('rate', 'pause', provider), this.now(), count);
   }
 
   /** The provider said "slow down until then" (429 Retry-After): every process waits. */

@@ -14,6 +14,8 @@ export function envFor(config: Config, extra: Record<string, string> = {}): Reco
     HERALD_DATA_DIR: config.dataDir, HERALD_STORAGE_BUDGET_MB: String(config.storageBudgetBytes / 1024 / 1024),
     SMTP_URL: config.providers.smtpUrls.join(','), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', HERALD_SMTP_CATCHER_PORT: '0',
     HERALD_ACK_WAIT_MS: String(config.ackWaitMs), HERALD_REPLICAS: String(config.replicas),
+    // Any free port: several `herald run` children may live at once.
+    HERALD_API_PORT: '0',
     ...extra,
   };
 }

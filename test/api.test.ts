@@ -1,0 +1,124 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiServer } from '../http/api.js';
+import { createLogger } from '../runtime/logger.js';
+import { TemplateStore } from '../runtime/templates.js';
+import { ApiKeys } from '../stores/api-keys.js';
+import { envFor } from './child.js';
+import { eventually, Harness } from './harness.js';
+
+describe('the HTTP API: keys, sending, and the walls between tenants', () => {
+  let h: Harness;
+  let api: ApiServer;
+  let base: string;
+  const herald = (...args: string[]) => promisify(execFile)(path.join(import.meta.dirname, '..', 'bin', 'herald.js'), args, {
+    env: { ...process.env, ...envFor(h.config) },
+  });
+  /** A key made the way an operator makes one. */
+  const newKey = async (...args: string[]) => JSON.parse((await herald('keys', 'create', '--json', ...args)).stdout) as { id: string; key: string; tenant: string };
+  const post = (key: string | undefined, body: unknown, headers: Record<string, string> = {}) => fetch(`${base}/v1/notifications`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}), ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const stored = async () => (await h.nats.jsm.streams.info(h.topology.intakeStream('transactional'))).state.last_seq;
+  const request = (title: string) => ({
+    tier: 'transactional', category: 'api', content: { title, body: 'b' }, recipients: { user_ids: ['u1'] }, channels: ['email', 'inapp'],
+  });
+
+  beforeAll(async () => {
+    h = await Harness.create('api');
+    await h.load([
+      { type: 'user', tenant: 'acme', id: 'u1', email: 'u1@acme.test' },
+      { type: 'user', tenant: 'globex', id: 'u1', email: 'u1@globex.test' },
+    ]);
+    await h.start();
+    api = new ApiServer({
+      keys: new ApiKeys(h.redis, h.topology.keys), redis: h.redis, js: h.nats.js, topology: h.topology,
+      templates: new TemplateStore(h.config.templatesDir), log: createLogger('silent'),
+    });
+    base = `http://127.0.0.1:${await api.listen('127.0.0.1', 0)}`;
+  }, 60_000);
+  afterAll(async () => {
+    await api?.close();
+    await h?.close();
+  });
+
+  it('takes a request with a key made by `herald keys create`, answers 202, and delivers it', async () => {
+    const { key, tenant } = await newKey('--tenant', 'acme', '--name', 'backend');
+    expect(tenant).toBe('acme');
+    const res = await post(key, request('Over HTTP'), { 'idempotency-key': 'http-1' });
+    expect(res.status).toBe(202);
+    const body = await res.json() as { id: string; status_url: string };
+    expect(body.status_url).toBe(`/v1/notifications/${body.id}`);
+    await eventually(() => h.smtp.to('u1@acme.test').some((m) => m.subject === 'Over HTTP'), 'the email');
+    await eventually(async () => (await h.inbox.list('acme', 'u1')).some((e) => e.title === 'Over HTTP'), 'the inbox entry');
+    expect(h.smtp.to('u1@globex.test')).toEqual([]);
+  });
+
+  it('answers 409 with the original id for a repeated idempotency key, and takes the same key from another tenant', async () => {
+    const acme = await newKey('--tenant', 'acme');
+    const globex = await newKey('--tenant', 'globex');
+    const first = await (await post(acme.key, request('Once'), { 'idempotency-key': 'same' })).json() as { id: string };
+    const again = await post(acme.key, { ...request('Once'), idempotency_key: 'same' });
+    expect(again.status).toBe(409);
+    expect(await again.json()).toMatchObject({ id: first.id, status_url: `/v1/notifications/${first.id}` });
+    expect((await post(globex.key, request('Once'), { 'idempotency-key': 'same' })).status).toBe(202);
+    await eventually(() => h.smtp.to('u1@globex.test').some((m) => m.subject === 'Once'), 'globex\'s email');
+    await eventually(() => h.smtp.to('u1@acme.test').some((m) => m.subject === 'Once'), 'acme\'s email');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(h.smtp.messages.filter((m) => m.subject === 'Once')).toHaveLength(2);
+  });
+
+  it('refuses a missing, unknown or revoked key (401), another tenant\'s name or a missing scope (403)', async () => {
+    const before = await stored();
+    expect((await post(undefined, request('x'), { 'idempotency-key': 'k' })).status).toBe(401);
+    expect((await post('hk_AAAAAAAAAAAAAAAA_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', request('x'), { 'idempotency-key': 'k' })).status).toBe(401);
+    const acme = await newKey('--tenant', 'acme');
+    const crossing = await post(acme.key, { ...request('x'), tenant: 'globex' }, { 'idempotency-key': 'k' });
+    expect(crossing.status).toBe(403);
+    expect((await crossing.json() as { detail: string }).detail).toMatch(/belongs to tenant "acme"/);
+    const reader = await newKey('--tenant', 'acme', '--scopes', 'read');
+    const unscoped = await post(reader.key, request('x'), { 'idempotency-key': 'k' });
+    expect(unscoped.status).toBe(403);
+    expect((await unscoped.json() as { detail: string }).detail).toMatch(/"send" scope/);
+    await herald('keys', 'revoke', acme.id);
+    // Replicas cache a key for at most a second.
+    await new Promise((r) => setTimeout(r, 1_100));
+    expect((await post(acme.key, request('x'), { 'idempotency-key': 'k2' })).status).toBe(401);
+    const listed = JSON.parse((await herald('keys', 'list', '--tenant', 'acme', '--json')).stdout) as { id: string; revokedAt?: number }[];
+    expect(listed.find((k) => k.id === acme.id)?.revokedAt).toBeGreaterThan(0);
+    expect(JSON.stringify(listed)).not.toContain(acme.key.split('_')[2]);
+    expect(await stored()).toBe(before);
+  });
+
+  it('names each bad field (400, problem+json), refuses a body over 256 KB (413) and bad JSON (400), publishing nothing', async () => {
+    const { key } = await newKey('--tenant', 'acme');
+    const before = await stored();
+    const bad = await post(key, { tier: 'urgent', category: 5, content: { title: 't' }, recipients: { user_ids: [] } });
+    expect(bad.status).toBe(400);
+    expect(bad.headers.get('content-type')).toMatch(/application\/problem\+json/);
+    const errors = (await bad.json() as { errors: string[] }).errors.join('\n');
+    for (const field of ['idempotency_key', 'tier', 'category', 'content', 'recipients']) expect(errors).toContain(field);
+    const huge = await post(key, { ...request('x'), data: { blob: 'x'.repeat(300_000) } }, { 'idempotency-key': 'huge' });
+    expect(huge.status).toBe(413);
+    expect(huge.headers.get('content-type')).toMatch(/application\/problem\+json/);
+    expect((await post(key, '{"tier": ', { 'idempotency-key': 'broken' })).status).toBe(400);
+    expect((await fetch(`${base}/v1/nowhere`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(404);
+    expect(await stored()).toBe(before);
+  });
+
+  it('limits a key to its rate: 429 with Retry-After, then 202 again after waiting', async () => {
+    const { key } = await newKey('--tenant', 'acme', '--rate', '10');
+    const answers = await Promise.all(Array.from({ length: 15 }, (_, i) => post(key, request(`burst ${i}`), { 'idempotency-key': `burst-${i}` })));
+    const limited = answers.filter((r) => r.status === 429);
+    expect(answers.filter((r) => r.status === 202)).toHaveLength(10);
+    expect(limited).toHaveLength(5);
+    expect(Number(limited[0].headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(limited[0].headers.get('ratelimit-limit')).toBe('10');
+    await new Promise((r) => setTimeout(r, Number(limited[0].headers.get('retry-after')) * 1_000));
+    expect((await post(key, request('after the wait'), { 'idempotency-key': 'burst-after' })).status).toBe(202);
+  });
+});
