@@ -92,7 +92,8 @@ function positiveInt(value: string, flag: string): number {
 /** The HTTP API on the configured host and port, over these connections. */
 async function serveApi(cfg: Config, log: ReturnType<typeof createLogger>, nats: Nats, redis: Redis): Promise<ApiServer> {
   const topology = topologyOf(cfg);
-  const api = new ApiServer({ keys: new ApiKeys(redis, topology.keys), redis, js: nats.js, topology, templates: new TemplateStore(cfg.templatesDir), log });
+  const cancellations = new Cancellations(await new Kvm(nats.js).open(topology.kvBucket('cancellations')));
+  const api = new ApiServer({ keys: new ApiKeys(redis, topology.keys), redis, js: nats.js, topology, templates: new TemplateStore(cfg.templatesDir), cancellations, log });
   const port = await api.listen(cfg.apiHost, cfg.apiPort);
   log.info({ url: `http://${cfg.apiHost}:${port}/v1` }, 'API listening');
   return api;

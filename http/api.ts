@@ -3,6 +3,9 @@ import type { JetStreamClient } from '@nats-io/jetstream';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { checkRequest } from '../processors/validate.js';
+import { describeIssues, deviceRecordSchema, userRecordSchema } from '../schemas/index.js';
+import type { Cancellations } from '../stores/cancellations.js';
+import { Directory } from '../stores/directory.js';
 import { requestIdFor } from '../runtime/ids.js';
 import { publishRequest } from '../runtime/producer.js';
 import type { TemplateStore } from '../runtime/templates.js';
@@ -18,6 +21,8 @@ export interface ApiParts {
   js: JetStreamClient;
   topology: Topology;
   templates: TemplateStore;
+  /** Where `POST /v1/notifications/{id}/cancel` records a cancel (the pipeline watches it). */
+  cancellations: Cancellations;
   log: Logger;
   /** Largest request body. @default 256 KiB */
   bodyLimit?: number;
@@ -61,6 +66,84 @@ export class ApiServer {
     this.app.setNotFoundHandler((req, reply) => problem(reply, 404, 'Not found', `no route ${req.method} ${req.url.split('?')[0]}`));
     this.app.addHook('onRequest', (req, reply) => this.authenticate(req, reply));
     this.app.post('/v1/notifications', (req, reply) => this.send(req, reply));
+    this.app.post<{ Params: { id: string } }>('/v1/notifications/:id/cancel', (req, reply) => this.cancel(req, reply));
+    this.app.get<{ Params: { userId: string } }>('/v1/users/:userId', (req, reply) => this.showUser(req, reply));
+    this.app.put<{ Params: { userId: string } }>('/v1/users/:userId', (req, reply) => this.putUser(req, reply));
+    this.app.post<{ Params: { userId: string } }>('/v1/users/:userId/devices', (req, reply) => this.addDevice(req, reply));
+    this.app.delete<{ Params: { userId: string; token: string } }>('/v1/users/:userId/devices/:token', (req, reply) => this.removeDevice(req, reply));
+  }
+
+  private get directory(): Directory {
+    return new Directory(this.parts.redis, this.parts.topology.keys);
+  }
+
+  /** A user id from the path, within the directory's bounds. */
+  private userId(id: string, reply: FastifyReply): string | null {
+    if (id.length >= 1 && id.length <= 128) return id;
+    problem(reply, 400, 'Bad request', 'user_id: 1 to 128 characters', ['user_id: 1 to 128 characters']);
+    return null;
+  }
+
+  /** POST /v1/notifications/{id}/cancel: every delivery of the key's tenant's request not yet sent is dropped. */
+  private async cancel(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) {
+    if (this.forbidden(req, reply, 'send')) return reply;
+    const { id } = req.params;
+    if (id.length < 1 || id.length > 128) return problem(reply, 400, 'Bad request', 'id: 1 to 128 characters');
+    const body = (req.body ?? {}) as { reason?: unknown };
+    await this.parts.cancellations.cancel(req.apiKey!.tenant, id, typeof body.reason === 'string' ? body.reason : 'cancelled over HTTP');
+    return reply.code(202).send({ id, status: 'cancelled' });
+  }
+
+  /** GET /v1/users/{user_id}: what the directory holds about one of the tenant's users. */
+  private async showUser(req: FastifyRequest<{ Params: { userId: string } }>, reply: FastifyReply) {
+    if (!allows(req.apiKey!, 'directory') && this.forbidden(req, reply, 'read')) return reply;
+    const userId = this.userId(req.params.userId, reply);
+    if (userId === null) return reply;
+    const view = await this.directory.show(req.apiKey!.tenant, userId);
+    if (!view.exists) return problem(reply, 404, 'Not found', `no user "${userId}"`);
+    const { tenant: _tenant, ...rest } = view;
+    return reply.send(rest);
+  }
+
+  /** PUT /v1/users/{user_id}: addresses, locale, time zone; fields not given keep their value. */
+  private async putUser(req: FastifyRequest<{ Params: { userId: string } }>, reply: FastifyReply) {
+    if (this.forbidden(req, reply, 'directory')) return reply;
+    const userId = this.userId(req.params.userId, reply);
+    if (userId === null) return reply;
+    const body = req.body;
+    if (!body || typeof body !== 'object' || Array.isArray(body)) return problem(reply, 400, 'Bad request', 'the body must be a JSON object');
+    const tenant = req.apiKey!.tenant;
+    const current = await this.directory.show(tenant, userId);
+    const kept = Object.fromEntries(Object.entries({ email: current.email, phone: current.phone, locale: current.locale, timezone: current.timezone })
+      .filter(([, v]) => v !== undefined));
+    const parsed = userRecordSchema.safeParse({ ...kept, ...body, type: 'user', tenant, id: userId });
+    if (!parsed.success) return problem(reply, 400, 'Invalid user', 'the user has problems', describeIssues(parsed.error.issues));
+    await this.directory.upsert([parsed.data]);
+    return reply.code(current.exists ? 200 : 201).send({ id: userId, created: !current.exists });
+  }
+
+  /** POST /v1/users/{user_id}/devices: `{platform, token}`; registering the same token again is harmless. */
+  private async addDevice(req: FastifyRequest<{ Params: { userId: string } }>, reply: FastifyReply) {
+    if (this.forbidden(req, reply, 'directory')) return reply;
+    const userId = this.userId(req.params.userId, reply);
+    if (userId === null) return reply;
+    const body = req.body;
+    if (!body || typeof body !== 'object' || Array.isArray(body)) return problem(reply, 400, 'Bad request', 'the body must be a JSON object');
+    const parsed = deviceRecordSchema.safeParse({ ...body, type: 'device', tenant: req.apiKey!.tenant, user_id: userId, active: true });
+    if (!parsed.success) return problem(reply, 400, 'Invalid device', 'the device has problems', describeIssues(parsed.error.issues));
+    await this.directory.upsert([parsed.data]);
+    return reply.code(201).send({ user_id: userId, platform: parsed.data.platform, active: true });
+  }
+
+  /** DELETE /v1/users/{user_id}/devices/{token}. */
+  private async removeDevice(req: FastifyRequest<{ Params: { userId: string; token: string } }>, reply: FastifyReply) {
+    if (this.forbidden(req, reply, 'directory')) return reply;
+    const userId = this.userId(req.params.userId, reply);
+    if (userId === null) return reply;
+    if (!(await this.directory.removeDevice(req.apiKey!.tenant, userId, req.params.token))) {
+      return problem(reply, 404, 'Not found', `user "${userId}" has no such device`);
+    }
+    return reply.code(204).send();
   }
 
   /** Every /v1 route needs a live key, within its rate. */

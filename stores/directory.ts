@@ -235,6 +235,11 @@ export class Directory {
     const device = JSON.parse(raw) as { platform: string; active: boolean };
     await this.redis.hset(key, token, JSON.stringify({ ...device, active: false }));
   }
+
+  /** Forgets a device (the app unregistered it); false when the user has no such device. */
+  async removeDevice(tenant: string, userId: string, token: string): Promise<boolean> {
+    return (await this.redis.hdel(this.key(tenant, 'd', userId), token)) === 1;
+  }
 }
 
 /** The preference flags stored in a user hash (`pref:` fields). */
