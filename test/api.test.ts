@@ -175,4 +175,47 @@ describe('the HTTP API: keys, sending, and the walls between tenants', () => {
     await eventually(async () => (await h.receipts(`request_id = '${mine.id}' AND status = 'cancelled'`)).length > 0, 'acme\'s cancelled receipt', 15_000);
     expect(h.smtp.to('u1@acme.test').filter((m) => m.subject === 'Cancelled')).toEqual([]);
   });
+
+  it('answers 5,000 fuzzed requests each with a 4xx and a reason: no 5xx, nothing published', async () => {
+    const { key } = await newKey('--tenant', 'acme', '--rate', '100000');
+    const before = await stored();
+    const rnd = (n: number) => Math.floor(Math.random() * n);
+    const deep = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
+    const shapes: (() => { method: string; url: string; headers: Record<string, string>; body?: string })[] = [
+      () => ({ method: 'POST', url: '/v1/notifications', headers: { 'idempotency-key': `f${rnd(1e9)}` }, body: JSON.stringify({ ...request('t'), tier: rnd(5) }) }),
+      () => ({ method: 'POST', url: '/v1/notifications', headers: {}, body: JSON.stringify({ category: 'c' }) }),
+      () => ({ method: 'POST', url: '/v1/notifications', headers: { 'idempotency-key': 'x' }, body: JSON.stringify({ ...request('t'), recipients: { user_ids: 'u1' } }) }),
+      () => ({ method: 'POST', url: '/v1/notifications', headers: { 'idempotency-key': 'x' }, body: '{"tier": "transactional", ' }),
+      () => ({ method: 'POST', url: '/v1/notifications', headers: { 'idempotency-key': 'x' }, body: deep(5_000 + rnd(50_000)) }),
+      () => ({ method: 'POST', url: '/v1/notifications', headers: { 'idempotency-key': 'x' }, body: JSON.stringify({ ...request('t'), data: { d: JSON.parse(`${'{"a":'.repeat(40)}1${'}'.repeat(40)}`) } }) }),
+      () => ({ method: 'POST', url: '/v1/notifications', headers: { 'idempotency-key': 'x' }, body: JSON.stringify({ ...request('t'), content: { title: '{{#each @root.a}}x{{/each}}', body: 'b' } }) }),
+      () => ({ method: 'POST', url: '/v1/notifications', headers: { 'idempotency-key': 'x', 'content-type': 'text/plain' }, body: 'hello' }),
+      () => ({ method: 'POST', url: '/v1/notifications', headers: { 'idempotency-key': 'x', authorization: 'Basic Zm9vOmJhcg==' }, body: '{}' }),
+      () => ({ method: 'POST', url: '/v1/notifications', headers: { 'idempotency-key': 'x', authorization: `Bearer ${key}x` }, body: '{}' }),
+      () => ({ method: ['GET', 'PATCH', 'DELETE', 'PUT'][rnd(4)], url: '/v1/notifications', headers: {} }),
+      () => ({ method: 'GET', url: `/v1/${'x'.repeat(rnd(2_000))}?q=${rnd(100)}`, headers: {} }),
+      () => ({ method: 'PUT', url: `/v1/users/${'u'.repeat(129 + rnd(100))}`, headers: {}, body: '{}' }),
+      () => ({ method: 'PUT', url: '/v1/users/u1', headers: {}, body: JSON.stringify([1, 2, 3]) }),
+      () => ({ method: 'POST', url: '/v1/users/u1/devices', headers: {}, body: JSON.stringify({ platform: 'ios', token: 5 }) }),
+      () => ({ method: 'POST', url: '/v1/notifications', headers: { 'idempotency-key': 'x' }, body: 'null' }),
+    ];
+    const statuses = new Map<number, number>();
+    let withoutReason = 0;
+    for (let i = 0; i < 5_000; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, async () => {
+        const shape = shapes[rnd(shapes.length)]();
+        const headers: Record<string, string> = { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...shape.headers };
+        const res = await fetch(`${base}${shape.url}`, { method: shape.method, headers, ...(shape.body !== undefined ? { body: shape.body } : {}) });
+        statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+        const text = await res.text();
+        if (!/"detail":"[^"]+/.test(text)) withoutReason++;
+      }));
+    }
+    console.log(`fuzzed API answers: ${JSON.stringify(Object.fromEntries(statuses))}`);
+    expect([...statuses.keys()].every((s) => s >= 400 && s < 500)).toBe(true);
+    expect(withoutReason).toBe(0);
+    expect(await stored()).toBe(before);
+    // Still serving.
+    expect((await post(key, request('after the fuzz'), { 'idempotency-key': 'after-fuzz' })).status).toBe(202);
+  }, 120_000);
 });
