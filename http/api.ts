@@ -3,7 +3,7 @@ import type { JetStreamClient } from '@nats-io/jetstream';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { checkRequest } from '../processors/validate.js';
-import { describeIssues, deviceRecordSchema, userRecordSchema } from '../schemas/index.js';
+import { describeIssues, deviceRecordSchema, directoryRecordSchema, userRecordSchema, type DirectoryRecord } from '../schemas/index.js';
 import type { Cancellations } from '../stores/cancellations.js';
 import { Directory } from '../stores/directory.js';
 import { requestIdFor } from '../runtime/ids.js';
@@ -73,6 +73,73 @@ export class ApiServer {
     this.app.put<{ Params: { userId: string } }>('/v1/users/:userId', (req, reply) => this.putUser(req, reply));
     this.app.post<{ Params: { userId: string } }>('/v1/users/:userId/devices', (req, reply) => this.addDevice(req, reply));
     this.app.delete<{ Params: { userId: string; token: string } }>('/v1/users/:userId/devices/:token', (req, reply) => this.removeDevice(req, reply));
+    this.app.get<{ Params: { userId: string } }>('/v1/users/:userId/preferences', (req, reply) => this.showPreferences(req, reply));
+    this.app.put<{ Params: { userId: string } }>('/v1/users/:userId/preferences', (req, reply) => this.putPreferences(req, reply));
+    this.app.put<{ Params: { topic: string; userId: string } }>('/v1/topics/:topic/members/:userId', (req, reply) => this.membership(req, reply, true));
+    this.app.delete<{ Params: { topic: string; userId: string } }>('/v1/topics/:topic/members/:userId', (req, reply) => this.membership(req, reply, false));
+  }
+
+  /** GET /v1/users/{user_id}/preferences: opt-outs per channel × category, quiet hours, hard stop. */
+  private async showPreferences(req: FastifyRequest<{ Params: { userId: string } }>, reply: FastifyReply) {
+    const view = await this.readUser(req, reply);
+    if (!view) return reply;
+    return reply.send({ preferences: view.preferences, quiet_hours: view.quiet_hours ?? null, hard_stop: view.hard_stop });
+  }
+
+  /** One of the key's tenant's users, for a key that may read (a 403, 400 or 404 is sent otherwise). */
+  private async readUser(req: FastifyRequest<{ Params: { userId: string } }>, reply: FastifyReply) {
+    if (!allows(req.apiKey!, 'directory') && this.forbidden(req, reply, 'read')) return null;
+    const userId = this.userId(req.params.userId, reply);
+    if (userId === null) return null;
+    const view = await this.directory.show(req.apiKey!.tenant, userId);
+    if (!view.exists) {
+      problem(reply, 404, 'Not found', `no user "${userId}"`);
+      return null;
+    }
+    return view;
+  }
+
+  /**
+   * PUT /v1/users/{user_id}/preferences: `{preferences?: [{channel?, category?, enabled}],
+   * quiet_hours?: {start, end} | null, hard_stop?: boolean}`; what is not given keeps its value.
+   */
+  private async putPreferences(req: FastifyRequest<{ Params: { userId: string } }>, reply: FastifyReply) {
+    if (this.forbidden(req, reply, 'directory')) return reply;
+    const userId = this.userId(req.params.userId, reply);
+    if (userId === null) return reply;
+    const body = req.body as { preferences?: unknown; quiet_hours?: unknown; hard_stop?: unknown } | null;
+    if (!body || typeof body !== 'object' || Array.isArray(body)) return problem(reply, 400, 'Bad request', 'the body must be a JSON object');
+    const unknown = Object.keys(body).filter((k) => !['preferences', 'quiet_hours', 'hard_stop'].includes(k));
+    const tenant = req.apiKey!.tenant;
+    const candidates: [string, unknown][] = [];
+    if (body.preferences !== undefined) {
+      if (!Array.isArray(body.preferences) || body.preferences.length > 200) return problem(reply, 400, 'Invalid preferences', 'preferences: a list of at most 200', ['preferences: a list of at most 200']);
+      body.preferences.forEach((p, i) => candidates.push([`preferences[${i}]`, { ...(p as object), type: 'preference', tenant, user_id: userId }]));
+    }
+    if (body.quiet_hours !== undefined) candidates.push(['quiet_hours', { ...(body.quiet_hours ?? {}) as object, type: 'quiet_hours', tenant, user_id: userId }]);
+    if (body.hard_stop !== undefined) candidates.push(['hard_stop', { enabled: body.hard_stop, type: 'hard_stop', tenant, user_id: userId }]);
+    const records: DirectoryRecord[] = [];
+    const errors = unknown.map((k) => `${k}: not a field of preferences`);
+    for (const [where, candidate] of candidates) {
+      const parsed = directoryRecordSchema.safeParse(candidate);
+      if (parsed.success) records.push(parsed.data);
+      else errors.push(...describeIssues(parsed.error.issues).map((e) => `${where}.${e}`));
+    }
+    if (errors.length) return problem(reply, 400, 'Invalid preferences', `${errors.length} problem${errors.length === 1 ? '' : 's'}`, errors);
+    await this.directory.upsert(records);
+    return this.showPreferences(req, reply);
+  }
+
+  /** PUT|DELETE /v1/topics/{topic}/members/{user_id}. */
+  private async membership(req: FastifyRequest<{ Params: { topic: string; userId: string } }>, reply: FastifyReply, join: boolean) {
+    if (this.forbidden(req, reply, 'directory')) return reply;
+    const userId = this.userId(req.params.userId, reply);
+    if (userId === null) return reply;
+    const parsed = directoryRecordSchema.safeParse({ type: 'topic_member', tenant: req.apiKey!.tenant, topic: req.params.topic, user_id: userId });
+    if (!parsed.success) return problem(reply, 400, 'Invalid membership', 'the topic or user has problems', describeIssues(parsed.error.issues));
+    if (join) await this.directory.upsert([parsed.data]);
+    else await this.directory.leaveTopic(req.apiKey!.tenant, userId, req.params.topic);
+    return reply.code(204).send();
   }
 
   private get directory(): Directory {
@@ -98,11 +165,8 @@ export class ApiServer {
 
   /** GET /v1/users/{user_id}: what the directory holds about one of the tenant's users. */
   private async showUser(req: FastifyRequest<{ Params: { userId: string } }>, reply: FastifyReply) {
-    if (!allows(req.apiKey!, 'directory') && this.forbidden(req, reply, 'read')) return reply;
-    const userId = this.userId(req.params.userId, reply);
-    if (userId === null) return reply;
-    const view = await this.directory.show(req.apiKey!.tenant, userId);
-    if (!view.exists) return problem(reply, 404, 'Not found', `no user "${userId}"`);
+    const view = await this.readUser(req, reply);
+    if (!view) return reply;
     const { tenant: _tenant, ...rest } = view;
     return reply.send(rest);
   }

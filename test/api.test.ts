@@ -161,6 +161,37 @@ describe('the HTTP API: keys, sending, and the walls between tenants', () => {
     expect((await call(sender.key, 'GET', '/v1/users/u1')).status).toBe(403);
   });
 
+  it('sets preferences and topic members per tenant, and the pipeline follows them', async () => {
+    const acme = await newKey('--tenant', 'acme', '--scopes', 'send,read,directory');
+    const globex = await newKey('--tenant', 'globex', '--scopes', 'send,directory');
+    const call = (key: string, method: string, url: string, body?: unknown) => fetch(`${base}${url}`, {
+      method, headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const set = await call(acme.key, 'PUT', '/v1/users/u1/preferences', {
+      preferences: [{ channel: 'email', category: 'promo', enabled: false }], quiet_hours: { start: '22:00', end: '07:00' },
+    });
+    expect(set.status).toBe(200);
+    expect(await set.json()).toEqual({ preferences: { 'email:promo': false }, quiet_hours: '22:00-07:00', hard_stop: false });
+    expect((await call(acme.key, 'PUT', '/v1/users/u1/preferences', { quiet_hours: null })).status).toBe(200);
+    expect(await (await call(acme.key, 'GET', '/v1/users/u1/preferences')).json()).toEqual({ preferences: { 'email:promo': false }, quiet_hours: null, hard_stop: false });
+    const bad = await call(acme.key, 'PUT', '/v1/users/u1/preferences', { preferences: [{ channel: 'fax', enabled: 'no' }], quiet_hours: { start: '25:00' }, colour: 'red' });
+    expect(bad.status).toBe(400);
+    const errors = (await bad.json() as { errors: string[] }).errors.join('\n');
+    for (const where of ['colour', 'preferences[0].channel', 'preferences[0].enabled', 'quiet_hours.start']) expect(errors).toContain(where);
+    // Both tenants have a topic "news"; each key fills only its own.
+    expect((await call(acme.key, 'PUT', '/v1/topics/news/members/u1')).status).toBe(204);
+    expect((await call(globex.key, 'PUT', '/v1/topics/news/members/u1')).status).toBe(204);
+    expect((await call(globex.key, 'DELETE', '/v1/topics/news/members/u1')).status).toBe(204);
+    const promo = { tier: 'marketing', category: 'promo', content: { title: 'Promo news', body: 'b' }, recipients: { topic: 'news' }, channels: ['email', 'inapp'] };
+    expect((await post(acme.key, promo, { 'idempotency-key': 'promo-1' })).status).toBe(202);
+    expect((await post(globex.key, promo, { 'idempotency-key': 'promo-1' })).status).toBe(202);
+    await eventually(async () => (await h.inbox.list('acme', 'u1')).some((e) => e.title === 'Promo news'), 'acme\'s member got it in-app');
+    await eventually(async () => (await h.receipts("category = 'promo' AND status = 'suppressed' AND tenant = 'acme'")).length === 1, 'acme\'s email suppressed by the preference');
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(h.smtp.messages.filter((m) => m.subject === 'Promo news')).toEqual([]);
+    expect((await h.inbox.list('globex', 'u1')).some((e) => e.title === 'Promo news')).toBe(false);
+  });
+
   it('cancels a scheduled request of the key\'s own tenant only', async () => {
     const acme = await newKey('--tenant', 'acme');
     const globex = await newKey('--tenant', 'globex');
