@@ -57,7 +57,7 @@ export class ApiServer {
       logController: new LogController({ disableRequestLogging: true }),
       bodyLimit: parts.bodyLimit ?? 256 * 1024,
       // Long path parameters reach the handlers, which say what is wrong (Fastify would answer a bare 414).
-      maxParamLength: 5_000,
+      routerOptions: { maxParamLength: 5_000 },
     });
     this.app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
       const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
