@@ -204,6 +204,7 @@ keysCommand
     const scopes = o.scopes.split(',').map((s) => s.trim()).filter(Boolean);
     for (const s of scopes) if (!apiScopes.includes(s as ApiScope)) fail(`--scopes: unknown scope "${s}" (scopes: ${apiScopes.join(', ')})`);
     const rate = positiveInt(o.rate, '--rate');
+    if (o.name.length > 200) fail(`--name: at most 200 characters, not ${o.name.length}`);
     await withRedis(cfg, async (redis) => {
       const { key, secret } = await new ApiKeys(redis, topologyOf(cfg).keys).create({ tenant: o.tenant, name: o.name, scopes: scopes as ApiScope[], ratePerSecond: rate });
       print(!!o.json, { id: key.id, key: secret, tenant: key.tenant }, () =>

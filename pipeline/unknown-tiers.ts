@@ -13,13 +13,21 @@ import type { Topology } from '../streams/topology.js';
 export function answerUnknownTiers(nc: NatsConnection, topology: Topology, log: Logger): Subscription {
   const known = new Set(tiers.map((t) => topology.request(t)));
   const valid = tiers.map((t) => topology.request(t)).join(', ');
+  // A producer stuck on a wrong subject must not fill the logs: one line a minute, with a count.
+  let refused = 0;
+  let loggedAt = 0;
   return nc.subscribe(topology.request('*'), {
     queue: 'herald-unknown-tiers',
     callback: (err, m) => {
       if (err || known.has(m.subject) || !m.reply) return;
       const tier = m.subject.slice(m.subject.lastIndexOf('.') + 1);
       const description = `no tier "${tier}" (${m.subject}): publish to one of ${valid}`;
-      log.warn({ subject: m.subject }, 'publish to an unknown tier refused');
+      refused++;
+      if (Date.now() - loggedAt >= 60_000) {
+        log.warn({ subject: m.subject.slice(0, 200), refused }, 'publishes to an unknown tier refused');
+        loggedAt = Date.now();
+        refused = 0;
+      }
       m.respond(JSON.stringify({ type: 'io.nats.jetstream.api.v1.pub_ack_response', error: { code: 400, err_code: 10_400, description } }));
     },
   });
