@@ -13,6 +13,7 @@ import { allows, type ApiKey, type ApiKeys, type ApiScope } from '../stores/api-
 import { takeTokens } from '../stores/rate-limits.js';
 import type { Topology } from '../streams/topology.js';
 import { listenOn } from './server.js';
+import { registerOpenApi } from './openapi.js';
 
 /** What the HTTP edge needs: it is a producer like any other, plus the key store. */
 export interface ApiParts {
@@ -27,6 +28,9 @@ export interface ApiParts {
   /** Largest request body. @default 256 KiB */
   bodyLimit?: number;
 }
+
+/** Paths anyone may read: the API's own description. */
+const PUBLIC_PATHS = new Set(['/v1/openapi.json', '/v1/docs']);
 
 /** How long an idempotency key is remembered per tenant (the JetStream window is shorter). */
 const IDEMPOTENCY_WINDOW_S = 24 * 60 * 60;
@@ -67,6 +71,7 @@ export class ApiServer {
     });
     this.app.setNotFoundHandler((req, reply) => problem(reply, 404, 'Not found', `no route ${req.method} ${req.url.split('?')[0]}`));
     this.app.addHook('onRequest', (req, reply) => this.authenticate(req, reply));
+    registerOpenApi(this.app);
     this.app.post('/v1/notifications', (req, reply) => this.send(req, reply));
     this.app.post<{ Params: { id: string } }>('/v1/notifications/:id/cancel', (req, reply) => this.cancel(req, reply));
     this.app.get<{ Params: { userId: string } }>('/v1/users/:userId', (req, reply) => this.showUser(req, reply));
@@ -214,7 +219,7 @@ export class ApiServer {
 
   /** Every /v1 route needs a live key, within its rate. */
   private async authenticate(req: FastifyRequest, reply: FastifyReply) {
-    if (!req.url.startsWith('/v1/')) return;
+    if (!req.url.startsWith('/v1/') || PUBLIC_PATHS.has(req.url.split('?')[0])) return;
     const header = req.headers.authorization;
     const presented = header && /^Bearer\s+(\S+)$/i.exec(header)?.[1];
     if (!presented) {
