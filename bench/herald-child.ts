@@ -21,7 +21,11 @@ export async function startHerald(env: Record<string, string>, args: string[] = 
     : spawn('bin/herald.js', args, { cwd: root, env: { ...process.env, ...env, HERALD_HTTP_PORT: String(httpPort) }, stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; ; i++) {
     if (await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false)) return herald;
-    if (i > 300) throw new Error('herald did not become ready');
+    if (i > 300 || herald.exitCode !== null || herald.signalCode !== null) {
+      // The caller never gets this child to stop: do not leave it running.
+      herald.kill('SIGKILL');
+      throw new Error(`herald ${args.join(' ')} did not become ready${herald.exitCode !== null ? ` (exited ${herald.exitCode})` : ''}`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -5,4 +5,3 @@ export * from './receipt.js';
 export * from './dlq.js';
 export * from './directory.js';
 export * from './bounds.js';
-export * from './api.js';
