@@ -30,6 +30,8 @@ import { Kvm } from '@nats-io/kv';
 import { Cancellations } from '../stores/cancellations.js';
 import { listDeadLetters, originalOf, readDeadLetter, redriveDeadLetters } from '../streams/dead-letters.js';
 import { ApiServer } from '../http/api.js';
+import { Erasures } from '../stores/erasure.js';
+import type { ClickHouseClient } from '@clickhouse/client';
 import { ApiKeys, apiScopes, type ApiScope } from '../stores/api-keys.js';
 import { TemplateStore } from '../runtime/templates.js';
 
@@ -90,10 +92,13 @@ function positiveInt(value: string, flag: string): number {
 }
 
 /** The HTTP API on the configured host and port, over these connections. */
-async function serveApi(cfg: Config, log: ReturnType<typeof createLogger>, nats: Nats, redis: Redis): Promise<ApiServer> {
+async function serveApi(cfg: Config, log: ReturnType<typeof createLogger>, nats: Nats, redis: Redis, clickhouse: ClickHouseClient): Promise<ApiServer> {
   const topology = topologyOf(cfg);
   const cancellations = new Cancellations(await new Kvm(nats.js).open(topology.kvBucket('cancellations')));
-  const api = new ApiServer({ keys: new ApiKeys(redis, topology.keys), redis, js: nats.js, topology, templates: new TemplateStore(cfg.templatesDir), cancellations, log });
+  const api = new ApiServer({
+    keys: new ApiKeys(redis, topology.keys), redis, js: nats.js, topology, templates: new TemplateStore(cfg.templatesDir), cancellations, log,
+    clickhouse: { client: clickhouse, database: cfg.clickhouseDatabase },
+  });
   const port = await api.listen(cfg.apiHost, cfg.apiPort);
   log.info({ url: `http://${cfg.apiHost}:${port}/v1` }, 'API listening');
   return api;
@@ -153,7 +158,7 @@ program
     });
     const pipeline = await Pipeline.start(cfg, log, { stages, tiers: tierList });
     // The pipeline runs whether or not the port is free: a second `herald run` on one machine is normal.
-    const api = o.api ? await serveApi(cfg, log, pipeline.nats, pipeline.redis).catch((err) => {
+    const api = o.api ? await serveApi(cfg, log, pipeline.nats, pipeline.redis, pipeline.clickhouse).catch((err) => {
       log.warn({ err: (err as Error).message }, 'HTTP API not served (set HERALD_API_PORT, or --no-api)');
       return undefined;
     }) : undefined;
@@ -180,9 +185,10 @@ program
     const log = createLogger(cfg.logLevel);
     const nats = await connectNats(cfg, 'herald-api');
     const redis = connectRedis(cfg);
-    const api = await serveApi(cfg, log, nats, redis).catch((err) => fail(`HTTP API: ${(err as Error).message}`));
+    const clickhouse = connectClickHouse(cfg);
+    const api = await serveApi(cfg, log, nats, redis, clickhouse).catch((err) => fail(`HTTP API: ${(err as Error).message}`));
     const stop = () => {
-      api.close().then(() => nats.nc.drain()).then(() => { redis.disconnect(); process.exit(0); }, () => process.exit(1));
+      api.close().then(() => nats.nc.drain()).then(() => clickhouse.close()).then(() => { redis.disconnect(); process.exit(0); }, () => process.exit(1));
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
@@ -328,6 +334,25 @@ directory
       print(!!o.json, view, () => formatUser(view));
       if (!view.exists && view.devices.length === 0 && view.topics.length === 0) process.exitCode = 1;
     });
+  });
+
+directory
+  .command('erase')
+  .description("erase a user: profile, devices, preferences, memberships, inbox and counters deleted, their receipts anonymised")
+  .argument('<user>')
+  .requiredOption('--tenant <tenant>', 'tenant id')
+  .option('--json', 'machine-readable output')
+  .action(async (user: string, o: { tenant: string; json?: boolean }) => {
+    const cfg = config();
+    const ch = connectClickHouse(cfg);
+    try {
+      await withRedis(cfg, async (redis) => {
+        const report = await new Erasures(redis, topologyOf(cfg).keys, ch, cfg.clickhouseDatabase).erase(o.tenant, user);
+        print(!!o.json, report, () => `erased ${user} of ${o.tenant} (erasure ${report.erasure_id}): ${report.keys_deleted} keys deleted, receipts being anonymised as ${report.user_hash}`);
+      });
+    } finally {
+      await ch.close();
+    }
   });
 
 program

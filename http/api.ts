@@ -1,6 +1,7 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import type { Redis } from 'ioredis';
+import type { ClickHouseClient } from '@clickhouse/client';
 import type { Logger } from 'pino';
 import { checkRequest } from '../processors/validate.js';
 import { describeIssues, deviceRecordSchema, directoryRecordSchema, userRecordSchema, type DirectoryRecord } from '../schemas/index.js';
@@ -13,6 +14,9 @@ import { allows, type ApiKey, type ApiKeys, type ApiScope } from '../stores/api-
 import { takeTokens } from '../stores/rate-limits.js';
 import type { Topology } from '../streams/topology.js';
 import { listenOn } from './server.js';
+import { RequestStatuses } from '../stores/request-status.js';
+import { Erasures } from '../stores/erasure.js';
+import { sqlString } from '../streams/apply.js';
 import { registerOpenApi } from './openapi.js';
 
 /** What the HTTP edge needs: it is a producer like any other, plus the key store. */
@@ -25,6 +29,8 @@ export interface ApiParts {
   /** Where `POST /v1/notifications/{id}/cancel` records a cancel (the pipeline watches it). */
   cancellations: Cancellations;
   log: Logger;
+  /** Receipts in ClickHouse: deliveries listings and erasure read and change them (absent: those answer 503). */
+  clickhouse?: { client: ClickHouseClient; database: string };
   /** Largest request body. @default 256 KiB */
   bodyLimit?: number;
 }
@@ -34,6 +40,16 @@ const PUBLIC_PATHS = new Set(['/v1/openapi.json', '/v1/docs']);
 
 /** How long an idempotency key is remembered per tenant (the JetStream window is shorter). */
 const IDEMPOTENCY_WINDOW_S = 24 * 60 * 60;
+
+/** An opaque cursor over (time, receipt id): the deliveries listing resumes after it. */
+function encodeCursor(atMs: number, receiptId: string): string {
+  return Buffer.from(`${atMs}:${receiptId}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { atMs: number; receiptId: string } | null {
+  const m = /^(\d{1,16}):([A-Za-z0-9_-]{1,64})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  return m ? { atMs: Number(m[1]), receiptId: m[2] } : null;
+}
 
 /** An RFC 9457 problem: what went wrong, and every bad field when there are several. */
 function problem(reply: FastifyReply, status: number, title: string, detail: string, errors?: string[]) {
@@ -74,6 +90,10 @@ export class ApiServer {
     registerOpenApi(this.app);
     this.app.post('/v1/notifications', (req, reply) => this.send(req, reply));
     this.app.post<{ Params: { id: string } }>('/v1/notifications/:id/cancel', (req, reply) => this.cancel(req, reply));
+    this.app.get<{ Params: { id: string } }>('/v1/notifications/:id', (req, reply) => this.status(req, reply));
+    this.app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>('/v1/notifications/:id/deliveries', (req, reply) => this.deliveries(req, reply));
+    this.app.delete<{ Params: { userId: string } }>('/v1/users/:userId', (req, reply) => this.erase(req, reply));
+    this.app.post<{ Params: { topic: string } }>('/v1/topics/:topic/members', (req, reply) => this.bulkMembership(req, reply));
     this.app.get<{ Params: { userId: string } }>('/v1/users/:userId', (req, reply) => this.showUser(req, reply));
     this.app.put<{ Params: { userId: string } }>('/v1/users/:userId', (req, reply) => this.putUser(req, reply));
     this.app.post<{ Params: { userId: string } }>('/v1/users/:userId/devices', (req, reply) => this.addDevice(req, reply));
@@ -145,6 +165,121 @@ export class ApiServer {
     if (join) await this.directory.upsert([parsed.data]);
     else await this.directory.leaveTopic(req.apiKey!.tenant, userId, req.params.topic);
     return reply.code(204).send();
+  }
+
+  private get statuses(): RequestStatuses {
+    return new RequestStatuses(this.parts.redis, this.parts.topology.keys);
+  }
+
+  /** A request id from the path, within its bounds. */
+  private requestId(id: string, reply: FastifyReply): string | null {
+    if (id.length >= 1 && id.length <= 128) return id;
+    problem(reply, 400, 'Bad request', 'id: 1 to 128 characters', ['id: 1 to 128 characters']);
+    return null;
+  }
+
+  /** GET /v1/notifications/{id}: where it stands, fresh within a second of each step. */
+  private async status(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) {
+    if (this.forbidden(req, reply, 'read')) return reply;
+    const id = this.requestId(req.params.id, reply);
+    if (id === null) return reply;
+    const status = await this.statuses.get(req.apiKey!.tenant, id);
+    if (!status) return problem(reply, 404, 'Not found', `no notification "${id}"`);
+    return reply.send({ ...status, deliveries_url: `/v1/notifications/${encodeURIComponent(id)}/deliveries` });
+  }
+
+  /**
+   * GET /v1/notifications/{id}/deliveries?user_id=&cursor=&limit=: every step of every recipient and
+   * channel, oldest first, each receipt once (from ClickHouse, seconds behind at most).
+   */
+  private async deliveries(req: FastifyRequest<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>, reply: FastifyReply) {
+    if (this.forbidden(req, reply, 'read')) return reply;
+    const id = this.requestId(req.params.id, reply);
+    if (id === null) return reply;
+    const { user_id: userId, cursor, limit: limitText } = req.query;
+    const errors: string[] = [];
+    const limit = limitText === undefined ? 100 : Number(limitText);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 500) errors.push('limit: a whole number from 1 to 500');
+    if (userId !== undefined && (userId.length < 1 || userId.length > 128)) errors.push('user_id: 1 to 128 characters');
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    if (after === null) errors.push('cursor: not a cursor this API gave out');
+    const unknown = Object.keys(req.query).filter((k) => !['user_id', 'cursor', 'limit'].includes(k));
+    errors.push(...unknown.map((k) => `${k}: not a parameter of this listing`));
+    if (errors.length) return problem(reply, 400, 'Bad request', errors.join('; '), errors);
+    const ch = this.parts.clickhouse;
+    if (!ch) return problem(reply, 503, 'Unavailable', 'this replica has no ClickHouse configured');
+    const tenant = req.apiKey!.tenant;
+    const where = [`tenant = ${sqlString(tenant)}`, `request_id = ${sqlString(id)}`];
+    if (userId !== undefined) where.push(`user_id = ${sqlString(userId)}`);
+    const having = after ? `HAVING at_ms > ${after.atMs} OR (at_ms = ${after.atMs} AND receipt_id > ${sqlString(after.receiptId)})` : '';
+    // Each receipt id once (a step recorded twice after a crash is one step), at its first time.
+    const rs = await ch.client.query({
+      // Aliases differ from the columns: ClickHouse would read an alias in WHERE as the aggregate.
+      query: `SELECT receipt_id, min(toUInt64(event_time) * 1000 + event_ms) AS at_ms, any(stage) AS d_stage, any(status) AS d_status,
+        any(channel) AS d_channel, any(provider) AS d_provider, any(user_id) AS d_user, any(reason) AS d_reason, min(attempt) AS d_attempt
+        FROM ${ch.database}.receipts WHERE ${where.join(' AND ')} GROUP BY receipt_id ${having}
+        ORDER BY at_ms, receipt_id LIMIT ${limit + 1}`,
+      format: 'JSONEachRow',
+    });
+    const rows = await rs.json<{ receipt_id: string; at_ms: string | number; d_stage: string; d_status: string; d_channel: string; d_provider: string; d_user: string; d_reason: string; d_attempt: number }>();
+    // Nothing recorded and no status either: no such notification of this tenant (the status outlives no receipt).
+    if (rows.length === 0 && !after && !(await this.statuses.get(tenant, id))) return problem(reply, 404, 'Not found', `no notification "${id}"`);
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return reply.send({
+      data: page.map((r) => ({
+        at: new Date(Number(r.at_ms)).toISOString(), stage: r.d_stage, status: r.d_status, channel: r.d_channel,
+        provider: r.d_provider, user_id: r.d_user, reason: r.d_reason, attempt: Number(r.d_attempt),
+      })),
+      next_cursor: rows.length > limit && last ? encodeCursor(Number(last.at_ms), last.receipt_id) : null,
+    });
+  }
+
+  /** DELETE /v1/users/{user_id}: erasure of everything Herald holds of the user. */
+  private async erase(req: FastifyRequest<{ Params: { userId: string } }>, reply: FastifyReply) {
+    if (this.forbidden(req, reply, 'directory')) return reply;
+    const userId = this.userId(req.params.userId, reply);
+    if (userId === null) return reply;
+    const ch = this.parts.clickhouse;
+    if (!ch) return problem(reply, 503, 'Unavailable', 'this replica has no ClickHouse configured');
+    try {
+      const report = await new Erasures(this.parts.redis, this.parts.topology.keys, ch.client, ch.database).erase(req.apiKey!.tenant, userId);
+      return reply.code(202).send({ erasure_id: report.erasure_id, user_id: userId, receipts: report.receipts });
+    } catch (err) {
+      this.parts.log.warn({ err }, 'api: erasure not finished');
+      reply.header('retry-after', '5');
+      return problem(reply, 503, 'Unavailable', `the erasure did not finish (${(err as Error).message}); send it again, it is safe to repeat`);
+    }
+  }
+
+  /** POST /v1/topics/{topic}/members: `{add?: [user ids], remove?: [user ids]}`, up to 10,000 each. */
+  private async bulkMembership(req: FastifyRequest<{ Params: { topic: string } }>, reply: FastifyReply) {
+    if (this.forbidden(req, reply, 'directory')) return reply;
+    const body = req.body as { add?: unknown; remove?: unknown } | null;
+    if (!body || typeof body !== 'object' || Array.isArray(body)) return problem(reply, 400, 'Bad request', 'the body must be a JSON object');
+    const tenant = req.apiKey!.tenant;
+    const errors = Object.keys(body).filter((k) => k !== 'add' && k !== 'remove').map((k) => `${k}: not a field (use "add" and "remove")`);
+    const lists: Record<'add' | 'remove', string[]> = { add: [], remove: [] };
+    for (const field of ['add', 'remove'] as const) {
+      const value = body[field];
+      if (value === undefined) continue;
+      if (!Array.isArray(value) || value.length > 10_000) {
+        errors.push(`${field}: a list of at most 10,000 user ids`);
+        continue;
+      }
+      value.forEach((userId, i) => {
+        const parsed = directoryRecordSchema.safeParse({ type: 'topic_member', tenant, topic: req.params.topic, user_id: userId });
+        if (parsed.success) lists[field].push(parsed.data.type === 'topic_member' ? parsed.data.user_id : '');
+        else errors.push(...describeIssues(parsed.error.issues).map((e) => (e.startsWith('user_id') ? `${field}[${i}]${e.slice('user_id'.length)}` : e)));
+      });
+    }
+    if (errors.length) {
+      const shown = [...new Set(errors)].slice(0, 100);
+      return problem(reply, 400, 'Invalid members', `${errors.length} problem${errors.length === 1 ? '' : 's'}`, shown);
+    }
+    if (lists.add.length) await this.directory.upsert(lists.add.map((user_id) => ({ type: 'topic_member' as const, tenant, topic: req.params.topic, user_id })));
+    if (lists.remove.length) await this.directory.leaveTopicMany(tenant, req.params.topic, lists.remove);
+    return reply.send({ added: lists.add.length, removed: lists.remove.length });
   }
 
   private get directory(): Directory {
@@ -283,6 +418,7 @@ export class ApiServer {
       });
     }
     try {
+      await this.statuses.queued(request.tenant, id, { tier: request.tier, category: request.category, send_at: request.send_at }, Date.now());
       await publishRequest(this.parts.js, this.parts.topology, request);
     } catch (err) {
       // Not stored: forget the key, so the producer's retry is not taken for a repeat.

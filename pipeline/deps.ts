@@ -8,6 +8,7 @@ import type { Metrics } from './metrics.js';
 import type { Cancellations } from '../stores/cancellations.js';
 import type { Checkpoints } from '../stores/checkpoints.js';
 import type { InboxStore } from '../stores/inbox.js';
+import type { RequestStatuses } from '../stores/request-status.js';
 
 /** Everything stages may depend on; each stage takes only what it uses. */
 export interface StageDeps {
@@ -37,6 +38,8 @@ export interface StageDeps {
   quietChannels: Channel[];
   /** Longest one wait for a deferred delivery lasts before the clock is read again. */
   deferRecheckMs: number;
+  /** Each request's status, fed from receipts (the tracker node). */
+  statuses?: RequestStatuses;
   /** The clock; tests replace it. */
   now: () => number;
 }

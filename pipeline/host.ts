@@ -26,6 +26,7 @@ import { Cancellations } from '../stores/cancellations.js';
 import { Checkpoints } from '../stores/checkpoints.js';
 import { TierGate } from './tier-gate.js';
 import { InboxStore } from '../stores/inbox.js';
+import { RequestStatuses } from '../stores/request-status.js';
 import { RateLimiter } from '../stores/rate-limits.js';
 import { answerUnknownTiers } from './unknown-tiers.js';
 import { Housekeeping } from './housekeeping.js';
@@ -42,6 +43,7 @@ export async function stageDeps(
     dedup: new DedupStore(await kvm.open(topology.kvBucket('dedup'))),
     checkpoints: new Checkpoints(await kvm.open(topology.kvBucket('checkpoints'))),
     inbox: new InboxStore(redis, topology.keys),
+    statuses: new RequestStatuses(redis, topology.keys),
     inappBroadcastThreshold: config.inappBroadcastThreshold,
     quietChannels: config.quietChannels,
     deferRecheckMs: config.deferRecheckMs,
@@ -76,6 +78,8 @@ export class Pipeline {
   private closing?: Promise<void>;
   private health?: HealthServer;
   private housekeeping?: Housekeeping;
+  private deviceSweep?: NodeJS.Timeout;
+  private sweeping?: Promise<void>;
   catcher?: SmtpCatcher;
   providers?: ProviderSet;
   cancellations?: Cancellations;
@@ -140,6 +144,7 @@ export class Pipeline {
         everyMs: config.housekeepingMs, trimIntake: runs(entry), watchReceipts: loader !== undefined && runs(loader),
       });
       pipeline.housekeeping.start();
+      pipeline.startDeviceSweep();
       await pipeline.startHealth();
       log.info({ consumers: pipeline.runners.length, namespace: config.namespace || '(none)' }, 'pipeline running');
       return pipeline;
@@ -147,6 +152,21 @@ export class Pipeline {
       await pipeline.close();
       throw err;
     }
+  }
+
+  /** Deactivates stale devices now and then (every process may; the sweep is idempotent). */
+  private startDeviceSweep(): void {
+    if (!this.config.deviceSweepMs) return;
+    const directory = new Directory(this.redis, this.topology.keys);
+    const sweep = () => {
+      this.sweeping = directory.sweepStaleDevices(this.config.deviceStaleMs).then(
+        ({ deactivated }) => { if (deactivated) this.log.info({ deactivated, staleDays: this.config.deviceStaleMs / 86_400_000 }, 'stale devices deactivated'); },
+        (err) => this.log.warn({ err }, 'stale-device sweep failed; next try at the next sweep'),
+      );
+    };
+    this.deviceSweep = setInterval(sweep, this.config.deviceSweepMs);
+    this.deviceSweep.unref();
+    sweep();
   }
 
   private async startSinks(override?: Partial<Record<Channel, Sink>>): Promise<void> {
@@ -189,7 +209,7 @@ export class Pipeline {
         ['runners', () => Promise.all(this.runners.map((r) => r.close()))],
         ['receipts', () => this.receipts.close()],
         ['sinks', async () => this.providers?.close()],
-        ['watchers', async () => { this.cancellations?.stop(); this.breakers?.stop(); await this.housekeeping?.stop(); }],
+        ['watchers', async () => { this.cancellations?.stop(); this.breakers?.stop(); clearInterval(this.deviceSweep); await this.housekeeping?.stop(); await this.sweeping; }],
         ['http', async () => this.health?.close()],
         ['nats', () => this.nats.nc.drain()],
         ['redis', async () => { this.redis.disconnect(); }],

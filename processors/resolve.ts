@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { resolvedChunkSchema, validatedSchema, type ResolvedChunk, type Validated } from '../schemas/index.js';
+import { resolvedChunkSchema, validatedSchema, type ResolvedChunk, type Validated, LAST_CHUNK_REASON } from '../schemas/index.js';
 import type { InboxContent } from '../stores/inbox.js';
 import { keyPart } from '../stores/keys.js';
 import type { FanoutCheckpoint } from '../stores/checkpoints.js';
@@ -88,6 +88,8 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
         ctx.log.info({ request: v.request.id, chunk: saved.chunk, members: saved.members }, 'resuming fan-out from its checkpoint');
         receipt(v, ctx, 0, `resumed at chunk ${saved.chunk} after ${saved.members} members`, `resume:${saved.chunk}`);
       }
+      let lastSaid = false;
+      let cancelled = false;
       for (;;) {
         // A cancelled fan-out stops paging: what is already out is dropped at dispatch.
         if (deps.cancellations?.isCancelled(tenant, v.request.id)) {
@@ -96,11 +98,13 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
             category: v.request.category, count: size - at.members, reason: `request cancelled after ${at.members} of ${size} members`,
             attempt: ctx.attempt, latency_ms: Math.max(0, deps.now() - v.request.accepted_at),
           });
+          cancelled = true;
           break;
         }
         const page = await deps.directory.topicPage(tenant, topic, at.after, config.chunkSize);
         if (page.length === 0) break;
-        receipt(v, ctx, page.length, '', `chunk:${at.chunk}`);
+        lastSaid = page.length < config.chunkSize || at.members + page.length >= size;
+        receipt(v, ctx, page.length, lastSaid ? LAST_CHUNK_REASON : '', `chunk:${at.chunk}`);
         yield { request, chunk: at.chunk, user_ids: page };
         at.chunk++;
         at.members += page.length;
@@ -111,6 +115,9 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
         }
         if (page.length < config.chunkSize) break;
       }
+      // The status tracker ends a request's fan-out at its last chunk; a topic that shrank while
+      // being paged never reached "last", so it says so in a row of its own (count 0).
+      if (!lastSaid && !cancelled) receipt(v, ctx, 0, `fan-out complete: ${at.members} members`, 'end');
       if (key) {
         const final = { ...at, done: true };
         ctx.afterOutputs(() => checkpoints!.save(key, final));

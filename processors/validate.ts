@@ -109,7 +109,7 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
         }
         // Said on every try, not only the first: the first one's receipts may have died with its
         // process. The receipt id is the same each time, so it is counted once.
-        ctx.receipt({ ...base, ts: now, status: 'accepted', latency_ms: Math.max(0, now - ctx.storedAt) });
+        ctx.receipt({ ...base, ts: now, status: 'accepted', latency_ms: Math.max(0, now - ctx.storedAt), channels: request.channels });
         if (request.send_at && Date.parse(request.send_at) > now) {
           ctx.receipt({ ...base, ts: now, status: 'deferred', reason: `send_at ${request.send_at}` });
           // Parked on the schedule subject and acked here: a scheduled request never holds a place

@@ -92,6 +92,8 @@ const envSchema = z.object({
   HERALD_DEFER_RECHECK_MS: z.coerce.number().int().min(10).default(defaults.deferRecheckMs),
   /** How often handled requests are trimmed from the intake streams and the receipts backlog is measured. */
   HERALD_HOUSEKEEPING_MS: z.coerce.number().int().min(100).default(defaults.housekeepingMs),
+  HERALD_DEVICE_STALE_DAYS: z.coerce.number().positive().default(defaults.deviceStaleDays),
+  HERALD_DEVICE_SWEEP_MS: z.coerce.number().int().min(0).default(defaults.deviceSweepMs),
   /** Dedup keys before provider calls (off only to measure what they cost). */
   HERALD_DEDUP: z.enum(['on', 'off']).default('on'),
   /** Deliveries per second per provider: `apns=5000,fcm=5000,twilio=100,smtp=500`. */
@@ -162,6 +164,10 @@ export interface Config {
   deferRecheckMs: number;
   /** How often handled requests are trimmed from the intake streams and the receipts backlog is measured (ms). */
   housekeepingMs: number;
+  /** A device not seen (registered again) for this long is deactivated. */
+  deviceStaleMs: number;
+  /** How often stale devices are swept; 0: never. */
+  deviceSweepMs: number;
   guards: {
     enabled: boolean;
     rateLimits: Record<string, number>;
@@ -230,6 +236,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     quietChannels: e.HERALD_QUIET_HOURS_CHANNELS,
     deferRecheckMs: e.HERALD_DEFER_RECHECK_MS,
     housekeepingMs: e.HERALD_HOUSEKEEPING_MS,
+    deviceStaleMs: Math.round(e.HERALD_DEVICE_STALE_DAYS * 86_400_000),
+    deviceSweepMs: e.HERALD_DEVICE_SWEEP_MS,
     guards: {
       enabled: e.HERALD_GUARDS === 'on',
       rateLimits: e.HERALD_RATE_LIMITS,

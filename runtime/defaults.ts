@@ -22,6 +22,10 @@ export const defaults = {
   quietHoursChannels: ['push', 'sms', 'email'] as const,
   deferRecheckMs: 60_000,
   housekeepingMs: 5_000,
+  /** A device not registered again for this long is deactivated by the sweep. */
+  deviceStaleDays: 60,
+  /** How often each process sweeps stale devices. */
+  deviceSweepMs: 3_600_000,
   rateLimits: 'apns=5000,fcm=5000,twilio=100,smtp=500',
   breakerFailures: 5,
   breakerCoolDownMs: 5_000,

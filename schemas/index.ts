@@ -5,3 +5,4 @@ export * from './receipt.js';
 export * from './dlq.js';
 export * from './directory.js';
 export * from './bounds.js';
+export * from './api.js';

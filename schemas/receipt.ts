@@ -4,6 +4,9 @@ export const receiptStatuses = [
   'accepted', 'rejected', 'resolved', 'suppressed', 'deferred', 'dispatched', 'delivered',
   'deduplicated', 'failed', 'dead_lettered', 'expired', 'cancelled',
 ] as const;
+/** The reason on a topic's last chunk `resolved` receipt: the fan-out is whole. */
+export const LAST_CHUNK_REASON = 'last chunk';
+
 export const receiptStatusSchema = z.enum(receiptStatuses);
 export type ReceiptStatus = z.infer<typeof receiptStatusSchema>;
 
@@ -40,6 +43,11 @@ export const receiptSchema = z.strictObject({
    * receipt's id, so a receipt emitted again after a crash is counted once.
    */
   unit: z.string().max(200).optional(),
+  /**
+   * On validate's `accepted`: the channels the request goes out on, so the status tracker knows
+   * when every recipient is done. Not a ClickHouse column.
+   */
+  channels: z.array(z.string()).max(16).optional(),
 });
 export type Receipt = z.input<typeof receiptSchema>;
 export type StoredReceipt = z.output<typeof receiptSchema>;

@@ -1,4 +1,4 @@
-import type { KeySpace } from './keys.js';
+import { keyPart, type KeySpace } from './keys.js';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import type { Redis } from 'ioredis';
@@ -40,8 +40,24 @@ export interface UserView {
   quiet_hours?: string;
   hard_stop: boolean;
   preferences: Record<string, boolean>;
-  devices: { token: string; platform: string; active: boolean }[];
+  devices: DeviceView[];
   topics: string[];
+}
+
+/** A device as the directory holds it. */
+export interface DeviceView {
+  token: string;
+  platform: string;
+  active: boolean;
+  /** ISO time of its latest registration (absent for devices loaded before it was recorded). */
+  last_seen_at?: string;
+  /** Why it was deactivated, when the sweep or a provider did. */
+  deactivated_reason?: string;
+}
+
+/** What the stale-device sweep did. */
+export interface SweepReport {
+  deactivated: number;
 }
 
 export interface ImportReport {
@@ -51,7 +67,10 @@ export interface ImportReport {
 
 /** The recipient directory in Redis: users, devices, preferences and topics, per tenant. */
 export class Directory {
-  constructor(private readonly redis: Redis, private readonly keys: KeySpace) {}
+  constructor(private readonly redis: Redis, private readonly keys: KeySpace, private readonly now: () => number = Date.now) {}
+
+  /** Every registered device by when it was last seen, for the stale-device sweep. */
+  private get seenIndex(): string { return this.keys.internal('device-seen'); }
 
   private key(tenant: string, kind: string, id: string): string {
     return this.keys.tenant(tenant, kind, id);
@@ -66,10 +85,13 @@ export class Directory {
         pipeline.hset(this.key(record.tenant, 'u', record.id), fields);
         break;
       }
-      case 'device':
+      case 'device': {
+        const seen = this.now();
         pipeline.hset(this.key(record.tenant, 'd', record.user_id), record.token,
-          JSON.stringify({ platform: record.platform, active: record.active }));
+          JSON.stringify({ platform: record.platform, active: record.active, last_seen_at: seen }));
+        pipeline.zadd(this.seenIndex, seen, deviceMember(record.tenant, record.user_id, record.token));
         break;
+      }
       case 'preference': {
         const field = preferenceField(record.channel, record.category);
         // Preferences live in the user's hash (`pref:` fields), so a profile is one HGETALL.
@@ -196,6 +218,17 @@ export class Directory {
       .srem(this.key(tenant, 'ut', userId), topic));
   }
 
+  /** Removes many users from a topic (both directions), in pipelines. */
+  async leaveTopicMany(tenant: string, topic: string, userIds: string[]): Promise<void> {
+    for (let i = 0; i < userIds.length; i += 1_000) {
+      const pipeline = this.redis.pipeline();
+      const slice = userIds.slice(i, i + 1_000);
+      pipeline.zrem(this.key(tenant, 't', topic), ...slice);
+      for (const userId of slice) pipeline.srem(this.key(tenant, 'ut', userId), topic);
+      await execOrThrow(pipeline);
+    }
+  }
+
   /** Everything about one user, devices inactive included. */
   async show(tenant: string, userId: string): Promise<UserView> {
     const [user, devices, topics] = await Promise.all([
@@ -236,9 +269,60 @@ export class Directory {
     await this.redis.hset(key, token, JSON.stringify({ ...device, active: false }));
   }
 
+  /**
+   * Deletes everything the directory holds of one user: profile, preferences, devices, topic
+   * memberships (both directions), frequency-cap counters. Returns how many keys went.
+   */
+  async eraseUser(tenant: string, userId: string): Promise<number> {
+    const devicesKey = this.key(tenant, 'd', userId);
+    const [topics, tokens] = await Promise.all([this.topicsOf(tenant, userId), this.redis.hkeys(devicesKey)]);
+    // Cap counters are keyed per category and day: found by pattern (glob characters escaped).
+    const pattern = `${this.keys.tenant(tenant, 'cap')}:*:*:${keyPart(userId).replace(/[*?[\]\\]/g, '\\$&')}`;
+    const caps: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, found] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1_000);
+      caps.push(...found);
+      cursor = next;
+    } while (cursor !== '0');
+    const pipeline = this.redis.pipeline();
+    for (const topic of topics) pipeline.zrem(this.key(tenant, 't', topic), userId);
+    for (const token of tokens) pipeline.zrem(this.seenIndex, deviceMember(tenant, userId, token));
+    pipeline.del(this.key(tenant, 'u', userId), devicesKey, this.key(tenant, 'ut', userId), ...caps);
+    const results = await execOrThrow(pipeline);
+    return Number(results[results.length - 1]);
+  }
+
   /** Forgets a device (the app unregistered it); false when the user has no such device. */
   async removeDevice(tenant: string, userId: string, token: string): Promise<boolean> {
-    return (await this.redis.hdel(this.key(tenant, 'd', userId), token)) === 1;
+    const [removed] = await execOrThrow(this.redis.pipeline()
+      .hdel(this.key(tenant, 'd', userId), token)
+      .zrem(this.seenIndex, deviceMember(tenant, userId, token)));
+    return removed === 1;
+  }
+
+  /**
+   * Deactivates every device not registered again within `staleMs`, saying why on the device, so
+   * pushes stop going to phones that were wiped or abandoned. Idempotent; any process may run it.
+   */
+  async sweepStaleDevices(staleMs: number): Promise<SweepReport> {
+    const now = this.now();
+    const cutoff = now - staleMs;
+    const days = Math.round(staleMs / 86_400_000 * 10) / 10;
+    let deactivated = 0;
+    for (;;) {
+      const members = await this.redis.zrangebyscore(this.seenIndex, '-inf', cutoff, 'WITHSCORES', 'LIMIT', 0, 500);
+      if (members.length === 0) return { deactivated };
+      const pipeline = this.redis.pipeline();
+      for (let i = 0; i < members.length; i += 2) {
+        const [tenant, userId, token] = JSON.parse(members[i]) as [string, string, string];
+        const seenAt = Number(members[i + 1]);
+        // Only a device still as stale as the index says (a registration in between moved both).
+        pipeline.eval(DEACTIVATE_STALE, 2, this.key(tenant, 'd', userId), this.seenIndex, token, members[i], cutoff, now,
+          `stale: not seen for ${days} days (last seen ${new Date(seenAt).toISOString()})`);
+      }
+      for (const result of await execOrThrow(pipeline)) deactivated += Number(result);
+    }
   }
 }
 
@@ -250,12 +334,38 @@ function preferencesOf(user: Record<string, string>): Record<string, boolean> {
 }
 
 /** The devices stored in a device hash (token → JSON). */
-function devicesOf(hash: Record<string, string>): { token: string; platform: string; active: boolean }[] {
+function devicesOf(hash: Record<string, string>): DeviceView[] {
   return Object.entries(hash).map(([token, raw]) => {
-    const d = JSON.parse(raw) as { platform: string; active: boolean };
-    return { token, platform: d.platform, active: d.active !== false };
+    const d = JSON.parse(raw) as { platform: string; active: boolean; last_seen_at?: number; deactivated_reason?: string };
+    return {
+      token, platform: d.platform, active: d.active !== false,
+      ...(d.last_seen_at ? { last_seen_at: new Date(d.last_seen_at).toISOString() } : {}),
+      ...(d.deactivated_reason ? { deactivated_reason: d.deactivated_reason } : {}),
+    };
   });
 }
+
+/** A device's member in the last-seen index: JSON, so no separator can be forged by an id. */
+export function deviceMember(tenant: string, userId: string, token: string): string {
+  return JSON.stringify([tenant, userId, token]);
+}
+
+/**
+ * Deactivates one device if it is still stale: KEYS device hash, seen index; ARGV token, index
+ * member, cutoff, now, reason. Returns 1 when it deactivated it.
+ */
+const DEACTIVATE_STALE = `local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if not score or tonumber(score) > tonumber(ARGV[3]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local d = cjson.decode(raw)
+if d.active == false then return 0 end
+d.active = false
+d.deactivated_at = tonumber(ARGV[4])
+d.deactivated_reason = ARGV[5]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(d))
+return 1`;
 
 export function preferenceField(channel?: Channel, category?: string): string {
   if (channel && category) return `${channel}:${category}`;

@@ -56,6 +56,11 @@ export class InboxStore {
     return { index: this.keySpace.tenant(tenant, 'inbox', userId), read: this.keySpace.tenant(tenant, 'inbox-read', userId) };
   }
 
+  /** Every key holding something of one user (erasure deletes them all). */
+  userKeys(tenant: string, userId: string): string[] {
+    return Object.values(this.keys(tenant, userId));
+  }
+
   private contentKey(tenant: string, requestId: string): string {
     return this.keySpace.tenant(tenant, 'notif', requestId);
   }

@@ -1,0 +1,202 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { receiptId } from '../runtime/ids.js';
+import { LAST_CHUNK_REASON, type StoredReceipt } from '../schemas/index.js';
+import { execOrThrow } from './directory.js';
+import type { KeySpace } from './keys.js';
+
+/** Where a notification stands, as `GET /v1/notifications/{id}` tells it. */
+export const notificationStates = ['queued', 'scheduled', 'processing', 'completed', 'partially_failed', 'failed', 'cancelled', 'expired'] as const;
+export type NotificationState = (typeof notificationStates)[number];
+
+/** A notification's status: its state, and how many recipients reached each outcome per channel. */
+export interface NotificationStatus {
+  id: string;
+  status: NotificationState;
+  tier: string;
+  category: string;
+  send_at: string | null;
+  /** ISO time validate accepted it (null while queued). */
+  accepted_at: string | null;
+  /** ISO time of the latest step. */
+  updated_at: string;
+  /** Recipients resolved so far. */
+  recipients: number;
+  /** Per channel, per outcome (delivered, failed, suppressed, deferred, …): how many. */
+  counts: Record<string, Record<string, number>>;
+  /** Why it was rejected or expired, when it was. */
+  reason?: string;
+}
+
+/** Outcomes that end a recipient's delivery on a channel (deferred and dispatched do not). */
+const TERMINAL = new Set(['delivered', 'failed', 'suppressed', 'cancelled', 'expired', 'dead_lettered']);
+
+/** Receipt ids are remembered this long to count each once: longer than any retry schedule. */
+const SEEN_TTL_S = 2 * 86_400;
+/** A status is kept as long as the receipts stream keeps receipts. */
+const STATUS_TTL_S = 7 * 86_400;
+
+/**
+ * The script that records a batch of receipt units. KEYS are triples per request (status hash,
+ * seen-ids set, push-done set). ARGV: per unit `k id field count terminalField pushUser`, then `|`,
+ * then per meta field `k mode field value` (mode `set`, `min` or `max`).
+ */
+const RECORD = `
+local i = 1
+while ARGV[i] ~= '|' do
+  local k = tonumber(ARGV[i]) * 3
+  if redis.call('SADD', KEYS[k - 1], ARGV[i + 1]) == 1 then
+    local n = tonumber(ARGV[i + 3])
+    redis.call('HINCRBY', KEYS[k - 2], ARGV[i + 2], n)
+    if ARGV[i + 4] ~= '' then redis.call('HINCRBY', KEYS[k - 2], ARGV[i + 4], n) end
+    if ARGV[i + 5] ~= '' then redis.call('SADD', KEYS[k], ARGV[i + 5]) end
+  end
+  i = i + 6
+end
+i = i + 1
+while i <= #ARGV do
+  local k = tonumber(ARGV[i]) * 3
+  local mode, field, value = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local old = redis.call('HGET', KEYS[k - 2], field)
+  if mode == 'set' or old == false or (mode == 'min' and tonumber(value) < tonumber(old)) or (mode == 'max' and tonumber(value) > tonumber(old)) then
+    redis.call('HSET', KEYS[k - 2], field, value)
+  end
+  i = i + 4
+end
+for k = 1, #KEYS, 3 do
+  redis.call('EXPIRE', KEYS[k], ${STATUS_TTL_S})
+  redis.call('EXPIRE', KEYS[k + 1], ${SEEN_TTL_S})
+  redis.call('EXPIRE', KEYS[k + 2], ${STATUS_TTL_S})
+end
+return 1`;
+
+/** A user named without their id (the push-done sets must hold nothing erasure would have to find). */
+const userHash = (user: string) => createHash('sha256').update(user).digest('base64url').slice(0, 16);
+
+/**
+ * Per-request status in Redis, fed from the receipts (the tracker node) so it is fresh within a
+ * second of each step, long before ClickHouse has loaded them. Each receipt id is counted once, so a
+ * receipt emitted again after a crash changes nothing; push counts a recipient done once whatever
+ * number of devices they have.
+ */
+export class RequestStatuses {
+  constructor(private readonly redis: Redis, private readonly keys: KeySpace) {}
+
+  private keysOf(tenant: string, requestId: string): [string, string, string] {
+    return [
+      this.keys.tenant(tenant, 'status', requestId),
+      this.keys.tenant(tenant, 'status-seen', requestId),
+      this.keys.tenant(tenant, 'status-push', requestId),
+    ];
+  }
+
+  /** Notes a request taken over HTTP, so its status reads `queued` before validate has seen it. */
+  async queued(tenant: string, requestId: string, meta: { tier: string; category: string; send_at?: string }, now: number): Promise<void> {
+    const [status] = this.keysOf(tenant, requestId);
+    await execOrThrow(this.redis.pipeline()
+      .hsetnx(status, 'tier', meta.tier).hsetnx(status, 'category', meta.category).hsetnx(status, 'updated', String(now))
+      .hsetnx(status, 'send_at', meta.send_at ?? '')
+      .expire(status, STATUS_TTL_S));
+  }
+
+  /** Records a batch of receipts (one script call). */
+  async record(receipts: StoredReceipt[]): Promise<void> {
+    if (receipts.length === 0) return;
+    const slots = new Map<string, number>();
+    const keys: string[] = [];
+    const units: (string | number)[] = [];
+    const meta: (string | number)[] = [];
+    const slotOf = (r: StoredReceipt) => {
+      const id = `${r.tenant}\u0000${r.request_id}`;
+      let slot = slots.get(id);
+      if (slot === undefined) {
+        slot = slots.size + 1;
+        slots.set(id, slot);
+        keys.push(...this.keysOf(r.tenant, r.request_id));
+      }
+      return slot;
+    };
+    for (const r of receipts) {
+      if (!r.request_id || !r.tenant) continue;
+      const k = slotOf(r);
+      const field = r.channel ? `c:${r.channel}:${r.status}` : `s:${r.status}`;
+      const terminal = r.channel && TERMINAL.has(r.status) ? `t:${r.channel}` : '';
+      const unitsOf = r.user_ids
+        ? r.user_ids.map((user) => ({ unit: user, user, count: 1 }))
+        : [{ unit: r.unit ?? r.user_id, user: r.user_id, count: r.count }];
+      for (const u of unitsOf) {
+        // Push is done per recipient, not per device: its done-set decides, not the terminal count.
+        const pushUser = terminal && r.channel === 'push' && u.user ? userHash(u.user) : '';
+        units.push(k, receiptId(r, u.unit), field, u.count, pushUser ? '' : terminal, pushUser);
+      }
+      if (r.stage === 'resolve' && r.status === 'resolved') {
+        units.push(k, receiptId(r, `recipients:${r.unit ?? ''}`), 'recipients', r.count, '', '');
+        // A list of users resolves at once; a topic says so when its last page is out.
+        if (!r.unit || r.unit === 'end' || r.reason === LAST_CHUNK_REASON) meta.push(k, 'set', 'resolved_all', '1');
+      }
+      if (r.stage === 'resolve' && r.status === 'cancelled') meta.push(k, 'set', 'resolved_all', '1');
+      if (r.stage === 'validate') {
+        meta.push(k, 'set', 'tier', r.tier, k, 'set', 'category', r.category);
+        if (r.status === 'accepted') {
+          meta.push(k, 'min', 'accepted', r.ts);
+          if (r.channels) meta.push(k, 'set', 'channels', r.channels.join(','));
+        }
+        if (r.status === 'deferred' && r.reason.startsWith('send_at ')) meta.push(k, 'set', 'send_at', r.reason.slice('send_at '.length));
+        if (r.status === 'rejected' || r.status === 'expired') meta.push(k, 'set', 'reason', r.reason.slice(0, 500));
+      }
+      meta.push(k, 'max', 'updated', r.ts);
+    }
+    if (keys.length === 0) return;
+    await this.redis.eval(RECORD, keys.length, ...keys, ...units, '|', ...meta);
+  }
+
+  /** A request's status, or null when nothing is known of it. */
+  async get(tenant: string, requestId: string): Promise<NotificationStatus | null> {
+    const [statusKey, , pushKey] = this.keysOf(tenant, requestId);
+    const [hash, pushDone] = await execOrThrow(this.redis.pipeline().hgetall(statusKey).scard(pushKey)) as [Record<string, string>, number];
+    if (!hash || Object.keys(hash).length === 0) return null;
+    return statusOf(requestId, hash, pushDone);
+  }
+}
+
+/** Reads a state out of the recorded counts. Exported for unit tests. */
+export function statusOf(id: string, h: Record<string, string>, pushDone: number): NotificationStatus {
+  const num = (field: string) => Number(h[field] ?? 0);
+  const counts: Record<string, Record<string, number>> = {};
+  const total: Record<string, number> = {};
+  for (const [field, value] of Object.entries(h)) {
+    if (!field.startsWith('c:')) continue;
+    const cut = field.indexOf(':', 2);
+    const channel = field.slice(2, cut);
+    const outcome = field.slice(cut + 1);
+    (counts[channel] ??= {})[outcome] = Number(value);
+    total[outcome] = (total[outcome] ?? 0) + Number(value);
+  }
+  const recipients = num('recipients');
+  const channels = (h.channels ?? '').split(',').filter(Boolean);
+  const done = (channel: string) => num(`t:${channel}`) + (channel === 'push' ? pushDone : 0);
+  const settled = h.resolved_all === '1' && channels.length > 0 && channels.every((c) => done(c) >= recipients);
+  const failed = (total.failed ?? 0) + (total.dead_lettered ?? 0) + num('s:dead_lettered');
+  const delivered = total.delivered ?? 0;
+  let status: NotificationState;
+  if (num('s:rejected') > 0) status = 'failed';
+  else if (num('s:expired') > 0) status = 'expired';
+  else if (!h.accepted) status = 'queued';
+  else if ((total.cancelled ?? 0) + num('s:cancelled') > 0) status = 'cancelled';
+  else if (!settled) status = h.send_at && !h.resolved_all && Date.parse(h.send_at) > num('updated') ? 'scheduled' : 'processing';
+  else if (failed === 0 && (total.expired ?? 0) === 0) status = 'completed';
+  else if (delivered === 0) status = failed > 0 ? 'failed' : 'expired';
+  else status = 'partially_failed';
+  return {
+    id,
+    status,
+    tier: h.tier ?? '',
+    category: h.category ?? '',
+    send_at: h.send_at || null,
+    accepted_at: h.accepted ? new Date(Number(h.accepted)).toISOString() : null,
+    updated_at: new Date(num('updated')).toISOString(),
+    recipients,
+    counts,
+    ...(h.reason ? { reason: h.reason } : {}),
+  };
+}
