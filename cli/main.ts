@@ -31,6 +31,7 @@ import { Cancellations } from '../stores/cancellations.js';
 import { listDeadLetters, originalOf, readDeadLetter, redriveDeadLetters } from '../streams/dead-letters.js';
 import { ApiServer } from '../http/api.js';
 import { Erasures } from '../stores/erasure.js';
+import { RequestStatuses } from '../stores/request-status.js';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { ApiKeys, apiScopes, type ApiScope } from '../stores/api-keys.js';
 import { TemplateStore } from '../runtime/templates.js';
@@ -520,6 +521,26 @@ dlqFilters(dlq.command('redrive').description('send dead letters back to their s
       const n = await redriveDeadLetters(nats, topologyOf(cfg), query, (done, total) => bar.update(done, total))
         .finally(() => bar.stop());
       process.stdout.write(`redrove ${n} dead letter${n === 1 ? '' : 's'}\n`);
+    });
+  });
+
+program
+  .command('status')
+  .description("where a request stands: its state and how many recipients reached each outcome per channel")
+  .argument('<request-id>')
+  .requiredOption('--tenant <tenant>', 'tenant id')
+  .option('--json', 'machine-readable output')
+  .action(async (id: string, o: { tenant: string; json?: boolean }) => {
+    const cfg = config();
+    if (!tenantSchema.safeParse(o.tenant).success) fail(`--tenant: "${o.tenant}" is not a tenant name (1-64 of letters, digits, _ and -)`);
+    await withRedis(cfg, async (redis) => {
+      const status = await new RequestStatuses(redis, topologyOf(cfg).keys).get(o.tenant, id);
+      if (!status) fail(`no request "${id}" of tenant ${o.tenant} (statuses are kept 7 days)`);
+      print(!!o.json, status, () => [
+        `${status.id}: ${status.status} (${status.tier}/${status.category}, ${status.recipients} recipients${status.send_at ? `, send_at ${status.send_at}` : ''})`,
+        ...Object.entries(status.counts).map(([channel, counts]) => `  ${channel.padEnd(6)} ${Object.entries(counts).map(([k, n]) => `${k} ${n}`).join(', ')}`),
+        ...(status.reason ? [`  reason: ${status.reason}`] : []),
+      ].join('\n'));
     });
   });
 

@@ -9,6 +9,8 @@ import { Directory } from '../stores/directory.js';
 import { erasedUserId } from '../stores/erasure.js';
 import type { ApnsFake } from '../sinks/fakes/apns-fake.js';
 import { eventually, Harness } from './harness.js';
+import { RequestStatuses } from '../stores/request-status.js';
+import { receiptSchema, type StoredReceipt } from '../schemas/index.js';
 
 const DAY = 86_400_000;
 
@@ -73,6 +75,17 @@ describe('the HTTP API: status, deliveries, bulk members, stale devices and eras
       counts: { email: { dispatched: 1, delivered: 1, suppressed: 1 }, inapp: { dispatched: 2, delivered: 2 } },
     });
     expect(Date.parse(done.accepted_at)).toBeGreaterThan(0);
+    // Every receipt of the request recorded again (a redelivered batch, a re-emission after a crash): nothing changes.
+    const again: StoredReceipt[] = [];
+    const reader = await h.nats.js.consumers.get(h.topology.receiptsStream);
+    const info = await h.nats.jsm.streams.info(h.topology.receiptsStream);
+    for await (const m of await reader.fetch({ max_messages: info.state.messages, expires: 2_000 })) {
+      again.push(...m.json<{ receipts: StoredReceipt[] }>().receipts.filter((r) => r.request_id === id));
+      if (m.seq >= info.state.last_seq) break;
+    }
+    expect(again.length).toBeGreaterThanOrEqual(4);
+    await new RequestStatuses(h.redis, h.topology.keys).record(again.map((r) => receiptSchema.parse(r)));
+    expect((await call(acme, 'GET', `/v1/notifications/${id}`)).body).toEqual({ ...done, updated_at: done.updated_at });
     // Another tenant's key never sees it.
     const globex = await key('globex');
     expect((await call(globex, 'GET', `/v1/notifications/${id}`)).status).toBe(404);
@@ -176,6 +189,42 @@ describe('the HTTP API: status, deliveries, bulk members, stale devices and eras
     await eventually(() => apns.script.delivered('ef'.repeat(32)).length === 1, 'the push to the fresh device');
     await new Promise((r) => setTimeout(r, 500));
     expect(apns.script.delivered('cd'.repeat(32))).toEqual([]);
+  });
+
+  it('gives a key of one tenant 404 on every endpoint touching another tenant\'s data, and changes nothing of it', async () => {
+    const a = await key('acme');
+    const b = await key('globex');
+    await h.load([
+      { type: 'user', tenant: 'globex', id: 'only-b', email: 'only-b@globex.test' },
+      { type: 'device', tenant: 'globex', user_id: 'only-b', platform: 'ios', token: 'b-token' },
+      { type: 'topic_member', tenant: 'globex', topic: 'b-topic', user_id: 'only-b' },
+    ]);
+    const bRequest = (await send(b, 'b-1', { recipients: { user_ids: ['only-b'] }, channels: ['email'] })).body.id;
+    await eventually(async () => (await call(b, 'GET', `/v1/notifications/${bRequest}`)).body.status === 'completed', 'b\'s request completed');
+    const bStatus = (await call(b, 'GET', `/v1/notifications/${bRequest}`)).body;
+    const bUser = (await call(b, 'GET', '/v1/users/only-b')).body;
+    const answers: Record<string, number> = {
+      'GET status': (await call(a, 'GET', `/v1/notifications/${bRequest}`)).status,
+      'GET deliveries': (await call(a, 'GET', `/v1/notifications/${bRequest}/deliveries`)).status,
+      'GET user': (await call(a, 'GET', '/v1/users/only-b')).status,
+      'GET preferences': (await call(a, 'GET', '/v1/users/only-b/preferences')).status,
+      'DELETE device': (await call(a, 'DELETE', '/v1/users/only-b/devices/b-token')).status,
+    };
+    expect(answers).toEqual({ 'GET status': 404, 'GET deliveries': 404, 'GET user': 404, 'GET preferences': 404, 'DELETE device': 404 });
+    // Writes name ids in the key's own tenant: they land there, never in the other.
+    await call(a, 'POST', `/v1/notifications/${bRequest}/cancel`, {});
+    await call(a, 'PUT', '/v1/users/only-b', { email: 'intruder@acme.test' });
+    await call(a, 'PUT', '/v1/users/only-b/preferences', { hard_stop: true });
+    await call(a, 'POST', '/v1/users/only-b/devices', { platform: 'ios', token: 'intruder-token' });
+    await call(a, 'DELETE', '/v1/topics/b-topic/members/only-b');
+    await call(a, 'POST', '/v1/topics/b-topic/members', { remove: ['only-b'], add: ['intruder'] });
+    await call(a, 'DELETE', '/v1/users/only-b');
+    expect((await call(b, 'GET', '/v1/users/only-b')).body).toEqual(bUser);
+    expect(await h.directory.topicsOf('globex', 'only-b')).toEqual(['b-topic']);
+    expect(await h.directory.topicPage('globex', 'b-topic', undefined, 10)).toEqual(['only-b']);
+    expect((await call(b, 'GET', `/v1/notifications/${bRequest}`)).body).toEqual(bStatus);
+    // Its receipts keep the user id (acme's erasure of "only-b" is acme's alone); the loader may be a moment behind.
+    await eventually(async () => (await h.receipts(`tenant = 'globex' AND user_id = 'only-b' AND status = 'delivered'`)).length === 1, 'b\'s receipt, not anonymised');
   });
 
   it('erases a user: nothing left in Redis, the inbox gone, receipts anonymised, later requests suppressed', async () => {
