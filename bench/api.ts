@@ -115,7 +115,9 @@ process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); });
 
 /** `herald api` as its own process, once it answers on its port. */
 async function startApi(env: Record<string, string>, port: number): Promise<ChildProcess> {
-  const child = spawn('bin/herald.js', ['api'], {
+  // BENCH_NODE_FLAGS (say --cpu-prof) reach this process too, as they reach startHerald's.
+  const flags = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean);
+  const child = spawn(flags ? process.execPath : 'bin/herald.js', flags ? [...flags, 'bin/herald.js', 'api'] : ['api'], {
     cwd: root, env: { ...process.env, ...env, HERALD_API_HOST: '127.0.0.1', HERALD_API_PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'],
   });
   children.add(child);

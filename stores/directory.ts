@@ -1,4 +1,5 @@
 import { keyPart, type KeySpace } from './keys.js';
+import { RedisScript } from './scripts.js';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import type { Redis } from 'ioredis';
@@ -256,7 +257,7 @@ export class Directory {
   async countTowardCap(tenant: string, category: string, requestId: string, users: { id: string; day: string }[]): Promise<number[]> {
     if (users.length === 0) return [];
     const keys = users.map((u) => this.keys.tenant(tenant, 'cap', category, u.day, u.id));
-    const counts = (await this.redis.eval(COUNT_TOWARD_CAP, keys.length, ...keys, requestId)) as number[];
+    const counts = (await COUNT_TOWARD_CAP.run(this.redis, keys, [requestId])) as number[];
     return counts.map(Number);
   }
 
@@ -318,8 +319,8 @@ export class Directory {
         const [tenant, userId, token] = JSON.parse(members[i]) as [string, string, string];
         const seenAt = Number(members[i + 1]);
         // Only a device still as stale as the index says (a registration in between moved both).
-        pipeline.eval(DEACTIVATE_STALE, 2, this.key(tenant, 'd', userId), this.seenIndex, token, members[i], cutoff, now,
-          `stale: not seen for ${days} days (last seen ${new Date(seenAt).toISOString()})`);
+        DEACTIVATE_STALE.queue(pipeline, [this.key(tenant, 'd', userId), this.seenIndex], [token, members[i], cutoff, now,
+          `stale: not seen for ${days} days (last seen ${new Date(seenAt).toISOString()})`]);
       }
       for (const result of await execOrThrow(pipeline)) deactivated += Number(result);
     }
@@ -354,7 +355,7 @@ export function deviceMember(tenant: string, userId: string, token: string): str
  * Deactivates one device if it is still stale: KEYS device hash, seen index; ARGV token, index
  * member, cutoff, now, reason. Returns 1 when it deactivated it.
  */
-const DEACTIVATE_STALE = `local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
+const DEACTIVATE_STALE = new RedisScript(`local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
 if not score or tonumber(score) > tonumber(ARGV[3]) then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[2])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
@@ -365,7 +366,7 @@ d.active = false
 d.deactivated_at = tonumber(ARGV[4])
 d.deactivated_reason = ARGV[5]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(d))
-return 1`;
+return 1`);
 
 export function preferenceField(channel?: Channel, category?: string): string {
   if (channel && category) return `${channel}:${category}`;
@@ -374,22 +375,22 @@ export function preferenceField(channel?: Channel, category?: string): string {
   return 'all';
 }
 
-const COUNT_TOWARD_CAP = `local out = {}
+const COUNT_TOWARD_CAP = new RedisScript(`local out = {}
 for i, key in ipairs(KEYS) do
   redis.call('SADD', key, ARGV[1])
   redis.call('EXPIRE', key, 172800)
   out[i] = redis.call('SCARD', key)
 end
-return out`;
+return out`);
 
-const HGETALL_MANY = `local out = {}
+const HGETALL_MANY = new RedisScript(`local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
-return out`;
+return out`);
 
 /** HGETALL of many keys in one script call (single Redis; keys may span hash slots). */
 export async function hgetallMany(redis: Redis, keys: string[]): Promise<Record<string, string>[]> {
   if (keys.length === 0) return [];
-  const raw = (await redis.eval(HGETALL_MANY, keys.length, ...keys)) as string[][];
+  const raw = (await HGETALL_MANY.run(redis, keys, [])) as string[][];
   return raw.map((flat) => {
     const obj: Record<string, string> = {};
     for (let i = 0; i < flat.length; i += 2) obj[flat[i]] = flat[i + 1];

@@ -1,6 +1,7 @@
 import type { KeySpace } from './keys.js';
 import type { Redis } from 'ioredis';
 import { execOrThrow } from './directory.js';
+import { RedisScript } from './scripts.js';
 
 
 /** One notification in a user's in-app inbox. */
@@ -14,9 +15,9 @@ export interface InboxEntry {
   read: boolean;
 }
 
-const ZADD_NX_MANY = `local out = {}
+const ZADD_NX_MANY = new RedisScript(`local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('ZADD', key, 'NX', ARGV[2 * i - 1], ARGV[2 * i]) end
-return out`;
+return out`);
 
 /** Which topic broadcasts a user's inbox merges at read time, in which locale, and which it may show. */
 export interface InboxView {
@@ -81,7 +82,7 @@ export class InboxStore {
     // One script call adds every reference: far less client work than a command per recipient.
     const args: (string | number)[] = [];
     for (const e of entries) args.push(e.createdAt, `${e.locale}:${e.requestId}`);
-    pipeline.eval(ZADD_NX_MANY, entries.length, ...entries.map((e) => this.keys(tenant, e.userId).index), ...args);
+    ZADD_NX_MANY.queue(pipeline, entries.map((e) => this.keys(tenant, e.userId).index), args);
     const results = await execOrThrow(pipeline);
     const added = results[contents.length * 2] as number[];
     return entries.map((_, i) => added[i] === 1);

@@ -1,5 +1,6 @@
 import type { KeySpace } from './keys.js';
 import type { Redis } from 'ioredis';
+import { RedisScript } from './scripts.js';
 
 /**
  * Token buckets in Redis, taken atomically by one script for several buckets at once (provider and
@@ -7,7 +8,7 @@ import type { Redis } from 'ioredis';
  * long to wait. A provider's Retry-After pauses its bucket for everyone.
  * KEYS: bucket keys, then the pause key. ARGV: now ms, tokens wanted, then rate/s and burst per bucket.
  */
-const TAKE = `
+const TAKE = new RedisScript(`
 local now = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
 local n = #KEYS - 1
@@ -32,7 +33,7 @@ for i = 1, n do
   redis.call('HSET', KEYS[i], 'tokens', levels[i] - math.min(want, burst), 'at', now)
   redis.call('PEXPIRE', KEYS[i], 3600000)
 end
-return 0`;
+return 0`);
 
 /** A rate in deliveries per second, with the burst a bucket holds. */
 export interface Rate {
@@ -47,7 +48,7 @@ export interface Rate {
 export async function takeTokens(redis: Redis, buckets: [string, Rate][], pauseKey: string, now: number, count: number): Promise<number> {
   const args: (string | number)[] = [now, count];
   for (const [, r] of buckets) args.push(r.perSecond, r.burst ?? Math.max(1, r.perSecond));
-  return Number(await redis.eval(TAKE, buckets.length + 1, ...buckets.map(([k]) => k), pauseKey, ...args));
+  return Number(await TAKE.run(redis, [...buckets.map(([k]) => k), pauseKey], args));
 }
 
 export class RateLimiter {

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import { receiptId } from '../runtime/ids.js';
 import { LAST_CHUNK_REASON, type StoredReceipt } from '../schemas/index.js';
 import { execOrThrow } from './directory.js';
 import type { KeySpace } from './keys.js';
+import { RedisScript } from './scripts.js';
 
 /** Where a notification stands, as `GET /v1/notifications/{id}` tells it. */
 export const notificationStates = ['queued', 'scheduled', 'processing', 'completed', 'partially_failed', 'failed', 'cancelled', 'expired'] as const;
@@ -41,7 +42,7 @@ const STATUS_TTL_S = 7 * 86_400;
  * seen-ids set, push-done set). ARGV: per unit `k id field count terminalField pushUser`, then `|`,
  * then per meta field `k mode field value` (mode `set`, `min` or `max`).
  */
-const RECORD = `
+const RECORD = new RedisScript(`
 local i = 1
 while ARGV[i] ~= '|' do
   local k = tonumber(ARGV[i]) * 3
@@ -68,7 +69,7 @@ for k = 1, #KEYS, 3 do
   redis.call('EXPIRE', KEYS[k + 1], ${SEEN_TTL_S})
   redis.call('EXPIRE', KEYS[k + 2], ${STATUS_TTL_S})
 end
-return 1`;
+return 1`);
 
 /** A user named without their id (the push-done sets must hold nothing erasure would have to find). */
 const userHash = (user: string) => createHash('sha256').update(user).digest('base64url').slice(0, 16);
@@ -90,13 +91,15 @@ export class RequestStatuses {
     ];
   }
 
-  /** Notes a request taken over HTTP, so its status reads `queued` before validate has seen it. */
-  async queued(tenant: string, requestId: string, meta: { tier: string; category: string; send_at?: string }, now: number): Promise<void> {
+  /**
+   * Notes a request taken over HTTP, so its status reads `queued` before validate has seen it.
+   * Queued on the caller's pipeline: the API sends it with its idempotency check, one round trip.
+   */
+  queued(pipeline: ChainableCommander, tenant: string, requestId: string, meta: { tier: string; category: string; send_at?: string }, now: number): void {
     const [status] = this.keysOf(tenant, requestId);
-    await execOrThrow(this.redis.pipeline()
-      .hsetnx(status, 'tier', meta.tier).hsetnx(status, 'category', meta.category).hsetnx(status, 'updated', String(now))
+    pipeline.hsetnx(status, 'tier', meta.tier).hsetnx(status, 'category', meta.category).hsetnx(status, 'updated', String(now))
       .hsetnx(status, 'send_at', meta.send_at ?? '')
-      .expire(status, STATUS_TTL_S));
+      .expire(status, STATUS_TTL_S);
   }
 
   /** Records a batch of receipts (one script call). */
@@ -147,7 +150,7 @@ export class RequestStatuses {
       meta.push(k, 'max', 'updated', r.ts);
     }
     if (keys.length === 0) return;
-    await this.redis.eval(RECORD, keys.length, ...keys, ...units, '|', ...meta);
+    await RECORD.run(this.redis, keys, [...units, '|', ...meta]);
   }
 
   /** A request's status, or null when nothing is known of it. */

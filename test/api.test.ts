@@ -150,7 +150,7 @@ describe('the HTTP API: keys, sending, and the walls between tenants', () => {
     expect((await call(globex.key, 'GET', '/v1/users/new-one')).status).toBe(404);
     // Devices: registered twice is one device; another tenant cannot remove it.
     for (let i = 0; i < 2; i++) expect((await call(acme.key, 'POST', '/v1/users/u1/devices', { platform: 'ios', token: 'tok-acme-1' })).status).toBe(201);
-    expect((await (await call(acme.key, 'GET', '/v1/users/u1')).json() as { devices: unknown[] }).devices).toEqual([{ token: 'tok-acme-1', platform: 'ios', active: true }]);
+    expect((await (await call(acme.key, 'GET', '/v1/users/u1')).json() as { devices: unknown[] }).devices).toEqual([{ token: 'tok-acme-1', platform: 'ios', active: true, last_seen_at: expect.any(String) }]);
     expect((await call(acme.key, 'POST', '/v1/users/u1/devices', { platform: 'pager', token: 't' })).status).toBe(400);
     expect((await call(globex.key, 'DELETE', '/v1/users/u1/devices/tok-acme-1')).status).toBe(404);
     expect((await call(acme.key, 'DELETE', '/v1/users/u1/devices/tok-acme-1')).status).toBe(204);

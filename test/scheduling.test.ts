@@ -241,7 +241,7 @@ describe('herald directory set / show', () => {
     expect(JSON.parse(stdout)).toEqual({
       tenant: 'acme', id: 'ada', exists: true, email: 'ada@acme.test', locale: 'fr', timezone: 'Europe/Paris',
       quiet_hours: '22:00-07:00', hard_stop: false, preferences: { 'email:promo': false },
-      devices: [{ token: 'tok-1', platform: 'ios', active: true }], topics: ['news'],
+      devices: [{ token: 'tok-1', platform: 'ios', active: true, last_seen_at: expect.any(String) }], topics: ['news'],
     });
     const text = (await herald('directory', 'show', 'ada', '--tenant', 'acme')).stdout;
     expect(text).toContain('quiet hours: 22:00-07:00');

@@ -1,0 +1,31 @@
+import { createHash } from 'node:crypto';
+import type { ChainableCommander, Redis } from 'ioredis';
+
+/**
+ * A Lua script run by EVALSHA: its text crosses the wire only when the server does not have it yet
+ * (first use, or after a restart flushed the script cache), instead of with every call — on hot
+ * paths (a rate-limit check per HTTP request, a status record per receipt batch) the text was most
+ * of the bytes written to Redis. (ioredis's defineCommand is not used: with auto-pipelining on it
+ * can hand a reply to the wrong caller.)
+ */
+export class RedisScript {
+  private readonly sha: string;
+
+  constructor(private readonly lua: string) {
+    this.sha = createHash('sha1').update(lua).digest('hex');
+  }
+
+  async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
+    try {
+      return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
+      return redis.eval(this.lua, keys.length, ...keys, ...args);
+    }
+  }
+
+  /** Queues the script on a pipeline (by its text: a pipeline cannot retry one command alone). */
+  queue(pipeline: ChainableCommander, keys: string[], args: (string | number)[]): void {
+    pipeline.eval(this.lua, keys.length, ...keys, ...args);
+  }
+}
