@@ -16,12 +16,12 @@ import { readInbox } from '../stores/inbox-view.js';
 import { recordsFromFlags, type DirectorySetFlags } from './directory-set.js';
 import type { UserView } from '../stores/directory.js';
 import { readMailbox } from '../sinks/smtp-catcher.js';
-import { sandboxDir } from '../sinks/providers.js';
+import { inboxOptions, sandboxDir } from '../sinks/providers.js';
 import type { FakeRecord } from '../sinks/fakes/script.js';
 import { Pipeline, stageDeps } from '../pipeline/host.js';
 import { Metrics } from '../pipeline/metrics.js';
 import { isListening, startServer, stopDetached, urlOf, type ServerName } from '../servers/local-servers.js';
-import { parseSince } from './duration.js';
+import { parseDuration, parseSince } from './duration.js';
 import { formatFunnel, queryFunnel } from './funnel.js';
 import { replay } from '../pipeline/replay.js';
 import { runDemo } from './demo.js';
@@ -31,6 +31,7 @@ import { Cancellations } from '../stores/cancellations.js';
 import { listDeadLetters, originalOf, readDeadLetter, redriveDeadLetters } from '../streams/dead-letters.js';
 import { ApiServer } from '../http/api.js';
 import { Erasures } from '../stores/erasure.js';
+import { MAX_USER_TOKEN_TTL_S, UserTokens } from '../stores/user-tokens.js';
 import { RequestStatuses } from '../stores/request-status.js';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { ApiKeys, apiScopes, type ApiScope } from '../stores/api-keys.js';
@@ -99,6 +100,7 @@ async function serveApi(cfg: Config, log: ReturnType<typeof createLogger>, nats:
   const api = new ApiServer({
     keys: new ApiKeys(redis, topology.keys), redis, js: nats.js, topology, templates: new TemplateStore(cfg.templatesDir), cancellations, log,
     clickhouse: { client: clickhouse, database: cfg.clickhouseDatabase },
+    nc: nats.nc, inbox: inboxOptions(cfg), criticalCategories: cfg.criticalCategories, sseHeartbeatMs: cfg.sseHeartbeatMs,
   });
   const port = await api.listen(cfg.apiHost, cfg.apiPort);
   log.info({ url: `http://${cfg.apiHost}:${port}/v1` }, 'API listening');
@@ -229,6 +231,27 @@ keysCommand
       const list = await new ApiKeys(redis, topologyOf(cfg).keys).list(o.tenant);
       print(!!o.json, list, () => list.length === 0 ? '(no keys)' : list.map((k) =>
         `${k.id}  ${k.tenant}  ${k.scopes.join(',')}  ${k.ratePerSecond}/s  ${k.revokedAt ? `revoked ${new Date(k.revokedAt).toISOString()}` : 'live'}  ${k.name}`).join('\n'));
+    });
+  });
+keysCommand
+  .command('user-token')
+  .description("a user token for an app: reads and changes that one user's inbox, nothing else")
+  .requiredOption('--tenant <tenant>', 'the user\'s tenant')
+  .requiredOption('--user <user>', 'the user id')
+  .option('--ttl <duration>', 'how long it is valid (60s to 7d)', '1h')
+  .option('--json', 'machine-readable output: {"token","user_id","expires_at"}')
+  .action(async (o: { tenant: string; user: string; ttl: string; json?: boolean }) => {
+    const cfg = config();
+    const tenant = tenantSchema.safeParse(o.tenant);
+    if (!tenant.success) fail(`--tenant: ${describeIssues(tenant.error.issues).join('; ')}`);
+    if (o.user.length < 1 || o.user.length > 128) fail('--user: 1 to 128 characters');
+    let ttlMs: number;
+    try { ttlMs = parseDuration(o.ttl); } catch (err) { fail(`--ttl: ${(err as Error).message}`); }
+    if (ttlMs < 60_000 || ttlMs > MAX_USER_TOKEN_TTL_S * 1000) fail(`--ttl: from 60s to 7d, not ${o.ttl}`);
+    await withRedis(cfg, async (redis) => {
+      const minted = await new UserTokens(redis, topologyOf(cfg).keys).mint(o.tenant, o.user, Math.round(ttlMs / 1000));
+      print(!!o.json, { token: minted.token, user_id: o.user, expires_at: minted.expires_at }, () => `${minted.token}
+(user ${o.user} of ${o.tenant}, valid until ${minted.expires_at})`);
     });
   });
 keysCommand
@@ -407,16 +430,17 @@ program
 
 program
   .command('funnel')
-  .description('the delivery funnel by tier and channel, from the receipts in ClickHouse')
+  .description('the delivery funnel by tier and channel (delivered → seen → read → clicked in-app), from the receipts in ClickHouse')
   .option('--since <when>', 'a duration back (15m, 1h, 2d) or an ISO date-time', '24h')
+  .option('--by-category', 'a row per category too')
   .option('--json', 'machine-readable output')
-  .action(async (o: { since: string; json?: boolean }) => {
+  .action(async (o: { since: string; json?: boolean; byCategory?: boolean }) => {
     const cfg = config();
     let since: number;
     try { since = parseSince(o.since); } catch (err) { fail((err as Error).message); }
     const ch = connectClickHouse(cfg);
     try {
-      const rows = await queryFunnel(ch, cfg.clickhouseDatabase, since);
+      const rows = await queryFunnel(ch, cfg.clickhouseDatabase, since, !!o.byCategory);
       print(!!o.json, rows, () => rows.length ? formatFunnel(rows) : '(no receipts in that period)');
     } finally {
       await ch.close();

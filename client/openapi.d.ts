@@ -240,6 +240,138 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/users/{user_id}/token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A user token for an app
+         * @description A signed token (JWT) that reads and changes this one user's inbox and nothing else: the app's backend mints it for a signed-in user and hands it to the app (as `Authorization: Bearer`, or `?token=` for EventSource).
+         *
+         *     Scope: `read` (or `admin`).
+         */
+        post: operations["mintUserToken"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/notifications": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The user's in-app feed, with counts
+         * @description Newest first, a cursor per page; their topics' broadcasts merged in their place (their preferences and hard stop applied). `counts` are a recount of the same snapshot, so they always agree with the feed.
+         *
+         *     Scope: `read` (or `admin`).
+         */
+        get: operations["listInbox"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/notifications/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Live updates (Server-Sent Events)
+         * @description A `notification` event for each new item (its `id` is the item's cursor: reconnect with `Last-Event-ID` to get what was missed), a `counts` event whenever counts change (from any device), and a heartbeat comment. Any replica serves any user.
+         *
+         *     Scope: `read` (or `admin`).
+         */
+        get: operations["streamInbox"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/notifications/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Mark an item seen, read, archived or snoozed
+         * @description Read implies seen; un-reading is allowed; a snoozed item leaves the feed until its time and comes back unseen. The first seen, read and archived of each item are receipts (the funnel goes on past delivered).
+         *
+         *     Scope: `read` (or `admin`).
+         */
+        patch: operations["changeInboxItem"];
+        trace?: never;
+    };
+    "/v1/users/{user_id}/notifications/{id}/click": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Record a click (before following the action URL)
+         * @description Marks it read too. The first click is a `clicked` receipt.
+         *
+         *     Scope: `read` (or `admin`).
+         */
+        post: operations["clickInboxItem"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/notifications/mark-all": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Mark every item seen, read or archived
+         * @description Optionally only those at or `before` a cursor or a time.
+         *
+         *     Scope: `read` (or `admin`).
+         */
+        post: operations["markAllInbox"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -295,6 +427,8 @@ export interface components {
                 title: string;
                 body: string;
                 html?: string;
+                /** Format: uri */
+                action_url?: string;
             };
             template?: {
                 id: string;
@@ -345,7 +479,7 @@ export interface components {
             data: {
                 stage: string;
                 /** @enum {string} */
-                status: "accepted" | "rejected" | "resolved" | "suppressed" | "deferred" | "dispatched" | "delivered" | "deduplicated" | "failed" | "dead_lettered" | "expired" | "cancelled";
+                status: "accepted" | "rejected" | "resolved" | "suppressed" | "deferred" | "dispatched" | "delivered" | "deduplicated" | "failed" | "dead_lettered" | "expired" | "cancelled" | "seen" | "read" | "clicked" | "archived";
                 /** @default  */
                 channel: string;
                 /** @default  */
@@ -461,6 +595,105 @@ export interface components {
         TopicMembersChanged: {
             added: number;
             removed: number;
+        };
+        UserTokenBody: {
+            /**
+             * @description How long the token is valid (at most 7 days).
+             * @default 3600
+             */
+            ttl_seconds: number;
+        };
+        UserToken: {
+            token: string;
+            user_id: string;
+            /** Format: date-time */
+            expires_at: string;
+        };
+        FeedPage: {
+            data: {
+                /** @description The notification (request) id; the same for every recipient. */
+                id: string;
+                request_id: string;
+                category: string;
+                title: string;
+                body: string;
+                action_url: string | null;
+                data: {
+                    [key: string]: unknown;
+                } | null;
+                /**
+                 * Format: date-time
+                 * @description When it arrived in this inbox (the feed's order).
+                 */
+                created_at: string;
+                seen: boolean;
+                read: boolean;
+                archived: boolean;
+                snoozed_until: string | null;
+            }[];
+            counts: {
+                unseen: number;
+                unread: number;
+                /** @description Items in the feed: not archived, not snoozed. */
+                total: number;
+            };
+            next_cursor: string | null;
+        };
+        ItemPatch: {
+            seen?: boolean;
+            read?: boolean;
+            archived?: boolean;
+            /** @description null wakes a snoozed item now. */
+            snoozed_until?: string | null;
+        };
+        ItemChanged: {
+            item: {
+                /** @description The notification (request) id; the same for every recipient. */
+                id: string;
+                request_id: string;
+                category: string;
+                title: string;
+                body: string;
+                action_url: string | null;
+                data: {
+                    [key: string]: unknown;
+                } | null;
+                /**
+                 * Format: date-time
+                 * @description When it arrived in this inbox (the feed's order).
+                 */
+                created_at: string;
+                seen: boolean;
+                read: boolean;
+                archived: boolean;
+                snoozed_until: string | null;
+            };
+            counts: {
+                unseen: number;
+                unread: number;
+                /** @description Items in the feed: not archived, not snoozed. */
+                total: number;
+            };
+        };
+        MarkAll: {
+            /** @constant */
+            seen?: true;
+            /** @constant */
+            read?: true;
+            /** @constant */
+            archived?: true;
+            /** @description Only items at or before this: a cursor, or an ISO date-time. */
+            before?: string;
+        };
+        MarkedAll: {
+            /** @description Items that changed. */
+            updated: number;
+            counts: {
+                unseen: number;
+                unread: number;
+                /** @description Items in the feed: not archived, not snoozed. */
+                total: number;
+            };
         };
         Problem: {
             type: string;
@@ -1020,6 +1253,203 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+        };
+    };
+    mintUserToken: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's own user id. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["UserTokenBody"];
+            };
+        };
+        responses: {
+            /** @description The token. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserToken"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
+        };
+    };
+    listInbox: {
+        parameters: {
+            query?: {
+                /** @description Items per page. */
+                limit?: number;
+                /** @description The `next_cursor` of the page before (opaque). */
+                cursor?: string;
+                status?: "all" | "unread" | "unseen";
+                /** @description true: the archived items only. */
+                archived?: "true" | "false";
+                /** @description A user token, where a header cannot be sent (EventSource). */
+                token?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The tenant's own user id. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of the feed and its counts. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FeedPage"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+        };
+    };
+    streamInbox: {
+        parameters: {
+            query?: {
+                /** @description A user token (EventSource cannot send headers). */
+                token?: string;
+                /** @description Resume after this event (as the Last-Event-ID header). */
+                last_event_id?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The tenant's own user id. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A `text/event-stream` that stays open. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    changeInboxItem: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's own user id. */
+                user_id: string;
+                /** @description The notification id (from the 202 of `POST /v1/notifications`). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ItemPatch"];
+            };
+        };
+        responses: {
+            /** @description The item and the counts now. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ItemChanged"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
+        };
+    };
+    clickInboxItem: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's own user id. */
+                user_id: string;
+                /** @description The notification id (from the 202 of `POST /v1/notifications`). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The item and the counts now. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ItemChanged"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+        };
+    };
+    markAllInbox: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's own user id. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MarkAll"];
+            };
+        };
+        responses: {
+            /** @description How many changed, and the counts now. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MarkedAll"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["TooManyRequests"];
         };
     };

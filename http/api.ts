@@ -18,6 +18,14 @@ import { RequestStatuses } from '../stores/request-status.js';
 import { Erasures } from '../stores/erasure.js';
 import { sqlString } from '../streams/apply.js';
 import { registerOpenApi } from './openapi.js';
+import { registerInboxRoutes } from './inbox.js';
+import { InboxStreams } from './inbox-stream.js';
+import { InboxStore, type InboxOptions } from '../stores/inbox.js';
+import { inboxViewOf } from '../stores/inbox-view.js';
+import { UserTokens, type UserPrincipal } from '../stores/user-tokens.js';
+import { NatsInboxEvents } from '../pipeline/inbox-bus.js';
+import { ReceiptPublisher } from '../pipeline/receipt-publisher.js';
+import type { NatsConnection } from '@nats-io/transport-node';
 
 /** What the HTTP edge needs: it is a producer like any other, plus the key store. */
 export interface ApiParts {
@@ -31,6 +39,18 @@ export interface ApiParts {
   log: Logger;
   /** Receipts in ClickHouse: deliveries listings and erasure read and change them (absent: those answer 503). */
   clickhouse?: { client: ClickHouseClient; database: string };
+  /** Live inbox updates travel over core NATS (absent: the stream answers 503). */
+  nc?: NatsConnection;
+  /** The inbox's retention and size. */
+  inbox?: InboxOptions;
+  /** Categories that ignore opt-outs (the inbox shows their broadcasts regardless). */
+  criticalCategories?: string[];
+  /** Heartbeat of inbox streams. @default 15000 */
+  sseHeartbeatMs?: number;
+  /** Requests per second one user token may make. @default 50 */
+  userTokenRatePerSecond?: number;
+  /** The clock (tests control it). @default Date.now */
+  now?: () => number;
   /** Largest request body. @default 256 KiB */
   bodyLimit?: number;
 }
@@ -58,9 +78,15 @@ function problem(reply: FastifyReply, status: number, title: string, detail: str
 
 declare module 'fastify' {
   interface FastifyRequest {
+    /** The tenant key the request came with. */
     apiKey?: ApiKey;
+    /** Or the user token: it reaches that user's inbox only. */
+    user?: UserPrincipal;
   }
 }
+
+/** Routes a user token may call (for its own user only). */
+const USER_TOKEN_ROUTES = /^\/v1\/users\/:userId\/notifications(\/|$)/;
 
 /**
  * Herald's HTTP API (`/v1`): tenant keys decide the tenant (`Authorization: Bearer hk_…`), each key
@@ -70,8 +96,10 @@ declare module 'fastify' {
  */
 export class ApiServer {
   readonly app: FastifyInstance;
+  private readonly now: () => number;
 
   constructor(private readonly parts: ApiParts) {
+    this.now = parts.now ?? Date.now;
     this.app = Fastify({
       loggerInstance: parts.log.child({ component: 'api' }) as FastifyBaseLogger,
       logController: new LogController({ disableRequestLogging: true }),
@@ -94,6 +122,17 @@ export class ApiServer {
     this.app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>('/v1/notifications/:id/deliveries', (req, reply) => this.deliveries(req, reply));
     this.app.delete<{ Params: { userId: string } }>('/v1/users/:userId', (req, reply) => this.erase(req, reply));
     this.app.post<{ Params: { topic: string } }>('/v1/topics/:topic/members', (req, reply) => this.bulkMembership(req, reply));
+    const lazy = this.lazy;
+    registerInboxRoutes(this.app, {
+      get inbox() { return lazy.inbox; }, get streams() { return lazy.streams; }, get userTokens() { return lazy.userTokens; },
+      viewOf: (tenant, userId) => inboxViewOf(this.directory, tenant, userId, parts.criticalCategories ?? []),
+      receipt: async (receipts) => {
+        if (receipts.length === 0) return;
+        for (const r of receipts) lazy.receipts.add(r);
+        await lazy.receipts.flush();
+      },
+      problem, now: () => this.now(),
+    });
     this.app.get<{ Params: { userId: string } }>('/v1/users/:userId', (req, reply) => this.showUser(req, reply));
     this.app.put<{ Params: { userId: string } }>('/v1/users/:userId', (req, reply) => this.putUser(req, reply));
     this.app.post<{ Params: { userId: string } }>('/v1/users/:userId/devices', (req, reply) => this.addDevice(req, reply));
@@ -352,15 +391,42 @@ export class ApiServer {
     return reply.code(204).send();
   }
 
-  /** Every /v1 route needs a live key, within its rate. */
+  /** A user token: its own user's inbox only, within the user's rate. */
+  private async authenticateUser(req: FastifyRequest, reply: FastifyReply, token: string) {
+    const verdict = await this.lazy.userTokens.verify(token);
+    if (verdict === 'expired' || verdict === 'invalid') {
+      reply.header('www-authenticate', `Bearer error="invalid_token"`);
+      return problem(reply, 401, 'Unauthorized', verdict === 'expired' ? 'this user token has expired; ask the app\'s backend for a new one' : 'this token is not valid');
+    }
+    const params = req.params as { userId?: string };
+    if (!USER_TOKEN_ROUTES.test(req.routeOptions.url ?? '') || params.userId !== verdict.userId) {
+      return problem(reply, 403, 'Forbidden', 'a user token reaches only its own user\'s notifications');
+    }
+    const perSecond = this.parts.userTokenRatePerSecond ?? 50;
+    const { keys } = this.parts.topology;
+    const waitMs = await takeTokens(this.parts.redis, [[keys.internal('rate', 'u', verdict.tenant, verdict.userId), { perSecond, burst: perSecond }]],
+      keys.internal('rate', 'pause', 'u'), Date.now(), 1);
+    if (waitMs > 0) {
+      const seconds = Math.max(1, Math.ceil(waitMs / 1000));
+      reply.header('retry-after', String(seconds)).header('ratelimit-limit', String(perSecond)).header('ratelimit-remaining', '0').header('ratelimit-reset', String(seconds));
+      return problem(reply, 429, 'Too many requests', `a user token may make ${perSecond} requests per second; try again in ${seconds} s`);
+    }
+    req.user = verdict;
+  }
+
+  /** Every /v1 route needs a live key (or a user token on its inbox), within its rate. */
   private async authenticate(req: FastifyRequest, reply: FastifyReply) {
     if (!req.url.startsWith('/v1/') || PUBLIC_PATHS.has(req.url.split('?')[0])) return;
     const header = req.headers.authorization;
-    const presented = header && /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+    const fromHeader = header ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined;
+    // EventSource cannot send headers: a user token (never a tenant key) may come as ?token=.
+    const fromQuery = (req.query as { token?: unknown } | undefined)?.token;
+    const presented = fromHeader ?? (typeof fromQuery === 'string' && !fromQuery.startsWith('hk_') ? fromQuery : undefined);
     if (!presented) {
       reply.header('www-authenticate', 'Bearer');
-      return problem(reply, 401, 'Unauthorized', 'send a tenant key: Authorization: Bearer hk_…');
+      return problem(reply, 401, 'Unauthorized', 'send a tenant key: Authorization: Bearer hk_… (or a user token on a user\'s notifications)');
     }
+    if (!presented.startsWith('hk_')) return this.authenticateUser(req, reply, presented);
     const key = await this.parts.keys.verify(presented);
     if (!key) {
       reply.header('www-authenticate', 'Bearer error="invalid_token"');
@@ -438,6 +504,33 @@ export class ApiServer {
   }
 
   async close(): Promise<void> {
-    await this.app.close();
+    // Open streams first: the server cannot close while they are held open.
+    const steps = [() => this.made.streams?.close(), () => this.app.close(), () => this.made.receipts?.close()];
+    for (const step of steps) {
+      try { await step(); } catch (err) { this.parts.log.error({ err }, 'api: close step failed'); }
+    }
+  }
+
+  /** Parts made on first use (building the app touches none of the connections). */
+  private readonly made: { inbox?: InboxStore; streams?: InboxStreams; userTokens?: UserTokens; receipts?: ReceiptPublisher } = {};
+  private get lazy() {
+    const self = this;
+    const { parts, made } = this;
+    return {
+      get inbox() {
+        return (made.inbox ??= new InboxStore(parts.redis, parts.topology.keys, {
+          ...parts.inbox, now: self.now, ...(parts.nc ? { events: new NatsInboxEvents(parts.nc, parts.topology) } : {}),
+        }));
+      },
+      get streams() {
+        if (!parts.nc) throw new Error('api: no NATS connection for inbox streams');
+        return (made.streams ??= new InboxStreams({
+          nc: parts.nc, topology: parts.topology, inbox: this.inbox, log: parts.log, heartbeatMs: parts.sseHeartbeatMs,
+          viewOf: (tenant, userId) => inboxViewOf(self.directory, tenant, userId, parts.criticalCategories ?? []),
+        }));
+      },
+      get userTokens() { return (made.userTokens ??= new UserTokens(parts.redis, parts.topology.keys, 1_000, self.now)); },
+      get receipts() { return (made.receipts ??= new ReceiptPublisher(parts.js, parts.topology, { log: parts.log })); },
+    };
   }
 }

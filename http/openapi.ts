@@ -6,7 +6,8 @@ import {
   deviceRegisteredSchema, deviceTokenSchema, erasureAcceptedSchema, idempotencyKeyHeaderSchema, notificationAcceptedSchema,
   notificationBodySchema, notificationIdSchema, notificationStatusSchema, preferencesBodySchema, preferencesViewSchema,
   problemSchema, topicMembersBodySchema, topicMembersChangedSchema, topicSchema, userBodySchema, userIdSchema,
-  userUpsertedSchema, userViewSchema,
+  userUpsertedSchema, userViewSchema, userTokenBodySchema, userTokenSchema, feedPageSchema, feedQuerySchema, streamQuerySchema,
+  itemPatchSchema, itemChangedSchema, markAllSchema, markedAllSchema,
 } from '../schemas/index.js';
 import { version } from '../runtime/version.js';
 import type { ApiScope } from '../stores/api-keys.js';
@@ -41,6 +42,13 @@ const schemas = {
   PreferencesView: [preferencesViewSchema, 'output'],
   TopicMembersBody: [topicMembersBodySchema, 'input'],
   TopicMembersChanged: [topicMembersChangedSchema, 'output'],
+  UserTokenBody: [userTokenBodySchema, 'input'],
+  UserToken: [userTokenSchema, 'output'],
+  FeedPage: [feedPageSchema, 'output'],
+  ItemPatch: [itemPatchSchema, 'input'],
+  ItemChanged: [itemChangedSchema, 'output'],
+  MarkAll: [markAllSchema, 'input'],
+  MarkedAll: [markedAllSchema, 'output'],
   Problem: [problemSchema, 'output'],
   ConflictProblem: [conflictProblemSchema, 'output'],
 } satisfies Record<string, [z.ZodType, Io]>;
@@ -63,11 +71,13 @@ interface Answer {
 }
 
 interface OperationSpec {
-  method: 'get' | 'put' | 'post' | 'delete';
+  method: 'get' | 'put' | 'post' | 'patch' | 'delete';
   /** OpenAPI form: `/v1/users/{user_id}`. */
   path: string;
   operationId: string;
-  tag: 'notifications' | 'users' | 'topics' | 'documentation';
+  tag: 'notifications' | 'users' | 'topics' | 'inbox' | 'documentation';
+  /** A user token (for the user in the path) may call it too. */
+  userToken?: boolean;
   summary: string;
   description?: string;
   /** Any one of these scopes will do (`admin` always does); `public` needs no key. */
@@ -189,6 +199,57 @@ const operations: OperationSpec[] = [
     problems: [400, 403],
   },
   {
+    method: 'post', path: '/v1/users/{user_id}/token', operationId: 'mintUserToken', tag: 'inbox', scopes: ['read'],
+    summary: 'A user token for an app',
+    description: 'A signed token (JWT) that reads and changes this one user\'s inbox and nothing else: the app\'s backend mints it '
+      + 'for a signed-in user and hands it to the app (as `Authorization: Bearer`, or `?token=` for EventSource).',
+    body: { schema: 'UserTokenBody', required: false },
+    answers: { 201: { description: 'The token.', schema: 'UserToken' } },
+    problems: [400, 403, 415],
+  },
+  {
+    method: 'get', path: '/v1/users/{user_id}/notifications', operationId: 'listInbox', tag: 'inbox', scopes: ['read'], userToken: true,
+    summary: 'The user\'s in-app feed, with counts',
+    description: 'Newest first, a cursor per page; their topics\' broadcasts merged in their place (their preferences and hard stop applied). '
+      + '`counts` are a recount of the same snapshot, so they always agree with the feed.',
+    query: feedQuerySchema,
+    answers: { 200: { description: 'A page of the feed and its counts.', schema: 'FeedPage' } },
+    problems: [400, 403],
+  },
+  {
+    method: 'get', path: '/v1/users/{user_id}/notifications/stream', operationId: 'streamInbox', tag: 'inbox', scopes: ['read'], userToken: true,
+    summary: 'Live updates (Server-Sent Events)',
+    description: 'A `notification` event for each new item (its `id` is the item\'s cursor: reconnect with `Last-Event-ID` to get what was missed), '
+      + 'a `counts` event whenever counts change (from any device), and a heartbeat comment. Any replica serves any user.',
+    query: streamQuerySchema,
+    answers: { 200: { description: 'A `text/event-stream` that stays open.' } },
+    problems: [400, 403, 503],
+  },
+  {
+    method: 'patch', path: '/v1/users/{user_id}/notifications/{id}', operationId: 'changeInboxItem', tag: 'inbox', scopes: ['read'], userToken: true,
+    summary: 'Mark an item seen, read, archived or snoozed',
+    description: 'Read implies seen; un-reading is allowed; a snoozed item leaves the feed until its time and comes back unseen. '
+      + 'The first seen, read and archived of each item are receipts (the funnel goes on past delivered).',
+    body: { schema: 'ItemPatch', required: true },
+    answers: { 200: { description: 'The item and the counts now.', schema: 'ItemChanged' } },
+    problems: [400, 403, 404, 415],
+  },
+  {
+    method: 'post', path: '/v1/users/{user_id}/notifications/{id}/click', operationId: 'clickInboxItem', tag: 'inbox', scopes: ['read'], userToken: true,
+    summary: 'Record a click (before following the action URL)',
+    description: 'Marks it read too. The first click is a `clicked` receipt.',
+    answers: { 200: { description: 'The item and the counts now.', schema: 'ItemChanged' } },
+    problems: [400, 403, 404],
+  },
+  {
+    method: 'post', path: '/v1/users/{user_id}/notifications/mark-all', operationId: 'markAllInbox', tag: 'inbox', scopes: ['read'], userToken: true,
+    summary: 'Mark every item seen, read or archived',
+    description: 'Optionally only those at or `before` a cursor or a time.',
+    body: { schema: 'MarkAll', required: true },
+    answers: { 200: { description: 'How many changed, and the counts now.', schema: 'MarkedAll' } },
+    problems: [400, 403, 415],
+  },
+  {
     method: 'get', path: '/v1/openapi.json', operationId: 'getOpenApiDocument', tag: 'documentation', scopes: 'public',
     summary: 'This document',
     answers: { 200: { description: 'The OpenAPI 3.1 document.' } },
@@ -280,7 +341,7 @@ function operation(op: OperationSpec): JsonSchema {
     tags: [op.tag],
     summary: op.summary,
     description: [op.description, keyed ? scopeNote(op.scopes as ApiScope[]) : 'No key needed.'].filter(Boolean).join('\n\n'),
-    ...(keyed ? { security: (op.scopes as ApiScope[]).map((s) => ({ bearer: [s] })) } : { security: [] }),
+    ...(keyed ? { security: [...(op.scopes as ApiScope[]).map((s) => ({ bearer: [s] })), ...(op.userToken ? [{ userToken: [] }] : [])] } : { security: [] }),
     ...(params.length ? { parameters: params } : {}),
     ...(op.body ? { requestBody: { required: op.body.required, content: { 'application/json': { schema: ref(op.body.schema) } } } } : {}),
     responses,
@@ -310,6 +371,7 @@ export function openApiDocument(): JsonSchema {
       { name: 'notifications', description: 'Send, follow and cancel notifications.' },
       { name: 'users', description: 'The recipient directory: users, devices, preferences, erasure.' },
       { name: 'topics', description: 'Topic members, for fan-out to a topic.' },
+      { name: 'inbox', description: 'The in-app inbox for apps: the feed, read state, live updates, user tokens.' },
       { name: 'documentation', description: 'This document.' },
     ],
     paths,
@@ -320,6 +382,10 @@ export function openApiDocument(): JsonSchema {
         bearer: {
           type: 'http', scheme: 'bearer', bearerFormat: 'hk_…',
           description: 'A tenant key from `herald keys create`; its scopes (`send`, `read`, `directory`, `admin`) decide what it may do.',
+        },
+        userToken: {
+          type: 'http', scheme: 'bearer', bearerFormat: 'JWT',
+          description: 'A user token from `POST /v1/users/{user_id}/token` (or `herald keys user-token`): that user\'s inbox only.',
         },
       },
     },

@@ -9,7 +9,7 @@ import { TemplateStore } from '../runtime/templates.js';
 import type { Channel, Tier } from '../schemas/index.js';
 import type { Sink } from '../sinks/sink.js';
 import type { SmtpCatcher } from '../sinks/smtp-catcher.js';
-import { buildProviders, type ProviderSet } from '../sinks/providers.js';
+import { buildProviders, inboxOptions, type ProviderSet } from '../sinks/providers.js';
 import type { Topology } from '../streams/topology.js';
 import { DedupStore } from '../stores/dedup.js';
 import type { StageDeps } from './deps.js';
@@ -26,6 +26,7 @@ import { Cancellations } from '../stores/cancellations.js';
 import { Checkpoints } from '../stores/checkpoints.js';
 import { TierGate } from './tier-gate.js';
 import { InboxStore } from '../stores/inbox.js';
+import { NatsInboxEvents } from './inbox-bus.js';
 import { RequestStatuses } from '../stores/request-status.js';
 import { RateLimiter } from '../stores/rate-limits.js';
 import { answerUnknownTiers } from './unknown-tiers.js';
@@ -35,6 +36,7 @@ import { Housekeeping } from './housekeeping.js';
 export async function stageDeps(
   config: Config, topology: Topology, nats: Nats, redis: Redis, clickhouse: ClickHouseClient,
   sinks: Partial<Record<Channel, Sink>>, metrics: Metrics, now: () => number = Date.now,
+  inbox: InboxStore = new InboxStore(redis, topology.keys, { ...inboxOptions(config), events: new NatsInboxEvents(nats.nc, topology) }),
 ): Promise<StageDeps> {
   const kvm = new Kvm(nats.js);
   return {
@@ -42,7 +44,7 @@ export async function stageDeps(
     templates: new TemplateStore(config.templatesDir),
     dedup: new DedupStore(await kvm.open(topology.kvBucket('dedup'))),
     checkpoints: new Checkpoints(await kvm.open(topology.kvBucket('checkpoints'))),
-    inbox: new InboxStore(redis, topology.keys),
+    inbox,
     statuses: new RequestStatuses(redis, topology.keys),
     inappBroadcastThreshold: config.inappBroadcastThreshold,
     quietChannels: config.quietChannels,
@@ -79,6 +81,7 @@ export class Pipeline {
   private health?: HealthServer;
   private housekeeping?: Housekeeping;
   private deviceSweep?: NodeJS.Timeout;
+  inbox?: InboxStore;
   private sweeping?: Promise<void>;
   catcher?: SmtpCatcher;
   providers?: ProviderSet;
@@ -118,8 +121,10 @@ export class Pipeline {
         const rates = Object.fromEntries(Object.entries(config.guards.rateLimits).map(([p, perSecond]) => [p, { perSecond }]));
         pipeline.limiter = new RateLimiter(redis, topology.keys, rates, config.guards.tenantRateLimit ? { perSecond: config.guards.tenantRateLimit } : undefined);
       }
+      // One inbox for the in-app sink and the broadcasts resolve writes, telling open apps over NATS.
+      pipeline.inbox = new InboxStore(redis, topology.keys, { ...inboxOptions(config), events: new NatsInboxEvents(nats.nc, topology) });
       await pipeline.startSinks(opts.sinks);
-      const deps = await stageDeps(config, topology, nats, redis, clickhouse, pipeline.sinks, pipeline.metrics, opts.now);
+      const deps = await stageDeps(config, topology, nats, redis, clickhouse, pipeline.sinks, pipeline.metrics, opts.now, pipeline.inbox);
       deps.cancellations = pipeline.cancellations;
       deps.dedupEnabled = config.dedup;
       const gate = new TierGate();
@@ -170,7 +175,7 @@ export class Pipeline {
   }
 
   private async startSinks(override?: Partial<Record<Channel, Sink>>): Promise<void> {
-    this.providers = await buildProviders(this.config, this.redis, this.topology.keys, this.log, { breaker: this.breakers, limiter: this.limiter });
+    this.providers = await buildProviders(this.config, this.redis, this.topology.keys, this.log, { breaker: this.breakers, limiter: this.limiter, inbox: this.inbox });
     this.catcher = this.providers.catcher;
     Object.assign(this.sinks, this.providers.sinks, override ?? {});
   }

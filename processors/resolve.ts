@@ -49,7 +49,11 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
       const locales = request.template ? deps.templates.locales(request.template.id) : [];
       const contents = ['*', ...locales].map((locale) => {
         const rendered = deps.templates.render(request, locale === '*' ? 'en' : locale);
-        const content: InboxContent = { id: request.id, category: request.category, title: rendered.title, body: rendered.body, created_at: request.accepted_at };
+        const content: InboxContent = {
+          id: request.id, category: request.category, tier: request.tier, title: rendered.title, body: rendered.body, created_at: request.accepted_at,
+          ...(request.content?.action_url ? { action_url: request.content.action_url } : {}),
+          ...(request.data ? { data: request.data } : {}),
+        };
         return { locale, content };
       });
       const fresh = await deps.inbox!.writeBroadcast(request.tenant, topic, request.id, contents, request.accepted_at);

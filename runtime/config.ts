@@ -94,6 +94,9 @@ const envSchema = z.object({
   HERALD_HOUSEKEEPING_MS: z.coerce.number().int().min(100).default(defaults.housekeepingMs),
   HERALD_DEVICE_STALE_DAYS: z.coerce.number().positive().default(defaults.deviceStaleDays),
   HERALD_DEVICE_SWEEP_MS: z.coerce.number().int().min(0).default(defaults.deviceSweepMs),
+  HERALD_INBOX_RETENTION_DAYS: z.coerce.number().positive().default(defaults.inboxRetentionDays),
+  HERALD_INBOX_MAX_ITEMS: z.coerce.number().int().min(1).max(100_000).default(defaults.inboxMaxItems),
+  HERALD_SSE_HEARTBEAT_MS: z.coerce.number().int().min(100).default(defaults.sseHeartbeatMs),
   /** Dedup keys before provider calls (off only to measure what they cost). */
   HERALD_DEDUP: z.enum(['on', 'off']).default('on'),
   /** Deliveries per second per provider: `apns=5000,fcm=5000,twilio=100,smtp=500`. */
@@ -168,6 +171,12 @@ export interface Config {
   deviceStaleMs: number;
   /** How often stale devices are swept; 0: never. */
   deviceSweepMs: number;
+  /** In-app items older than this leave the inbox. */
+  inboxRetentionMs: number;
+  /** In-app items kept per user. */
+  inboxMaxItems: number;
+  /** Heartbeat interval of inbox streams. */
+  sseHeartbeatMs: number;
   guards: {
     enabled: boolean;
     rateLimits: Record<string, number>;
@@ -238,6 +247,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     housekeepingMs: e.HERALD_HOUSEKEEPING_MS,
     deviceStaleMs: Math.round(e.HERALD_DEVICE_STALE_DAYS * 86_400_000),
     deviceSweepMs: e.HERALD_DEVICE_SWEEP_MS,
+    inboxRetentionMs: Math.round(e.HERALD_INBOX_RETENTION_DAYS * 86_400_000),
+    inboxMaxItems: e.HERALD_INBOX_MAX_ITEMS,
+    sseHeartbeatMs: e.HERALD_SSE_HEARTBEAT_MS,
     guards: {
       enabled: e.HERALD_GUARDS === 'on',
       rateLimits: e.HERALD_RATE_LIMITS,

@@ -26,6 +26,12 @@ export const defaults = {
   deviceStaleDays: 60,
   /** How often each process sweeps stale devices. */
   deviceSweepMs: 3_600_000,
+  /** In-app items older than this leave the inbox. */
+  inboxRetentionDays: 90,
+  /** At most this many in-app items per user. */
+  inboxMaxItems: 1_000,
+  /** A comment line on every open inbox stream this often, so proxies keep it open. */
+  sseHeartbeatMs: 15_000,
   rateLimits: 'apns=5000,fcm=5000,twilio=100,smtp=500',
   breakerFailures: 5,
   breakerCoolDownMs: 5_000,

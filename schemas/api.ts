@@ -195,6 +195,102 @@ export const topicMembersChangedSchema = z.strictObject({
 });
 export type TopicMembersChanged = z.infer<typeof topicMembersChangedSchema>;
 
+// ---- the in-app inbox --------------------------------------------------------------------------
+
+/** `POST /v1/users/{user_id}/token`: a user token for an app (JWT), valid `ttl_seconds`. */
+export const userTokenBodySchema = z.strictObject({
+  ttl_seconds: z.number().int().min(60).max(7 * 86_400).default(3_600).meta({ description: 'How long the token is valid (at most 7 days).' }),
+});
+export type UserTokenBody = z.input<typeof userTokenBodySchema>;
+
+export const userTokenSchema = z.strictObject({
+  token: z.string(),
+  user_id: userIdSchema,
+  expires_at: isoTime,
+});
+export type UserToken = z.infer<typeof userTokenSchema>;
+
+/** Query strings are text: numbers and booleans are read from it. */
+const queryInt = (min: number, max: number, fallback: number) =>
+  z.coerce.number().int().min(min).max(max).default(fallback);
+const queryBool = z.enum(['true', 'false']).transform((v) => v === 'true');
+
+/** `GET /v1/users/{user_id}/notifications`. */
+export const feedQuerySchema = z.strictObject({
+  limit: queryInt(1, 100, 20).meta({ description: 'Items per page.' }),
+  cursor: z.string().min(1).max(400).optional().meta({ description: 'The `next_cursor` of the page before (opaque).' }),
+  status: z.enum(['all', 'unread', 'unseen']).default('all'),
+  archived: queryBool.default(false).meta({ description: 'true: the archived items only.' }),
+  token: z.string().max(4_096).optional().meta({ description: 'A user token, where a header cannot be sent (EventSource).' }),
+});
+export type FeedQuery = z.input<typeof feedQuerySchema>;
+
+/** `GET /v1/users/{user_id}/notifications/stream`. */
+export const streamQuerySchema = z.strictObject({
+  token: z.string().max(4_096).optional().meta({ description: 'A user token (EventSource cannot send headers).' }),
+  last_event_id: z.string().max(400).optional().meta({ description: 'Resume after this event (as the Last-Event-ID header).' }),
+});
+
+export const inboxCountsSchema = z.strictObject({
+  unseen: z.number().int().min(0),
+  unread: z.number().int().min(0),
+  total: z.number().int().min(0).meta({ description: 'Items in the feed: not archived, not snoozed.' }),
+});
+export type InboxCountsView = z.infer<typeof inboxCountsSchema>;
+
+export const inboxItemSchema = z.strictObject({
+  id: z.string().meta({ description: 'The notification (request) id; the same for every recipient.' }),
+  request_id: z.string(),
+  category: z.string(),
+  title: z.string(),
+  body: z.string(),
+  action_url: z.string().nullable(),
+  data: z.record(z.string(), z.unknown()).nullable(),
+  created_at: isoTime.meta({ description: 'When it arrived in this inbox (the feed\'s order).' }),
+  seen: z.boolean(),
+  read: z.boolean(),
+  archived: z.boolean(),
+  snoozed_until: isoTime.nullable(),
+});
+export type InboxItemView = z.infer<typeof inboxItemSchema>;
+
+export const feedPageSchema = z.strictObject({
+  data: z.array(inboxItemSchema),
+  counts: inboxCountsSchema,
+  next_cursor: z.string().nullable(),
+});
+export type FeedPage = z.infer<typeof feedPageSchema>;
+
+/** `PATCH /v1/users/{user_id}/notifications/{id}`: read implies seen; a snooze hides it until then (back unseen). */
+export const itemPatchSchema = z.strictObject({
+  seen: z.boolean().optional(),
+  read: z.boolean().optional(),
+  archived: z.boolean().optional(),
+  snoozed_until: isoTime.nullable().optional().meta({ description: 'null wakes a snoozed item now.' }),
+});
+export type ItemPatch = z.input<typeof itemPatchSchema>;
+
+export const itemChangedSchema = z.strictObject({
+  item: inboxItemSchema,
+  counts: inboxCountsSchema,
+});
+export type ItemChanged = z.infer<typeof itemChangedSchema>;
+
+/** `POST /v1/users/{user_id}/notifications/mark-all`: exactly one of seen, read, archived. */
+export const markAllSchema = z.strictObject({
+  seen: z.literal(true).optional(),
+  read: z.literal(true).optional(),
+  archived: z.literal(true).optional(),
+  before: z.string().min(1).max(400).optional().meta({ description: 'Only items at or before this: a cursor, or an ISO date-time.' }),
+}).refine((b) => [b.seen, b.read, b.archived].filter(Boolean).length === 1, { message: 'give exactly one of seen, read, archived (true)' });
+export type MarkAll = z.input<typeof markAllSchema>;
+
+export const markedAllSchema = z.strictObject({
+  updated: z.number().int().min(0).meta({ description: 'Items that changed.' }),
+  counts: inboxCountsSchema,
+});
+export type MarkedAll = z.infer<typeof markedAllSchema>;
+
 // ---- errors ------------------------------------------------------------------------------------
 
 /** Every error (RFC 9457, `application/problem+json`), naming every bad field in `errors`. */

@@ -3,6 +3,8 @@ import { z } from 'zod';
 export const receiptStatuses = [
   'accepted', 'rejected', 'resolved', 'suppressed', 'deferred', 'dispatched', 'delivered',
   'deduplicated', 'failed', 'dead_lettered', 'expired', 'cancelled',
+  // Engagement (the in-app inbox): the funnel goes on past delivered. Each counts a user's first time.
+  'seen', 'read', 'clicked', 'archived',
 ] as const;
 /** The reason on a topic's last chunk `resolved` receipt: the fan-out is whole. */
 export const LAST_CHUNK_REASON = 'last chunk';

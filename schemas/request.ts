@@ -10,6 +10,8 @@ export const inlineContentSchema = z.strictObject({
   title: text(256),
   body: text(4_000),
   html: z.string().max(100_000).optional(),
+  /** Where an app goes when the notification is clicked (the in-app inbox shows it). */
+  action_url: z.url({ protocol: /^https?$/, message: 'action_url: an http(s) URL' }).max(2_000).optional(),
 });
 
 export const templateRefSchema = z.strictObject({

@@ -26,14 +26,19 @@ export class InAppSink implements Sink {
         const key = `${recipient.locale}\u0000${request.id}`;
         if (!contents.has(key)) {
           contents.set(key, { locale: recipient.locale, content: {
-            id: request.id, category: request.category, title: content.title, body: content.body, created_at: request.accepted_at || this.now(),
+            id: request.id, category: request.category, tier: request.tier, title: content.title, body: content.body,
+            created_at: request.accepted_at || this.now(),
+            ...(request.content?.action_url ? { action_url: request.content.action_url } : {}),
+            ...(request.data ? { data: request.data } : {}),
           } });
         }
       }
       try {
         const fresh = await this.inbox.write(tenant, [...contents.values()], indexes.map((i) => ({
           userId: items[i].recipient.user_id, locale: items[i].recipient.locale, requestId: items[i].request.id,
-          createdAt: items[i].request.accepted_at || this.now(),
+          // Scored by arrival: a scheduled or retried notification shows as new when it lands, and a
+          // reconnecting stream resumes by arrival.
+          createdAt: this.now(),
         })));
         indexes.forEach((itemIndex, j) => { outcomes[itemIndex] = { kind: 'delivered', duplicate: !fresh[j] }; });
       } catch (err) {

@@ -10,7 +10,7 @@ import { EmailSink } from './email.js';
 import { FailoverSink } from './failover.js';
 import { FcmSink } from './fcm.js';
 import { InAppSink } from './inapp.js';
-import { InboxStore } from '../stores/inbox.js';
+import { InboxStore, type InboxOptions } from '../stores/inbox.js';
 import { PushSink, type PushProviders } from './push.js';
 import type { Sink } from './sink.js';
 import { SmsSink } from './sms.js';
@@ -39,8 +39,13 @@ export const sandboxDir = (config: Config) => path.join(config.dataDir, 'sandbox
  * local fake of its provider in sandbox mode (`HERALD_SANDBOX=auto`, the default), or is disabled
  * with one clear log line (`off`), in which case its deliveries get a failed receipt saying so.
  */
+/** The inbox's settings from the configuration. */
+export function inboxOptions(config: Config): InboxOptions {
+  return { retentionMs: config.inboxRetentionMs, maxItems: config.inboxMaxItems };
+}
+
 export async function buildProviders(
-  config: Config, redis: Redis, keys: KeySpace, log: Logger, guards: { breaker?: BreakerGuard; limiter?: RateGuard } = {},
+  config: Config, redis: Redis, keys: KeySpace, log: Logger, guards: { breaker?: BreakerGuard; limiter?: RateGuard; inbox?: InboxStore } = {},
 ): Promise<ProviderSet> {
   // Every external provider sits behind its own breaker and rate limits (the inbox is ours: none).
   const guard = (sink: Sink): Sink => (guards.breaker || guards.limiter ? new GuardedSink(sink, guards.breaker, guards.limiter) : sink);
@@ -50,7 +55,7 @@ export async function buildProviders(
   const closers: (() => Promise<unknown>)[] = [];
   const record = (name: string) => path.join(sandboxDir(config), `${name}.jsonl`);
 
-  set.sinks.inapp = new InAppSink(new InboxStore(redis, keys));
+  set.sinks.inapp = new InAppSink(guards.inbox ?? new InboxStore(redis, keys, inboxOptions(config)));
 
   // Email: SMTP relays in failover order, or the local catcher.
   let smtpUrls = p.smtpUrls;

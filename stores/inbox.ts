@@ -3,36 +3,15 @@ import type { Redis } from 'ioredis';
 import { execOrThrow } from './directory.js';
 import { RedisScript } from './scripts.js';
 
-
-/** One notification in a user's in-app inbox. */
+/** One notification in a user's in-app inbox (the short form operators and tests read). */
 export interface InboxEntry {
   id: string;
   category: string;
   title: string;
   body: string;
-  /** ms since epoch */
+  /** ms since epoch: when it arrived in this inbox */
   created_at: number;
   read: boolean;
-}
-
-const ZADD_NX_MANY = new RedisScript(`local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('ZADD', key, 'NX', ARGV[2 * i - 1], ARGV[2 * i]) end
-return out`);
-
-/** Which topic broadcasts a user's inbox merges at read time, in which locale, and which it may show. */
-export interface InboxView {
-  topics: string[];
-  locale: string;
-  /** False for a category the user may not see (opted out of in-app, or a hard stop). */
-  visible: (category: string) => boolean;
-}
-
-/** Locale slot of a broadcast reference (`broadcast:<request id>`) in an inbox listing. */
-const BROADCAST = 'broadcast';
-
-function splitRef(ref: string): { locale: string; requestId: string } {
-  const cut = ref.indexOf(':');
-  return { locale: ref.slice(0, cut), requestId: ref.slice(cut + 1) };
 }
 
 /** Notification content shared by every recipient of a request in one locale. */
@@ -42,19 +21,174 @@ export interface InboxContent {
   title: string;
   body: string;
   created_at: number;
+  /** The tier it was sent on (engagement receipts carry it). */
+  tier?: string;
+  /** Where the app goes when the notification is clicked. */
+  action_url?: string;
+  /** The request's data, for apps that render their own way. */
+  data?: Record<string, unknown>;
+}
+
+/** One item of a feed, with this user's state of it. */
+export interface InboxItem {
+  id: string;
+  category: string;
+  tier: string;
+  title: string;
+  body: string;
+  action_url: string | null;
+  data: Record<string, unknown> | null;
+  /** ms since epoch: when it arrived (the feed's order). */
+  created_at: number;
+  seen: boolean;
+  read: boolean;
+  archived: boolean;
+  /** ms since epoch while snoozed; null otherwise. */
+  snoozed_until: number | null;
+  /** Where a listing resumes after this item. */
+  cursor: string;
+}
+
+/** What the feed counts: items in it (not archived, not snoozed), of which unseen and unread. */
+export interface InboxCounts {
+  unseen: number;
+  unread: number;
+  total: number;
+}
+
+/** Which topic broadcasts a user's inbox merges at read time, in which locale, and which it may show. */
+export interface InboxView {
+  topics: string[];
+  locale: string;
+  /** False for a category the user may not see (opted out of in-app, or a hard stop). */
+  visible: (category: string) => boolean;
+}
+
+/** Which items a listing shows. */
+export interface FeedQuery {
+  /** @default 20 */
+  limit?: number;
+  /** From `InboxItem.cursor` or `next_cursor`: items older than it. */
+  cursor?: string;
+  /** @default 'all' */
+  status?: 'all' | 'unread' | 'unseen';
+  /** true: only archived items; false (default): only items not archived. */
+  archived?: boolean;
+}
+
+/** A state change one call made: what became true for the first time (engagement receipts count those). */
+export interface StateChange {
+  item: InboxItem;
+  firsts: ('seen' | 'read' | 'archived' | 'clicked')[];
+}
+
+/** Tells open apps what changed in an inbox (live updates); the API's streams subscribe. */
+export interface InboxEvents {
+  /** New items in these users' inboxes. */
+  delivered(tenant: string, userIds: string[], requestId: string, at: number): void;
+  /** A broadcast to a topic's members. */
+  broadcast(tenant: string, topic: string, requestId: string, at: number, category: string): void;
+  /** A user's item states changed (counts may have). */
+  changed(tenant: string, userId: string): void;
+}
+
+/** Inbox settings. */
+export interface InboxOptions {
+  /** Items older than this leave the inbox. @default 90 days */
+  retentionMs?: number;
+  /** At most this many own items per user; the oldest go. @default 1000 */
+  maxItems?: number;
+  events?: InboxEvents;
+  now?: () => number;
+}
+
+const DAY = 86_400_000;
+
+/**
+ * Adds one reference per inbox and trims each inbox to its retention: KEYS per user are
+ * (index, seen, read, archived, snoozed, clicked, locales); ARGV per user (score, request id,
+ * locale), then the oldest score kept and the most items kept. What is trimmed leaves the state
+ * sets too, so they hold nothing the index does not. Returns, per user, 1 if the reference is new.
+ */
+const ADD_AND_TRIM = new RedisScript(`
+local n = #KEYS / 7
+local cutoff = tonumber(ARGV[3 * n + 1])
+local keep = tonumber(ARGV[3 * n + 2])
+local out = {}
+for i = 1, n do
+  local k = (i - 1) * 7
+  out[i] = redis.call('ZADD', KEYS[k + 1], 'NX', ARGV[3 * i - 2], ARGV[3 * i - 1])
+  if out[i] == 1 then
+    -- The locale it was rendered in for this user (only when not English, the common case).
+    if ARGV[3 * i] ~= 'en' then redis.call('HSET', KEYS[k + 7], ARGV[3 * i - 1], ARGV[3 * i]) end
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[k + 1], '-inf', '(' .. cutoff)
+    local over = redis.call('ZCARD', KEYS[k + 1]) - #gone - keep
+    if over > 0 then
+      local oldest = redis.call('ZRANGE', KEYS[k + 1], #gone, #gone + over - 1)
+      for _, id in ipairs(oldest) do gone[#gone + 1] = id end
+    end
+    if #gone > 0 then
+      redis.call('ZREM', KEYS[k + 1], unpack(gone))
+      for s = 2, 6 do redis.call(s == 5 and 'ZREM' or 'SREM', KEYS[k + s], unpack(gone)) end
+      redis.call('HDEL', KEYS[k + 7], unpack(gone))
+    end
+  end
+end
+return out`);
+
+/** Broadcast member lists are capped at what a feed could ever show. */
+const BROADCASTS_READ = 1_000;
+
+function encodeCursor(score: number, id: string): string {
+  return Buffer.from(`${score}:${id}`).toString('base64url');
+}
+
+/** A cursor back to (score, id), or null when it is not one this store gave out. */
+export function decodeInboxCursor(cursor: string): { score: number; id: string } | null {
+  const text = Buffer.from(cursor, 'base64url').toString();
+  const m = /^(\d{1,16}):([\s\S]{1,128})$/.exec(text);
+  return m && Buffer.from(text).toString('base64url') === cursor ? { score: Number(m[1]), id: m[2] } : null;
+}
+
+/** One feed entry before its content is read. */
+interface Ref {
+  id: string;
+  score: number;
+  /** The topic it came from, for a broadcast. */
+  topic?: string;
+  seen: boolean;
+  read: boolean;
+  archived: boolean;
+  snoozedUntil: number | null;
 }
 
 /**
- * The in-app inbox in Redis, per tenant and user, newest first. The content of a notification is
- * stored once per request and locale; each inbox holds only a reference (`<locale>:<request id>`),
- * so a fan-out writes one small entry per recipient and the same notification written twice changes
- * nothing: the sink is idempotent and needs no dedup key.
+ * The in-app inbox in Redis, per tenant and user, newest first. Content is stored once per request
+ * and locale; each inbox holds only the request id, scored by arrival, so a fan-out writes one small
+ * entry per recipient and the same notification written twice changes nothing (the sink needs no
+ * dedup key). Topic broadcasts are one record each, merged into members' feeds when read. Per-user
+ * state (seen, read, archived, snoozed, clicked) lives in sets beside the index. Counts are never
+ * kept as numbers: they are a recount of one consistent snapshot of the feed, so no race — two
+ * devices marking read at once, a delivery racing a mark-all, a redelivered batch — can make them
+ * drift or go negative.
  */
 export class InboxStore {
-  constructor(private readonly redis: Redis, private readonly keySpace: KeySpace, private readonly contentTtlSeconds = 90 * 86_400) {}
+  private readonly retentionMs: number;
+  private readonly maxItems: number;
+  private readonly now: () => number;
+
+  constructor(private readonly redis: Redis, private readonly keySpace: KeySpace, private readonly opts: InboxOptions = {}) {
+    this.retentionMs = opts.retentionMs ?? 90 * DAY;
+    this.maxItems = opts.maxItems ?? 1_000;
+    this.now = opts.now ?? Date.now;
+  }
 
   private keys(tenant: string, userId: string) {
-    return { index: this.keySpace.tenant(tenant, 'inbox', userId), read: this.keySpace.tenant(tenant, 'inbox-read', userId) };
+    const k = (kind: string) => this.keySpace.tenant(tenant, kind, userId);
+    return {
+      index: k('inbox'), seen: k('inbox-seen'), read: k('inbox-read'), archived: k('inbox-arch'),
+      snoozed: k('inbox-snooze'), clicked: k('inbox-click'), locales: k('inbox-locale'),
+    };
   }
 
   /** Every key holding something of one user (erasure deletes them all). */
@@ -64,6 +198,18 @@ export class InboxStore {
 
   private contentKey(tenant: string, requestId: string): string {
     return this.keySpace.tenant(tenant, 'notif', requestId);
+  }
+
+  private broadcastKey(tenant: string, topic: string): string {
+    return this.keySpace.tenant(tenant, 'bcast', topic);
+  }
+
+  private broadcastCategories(tenant: string, topic: string): string {
+    return this.keySpace.tenant(tenant, 'bcast-cat', topic);
+  }
+
+  private get contentTtlSeconds(): number {
+    return Math.ceil(this.retentionMs / 1000);
   }
 
   /** Stores content once per (request, locale) and adds a reference to each inbox, in one pipeline. Returns, per entry, whether it was new. */
@@ -79,17 +225,28 @@ export class InboxStore {
       pipeline.hset(key, locale, JSON.stringify(content));
       pipeline.expire(key, this.contentTtlSeconds);
     }
-    // One script call adds every reference: far less client work than a command per recipient.
+    // One script call adds every reference and trims each inbox: far less client work than commands per recipient.
+    const keys: string[] = [];
     const args: (string | number)[] = [];
-    for (const e of entries) args.push(e.createdAt, `${e.locale}:${e.requestId}`);
-    ZADD_NX_MANY.queue(pipeline, entries.map((e) => this.keys(tenant, e.userId).index), args);
+    for (const e of entries) {
+      keys.push(...Object.values(this.keys(tenant, e.userId)));
+      args.push(e.createdAt, e.requestId, e.locale);
+    }
+    args.push(this.now() - this.retentionMs, this.maxItems);
+    ADD_AND_TRIM.queue(pipeline, keys, args);
     const results = await execOrThrow(pipeline);
-    const added = results[contents.length * 2] as number[];
-    return entries.map((_, i) => added[i] === 1);
-  }
-
-  private broadcastKey(tenant: string, topic: string): string {
-    return this.keySpace.tenant(tenant, 'bcast', topic);
+    const added = (results[contents.length * 2] as number[]).map((n) => n === 1);
+    if (this.opts.events) {
+      const byRequest = new Map<string, { users: string[]; at: number }>();
+      entries.forEach((e, i) => {
+        if (!added[i]) return;
+        const group = byRequest.get(e.requestId) ?? { users: [], at: e.createdAt };
+        group.users.push(e.userId);
+        byRequest.set(e.requestId, group);
+      });
+      for (const [requestId, { users, at }] of byRequest) this.opts.events.delivered(tenant, users, requestId, at);
+    }
+    return added;
   }
 
   /**
@@ -102,11 +259,15 @@ export class InboxStore {
     for (const { locale, content } of contents) pipeline.hset(key, locale, JSON.stringify(content));
     pipeline.expire(key, this.contentTtlSeconds);
     const index = this.broadcastKey(tenant, topic);
+    const category = contents[0]?.content.category ?? '';
     pipeline.zadd(index, 'NX', createdAt, requestId);
-    // Records older than their content's lifetime point at nothing: drop them as new ones arrive.
-    pipeline.zremrangebyscore(index, '-inf', createdAt - this.contentTtlSeconds * 1_000);
+    pipeline.hset(this.broadcastCategories(tenant, topic), requestId, category);
+    // Records older than the retention point at nothing: drop them as new ones arrive.
+    pipeline.zremrangebyscore(index, '-inf', `(${createdAt - this.retentionMs}`);
     const results = await execOrThrow(pipeline);
-    return results[contents.length + 1] === 1;
+    const fresh = results[contents.length + 1] === 1;
+    if (fresh) this.opts.events?.broadcast(tenant, topic, requestId, createdAt, category);
+    return fresh;
   }
 
   /** How many broadcast records a topic holds (for tests and operators). */
@@ -115,48 +276,236 @@ export class InboxStore {
   }
 
   /**
+   * Every entry of a user's inbox with its state, read in one MULTI (so counts and pages agree):
+   * own entries, and (with a view) the visible broadcasts of their topics, newest first, at most
+   * `maxItems` of them.
+   */
+  private async refs(tenant: string, userId: string, view?: InboxView): Promise<Ref[]> {
+    const k = this.keys(tenant, userId);
+    const topics = view?.topics ?? [];
+    const tx = this.redis.multi()
+      .zrange(k.index, 0, -1, 'WITHSCORES')
+      .smembers(k.seen).smembers(k.read).smembers(k.archived)
+      .zrange(k.snoozed, 0, -1, 'WITHSCORES');
+    for (const topic of topics) {
+      tx.zrevrange(this.broadcastKey(tenant, topic), 0, BROADCASTS_READ - 1, 'WITHSCORES');
+      tx.hgetall(this.broadcastCategories(tenant, topic));
+    }
+    const results = (await tx.exec()) ?? [];
+    const value = (i: number) => {
+      const [err, v] = results[i];
+      if (err) throw err;
+      return v;
+    };
+    const [own, seen, read, archived, snoozed] = [0, 1, 2, 3, 4].map(value) as [string[], string[], string[], string[], string[]];
+    const seenSet = new Set(seen);
+    const readSet = new Set(read);
+    const archivedSet = new Set(archived);
+    const snoozedAt = new Map<string, number>();
+    for (let i = 0; i < snoozed.length; i += 2) snoozedAt.set(snoozed[i], Number(snoozed[i + 1]));
+    const byId = new Map<string, Ref>();
+    const add = (id: string, score: number, topic?: string) => {
+      if (byId.has(id)) return;
+      byId.set(id, {
+        id, score, topic, seen: seenSet.has(id) || readSet.has(id), read: readSet.has(id), archived: archivedSet.has(id),
+        snoozedUntil: snoozedAt.get(id) ?? null,
+      });
+    };
+    for (let i = 0; i < own.length; i += 2) add(own[i], Number(own[i + 1]));
+    const cutoff = this.now() - this.retentionMs;
+    topics.forEach((topic, t) => {
+      const members = value(5 + t * 2) as string[];
+      const categories = value(6 + t * 2) as Record<string, string>;
+      for (let i = 0; i < members.length; i += 2) {
+        const score = Number(members[i + 1]);
+        if (score < cutoff) continue;
+        if (view && !view.visible(categories[members[i]] ?? '')) continue;
+        add(members[i], score, topic);
+      }
+    });
+    return [...byId.values()].sort((a, b) => b.score - a.score || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)).slice(0, this.maxItems);
+  }
+
+  /** Counts of a snapshot: what is in the feed (not archived, not snoozed now). */
+  private countsOf(refs: Ref[], now: number): InboxCounts {
+    const counts = { unseen: 0, unread: 0, total: 0 };
+    for (const r of refs) {
+      if (r.archived || (r.snoozedUntil !== null && r.snoozedUntil > now)) continue;
+      counts.total++;
+      if (!r.seen) counts.unseen++;
+      if (!r.read) counts.unread++;
+    }
+    return counts;
+  }
+
+  /**
+   * Reads content for refs: an own entry in the locale it was rendered in for this user, a broadcast
+   * in the user's locale (then its language, then the fallback); any locale there is rather than none.
+   */
+  private async items(tenant: string, userId: string | undefined, refs: Ref[], locale: string): Promise<InboxItem[]> {
+    if (refs.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const r of refs) pipeline.hgetall(this.contentKey(tenant, r.id));
+    const own = userId === undefined ? [] : refs.filter((r) => r.topic === undefined);
+    if (own.length) pipeline.hmget(this.keys(tenant, userId!).locales, ...own.map((r) => r.id));
+    const results = await execOrThrow(pipeline);
+    const contents = results.slice(0, refs.length) as Record<string, string>[];
+    const rendered = new Map<string, string>();
+    if (own.length) (results[refs.length] as (string | null)[]).forEach((l, i) => rendered.set(own[i].id, l ?? 'en'));
+    const out: InboxItem[] = [];
+    refs.forEach((r, i) => {
+      const byLocale = contents[i];
+      const wanted = rendered.get(r.id) ?? locale;
+      const raw = byLocale[wanted] ?? byLocale[wanted.split(/[-_]/)[0]] ?? byLocale['*'] ?? Object.values(byLocale)[0];
+      if (!raw) return;
+      const c = JSON.parse(raw) as InboxContent;
+      out.push({
+        id: r.id, category: c.category, tier: c.tier ?? '', title: c.title, body: c.body,
+        action_url: c.action_url ?? null, data: c.data ?? null, created_at: r.score,
+        seen: r.seen, read: r.read, archived: r.archived, snoozed_until: r.snoozedUntil !== null && r.snoozedUntil > this.now() ? r.snoozedUntil : null,
+        cursor: encodeCursor(r.score, r.id),
+      });
+    });
+    return out;
+  }
+
+  /**
+   * A page of the feed, newest first, with counts from the same snapshot. A cursor resumes after
+   * the item it names; items that arrive meanwhile are newer, so they never shift later pages.
+   */
+  async feed(tenant: string, userId: string, view: InboxView | undefined, query: FeedQuery = {}): Promise<{ items: InboxItem[]; counts: InboxCounts; next_cursor: string | null }> {
+    const limit = query.limit ?? 20;
+    const now = this.now();
+    const refs = await this.refs(tenant, userId, view);
+    const after = query.cursor ? decodeInboxCursor(query.cursor) : null;
+    const status = query.status ?? 'all';
+    const wanted = refs.filter((r) => {
+      if (after && (r.score > after.score || (r.score === after.score && r.id >= after.id))) return false;
+      if (r.archived !== (query.archived ?? false)) return false;
+      if (r.snoozedUntil !== null && r.snoozedUntil > now) return false;
+      if (status === 'unread' && r.read) return false;
+      if (status === 'unseen' && r.seen) return false;
+      return true;
+    });
+    const page = wanted.slice(0, limit);
+    const items = await this.items(tenant, userId, page, view?.locale ?? 'en');
+    const last = page[page.length - 1];
+    return { items, counts: this.countsOf(refs, now), next_cursor: wanted.length > limit && last ? encodeCursor(last.score, last.id) : null };
+  }
+
+  /** The feed's counts alone. */
+  async counts(tenant: string, userId: string, view?: InboxView): Promise<InboxCounts> {
+    return this.countsOf(await this.refs(tenant, userId, view), this.now());
+  }
+
+  /** Items that arrived after a cursor (oldest first): what a reconnecting stream missed. */
+  async since(tenant: string, userId: string, view: InboxView | undefined, cursor: string, limit = 100): Promise<InboxItem[]> {
+    const after = decodeInboxCursor(cursor);
+    if (!after) return [];
+    const now = this.now();
+    const refs = (await this.refs(tenant, userId, view))
+      .filter((r) => (r.score > after.score || (r.score === after.score && r.id > after.id)) && !r.archived && !(r.snoozedUntil !== null && r.snoozedUntil > now))
+      .reverse()
+      .slice(0, limit);
+    return this.items(tenant, userId, refs, view?.locale ?? 'en');
+  }
+
+  /**
+   * A newly arrived item as a live update shows it (new: unseen, unread), without reading the feed:
+   * the user's own entry when `userId` is given, else a broadcast in `locale`.
+   */
+  async contentItem(tenant: string, id: string, at: number, locale: string, userId?: string): Promise<InboxItem | null> {
+    const ref: Ref = { id, score: at, seen: false, read: false, archived: false, snoozedUntil: null, ...(userId === undefined ? { topic: '' } : {}) };
+    return (await this.items(tenant, userId, [ref], locale))[0] ?? null;
+  }
+
+  /** One item of the user's feed (own or a visible broadcast), or null. */
+  async item(tenant: string, userId: string, view: InboxView | undefined, id: string): Promise<InboxItem | null> {
+    const ref = (await this.refs(tenant, userId, view)).find((r) => r.id === id);
+    return ref ? (await this.items(tenant, userId, [ref], view?.locale ?? 'en'))[0] ?? null : null;
+  }
+
+  /**
+   * Changes one item's state: `read` implies `seen`; un-reading is allowed; a snooze hides it until
+   * its time and it comes back unseen and unread; `snoozed_until: null` wakes it now. Returns the
+   * item as it is now and what became true for the first time, or null if it is not in the feed.
+   */
+  async update(
+    tenant: string, userId: string, view: InboxView | undefined, id: string,
+    change: { seen?: boolean; read?: boolean; archived?: boolean; snoozed_until?: number | null; clicked?: boolean },
+  ): Promise<StateChange | null> {
+    const ref = (await this.refs(tenant, userId, view)).find((r) => r.id === id);
+    if (!ref) return null;
+    const k = this.keys(tenant, userId);
+    const ttl = this.contentTtlSeconds;
+    const tx = this.redis.multi();
+    const firsts: StateChange['firsts'] = [];
+    // Each first time is decided by SADD's answer, so two devices at once count one.
+    const order: (StateChange['firsts'][number] | null)[] = [];
+    const set = (key: string, on: boolean | undefined, name: StateChange['firsts'][number] | null) => {
+      if (on === undefined) return;
+      if (on) { tx.sadd(key, id); order.push(name); } else { tx.srem(key, id); order.push(null); }
+      tx.expire(key, ttl); order.push(null);
+    };
+    const readNow = change.read ?? (change.clicked ? true : undefined);
+    const seenNow = readNow === true || change.clicked ? true : change.seen;
+    set(k.seen, seenNow, 'seen');
+    set(k.read, readNow, 'read');
+    set(k.archived, change.archived, 'archived');
+    set(k.clicked, change.clicked ? true : undefined, 'clicked');
+    if (change.snoozed_until !== undefined) {
+      if (change.snoozed_until === null) { tx.zrem(k.snoozed, id); order.push(null); } else {
+        // Back as new when it wakes.
+        tx.zadd(k.snoozed, change.snoozed_until, id).srem(k.seen, id).srem(k.read, id).expire(k.snoozed, ttl);
+        order.push(null, null, null, null);
+      }
+    }
+    const results = (await tx.exec()) ?? [];
+    results.forEach(([err, v], i) => {
+      if (err) throw err;
+      const name = order[i];
+      if (name && v === 1) firsts.push(name);
+    });
+    this.opts.events?.changed(tenant, userId);
+    const item = await this.item(tenant, userId, view, id);
+    return item ? { item, firsts } : null;
+  }
+
+  /**
+   * Marks every item of the feed (optionally only those at or before `beforeMs`) seen, read or
+   * archived. Returns, per item, what became true for the first time.
+   */
+  async markAll(
+    tenant: string, userId: string, view: InboxView | undefined, what: 'seen' | 'read' | 'archived', beforeMs?: number,
+  ): Promise<{ id: string; category: string; tier: string; firsts: ('seen' | 'read' | 'archived')[] }[]> {
+    const now = this.now();
+    const refs = (await this.refs(tenant, userId, view)).filter((r) =>
+      (beforeMs === undefined || r.score <= beforeMs) && !(r.snoozedUntil !== null && r.snoozedUntil > now) && (what === 'archived' || !r.archived));
+    if (refs.length === 0) return [];
+    const k = this.keys(tenant, userId);
+    const tx = this.redis.multi();
+    const names: ('seen' | 'read' | 'archived')[] = what === 'read' ? ['seen', 'read'] : [what];
+    for (const r of refs) for (const name of names) tx.sadd(k[name], r.id);
+    for (const name of names) tx.expire(k[name], this.contentTtlSeconds);
+    const results = (await tx.exec()) ?? [];
+    const contents = await this.items(tenant, userId, refs, view?.locale ?? 'en');
+    const byId = new Map(contents.map((c) => [c.id, c]));
+    this.opts.events?.changed(tenant, userId);
+    return refs.map((r, i) => ({
+      id: r.id, category: byId.get(r.id)?.category ?? '', tier: byId.get(r.id)?.tier ?? '',
+      firsts: names.filter((_, j) => results[i * names.length + j][1] === 1),
+    })).filter((x) => x.firsts.length > 0);
+  }
+
+  /**
    * A user's inbox, newest first: their own entries, merged (when `view` names their topics) with
    * the broadcasts of those topics that `view.visible` allows — preferences and the hard stop are
-   * applied at read time for fan-out-on-read records.
+   * applied at read time for fan-out-on-read records. Archived items included.
    */
   async list(tenant: string, userId: string, limit = 50, view?: InboxView): Promise<InboxEntry[]> {
-    const k = this.keys(tenant, userId);
-    const own = this.redis.zrevrange(k.index, 0, limit - 1, 'WITHSCORES');
-    const shared = (view?.topics ?? []).map((t) => this.redis.zrevrange(this.broadcastKey(tenant, t), 0, limit - 1, 'WITHSCORES'));
-    const refs: { ref: string; score: number }[] = [];
-    const pairs = (flat: string[], toRef: (m: string) => string) => {
-      for (let i = 0; i < flat.length; i += 2) refs.push({ ref: toRef(flat[i]), score: Number(flat[i + 1]) });
-    };
-    pairs(await own, (m) => m);
-    for (const p of shared) pairs(await p, (id) => `${BROADCAST}:${id}`);
-    if (refs.length === 0) return [];
-    const newest = [...new Map(refs.map((r) => [r.ref, r])).values()].sort((a, b) => b.score - a.score);
-    const pipeline = this.redis.pipeline();
-    for (const { ref } of newest) {
-      const { locale, requestId } = splitRef(ref);
-      if (locale === BROADCAST) {
-        const wanted = view?.locale ?? 'en';
-        pipeline.hmget(this.contentKey(tenant, requestId), wanted, wanted.split('-')[0], '*');
-      } else pipeline.hget(this.contentKey(tenant, requestId), locale);
-    }
-    const [raw, read] = await Promise.all([execOrThrow(pipeline), this.redis.smismember(k.read, ...newest.map((r) => r.ref))]);
-    const out: InboxEntry[] = [];
-    newest.forEach(({ ref }, i) => {
-      const found = Array.isArray(raw[i]) ? (raw[i] as (string | null)[]).find((x) => x) : (raw[i] as string | null);
-      if (!found) return;
-      const content = JSON.parse(found) as InboxContent;
-      if (ref.startsWith(`${BROADCAST}:`) && view && !view.visible(content.category)) return;
-      out.push({ ...content, read: read[i] === 1 });
-    });
-    return out.slice(0, limit);
-  }
-
-  /** Marks notifications read by request id (own entries and topic broadcasts alike). */
-  async markRead(tenant: string, userId: string, requestIds: string[]): Promise<void> {
-    const k = this.keys(tenant, userId);
-    const refs = (await this.redis.zrange(k.index, 0, -1)).filter((r) => requestIds.includes(splitRef(r).requestId));
-    refs.push(...requestIds.map((id) => `${BROADCAST}:${id}`));
-    if (refs.length) await this.redis.sadd(k.read, ...refs);
+    const refs = (await this.refs(tenant, userId, view)).slice(0, limit);
+    return (await this.items(tenant, userId, refs, view?.locale ?? 'en')).map((i) => ({
+      id: i.id, category: i.category, title: i.title, body: i.body, created_at: i.created_at, read: i.read,
+    }));
   }
 }
-

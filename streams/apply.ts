@@ -110,9 +110,10 @@ async function migrateReceiptIds(ch: ClickHouseClient, database: string): Promis
     results.push({ kind: 'clickhouse', name: `${database}.receipts`, action: 'updated', changed: ['receipt_id'] });
   }
   const view = tables.find((t) => t.name === 'funnel_daily');
-  if (view && !view.sql.includes('receipt_id')) {
+  // Made anew when it predates counting ids once, or engagement (seen → clicked) and categories.
+  if (view && (!view.sql.includes('receipt_id') || !view.sql.includes('clicked'))) {
     await ch.command({ query: `DROP TABLE IF EXISTS ${database}.funnel_daily` });
-    results.push({ kind: 'clickhouse', name: `${database}.funnel_daily`, action: 'updated', changed: ['counts each receipt id once'] });
+    results.push({ kind: 'clickhouse', name: `${database}.funnel_daily`, action: 'updated', changed: ['counts each receipt id once, engagement, by category'] });
   }
   return results;
 }

@@ -1,7 +1,13 @@
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import type { ConsumerConfig, StreamConfig } from '@nats-io/jetstream';
 import { tiers, type Tier } from '../schemas/common.js';
+import { createHash } from 'node:crypto';
 import { KeySpace } from '../stores/keys.js';
+
+/** A free-form id as one subject token: itself when plainly safe, else a hash of it. */
+function subjectToken(id: string): string {
+  return /^[A-Za-z0-9_-]{1,64}$/.test(id) ? id : `=${createHash('sha256').update(id).digest('base64url').slice(0, 22)}`;
+}
 
 /** JetStream speaks nanoseconds; Herald speaks milliseconds. This is the one conversion. */
 export const msToNs = (ms: number): number => ms * 1_000_000;
@@ -125,6 +131,12 @@ export class Topology {
   dlq(stage: string): string { return this.subj(`dlq.${stage}`); }
   /** Core NATS subject (not a stream) where `{tenant, id}` cancels a request. */
   get cancel(): string { return this.subj('cancel'); }
+  /**
+   * Core NATS subjects (not streams) for live inbox updates: one per user and one per topic, so any
+   * API replica can hold any user's stream. Ids are hashed into one subject token.
+   */
+  inboxUser(tenant: string, userId: string): string { return this.subj(`inbox.${tenant}.u.${subjectToken(userId)}`); }
+  inboxTopic(tenant: string, topic: string): string { return this.subj(`inbox.${tenant}.t.${subjectToken(topic)}`); }
 
   /** The replayable log of every tier's requests (a discard-old copy of the intake streams). */
   get requestsStream(): string { return this.name('REQUESTS'); }

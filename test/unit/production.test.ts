@@ -13,7 +13,7 @@ describe('production never delivers to a sandbox', () => {
   });
 
   it('shows sandbox deliveries apart in the funnel', () => {
-    const zero = { accepted: 0, rejected: 0, resolved: 0, suppressed: 0, deferred: 0, dispatched: 0, delivered: 0, deduplicated: 0, failed: 0, dead_lettered: 0, expired: 0, cancelled: 0 };
+    const zero = { accepted: 0, rejected: 0, resolved: 0, suppressed: 0, deferred: 0, dispatched: 0, delivered: 0, deduplicated: 0, failed: 0, dead_lettered: 0, expired: 0, cancelled: 0, seen: 0, read: 0, clicked: 0, archived: 0 };
     const rows: FunnelRow[] = [
       { tier: 'social', channel: 'sms', sandbox: false, ...zero, delivered: 2 },
       { tier: 'social', channel: 'sms', sandbox: true, ...zero, delivered: 5 },

@@ -1,0 +1,214 @@
+import type { ServerResponse } from 'node:http';
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import type { InboxCounts, InboxItem, InboxStore, InboxView } from '../stores/inbox.js';
+import type { Topology } from '../streams/topology.js';
+import type { InboxSignal } from '../pipeline/inbox-bus.js';
+
+/** One open stream: a user on one device. */
+interface Connection {
+  tenant: string;
+  userId: string;
+  res: ServerResponse;
+  view: InboxView;
+  topicKeys: string[];
+  lastCounts?: string;
+  countsTimer?: NodeJS.Timeout;
+}
+
+/** A NATS subscription shared by every stream of this replica that listens to one subject. */
+interface Shared {
+  sub: Subscription;
+  connections: Set<Connection>;
+}
+
+/** What a stream needs from the rest of the API. */
+export interface InboxStreamsParts {
+  nc: NatsConnection;
+  topology: Topology;
+  inbox: InboxStore;
+  /** The user's view of the moment: topics, locale, which categories they may see. */
+  viewOf: (tenant: string, userId: string) => Promise<InboxView>;
+  log: Logger;
+  /** @default 15000 */
+  heartbeatMs?: number;
+  /** How long a counts update waits for companions (a mark-all, a burst of deliveries). @default 50 */
+  countsDebounceMs?: number;
+}
+
+/** An item as the API shows it (times as ISO strings). */
+export function itemJson(item: InboxItem) {
+  return {
+    id: item.id, request_id: item.id, category: item.category, title: item.title, body: item.body,
+    action_url: item.action_url, data: item.data, created_at: new Date(item.created_at).toISOString(),
+    seen: item.seen, read: item.read, archived: item.archived,
+    snoozed_until: item.snoozed_until === null ? null : new Date(item.snoozed_until).toISOString(),
+  };
+}
+
+/**
+ * Server-Sent Events for open inboxes: a `notification` event per new item (its id is the item's
+ * cursor, so `Last-Event-ID` resumes after it), a `counts` event whenever counts change, and a
+ * heartbeat comment. Deliveries reach this replica over NATS (one subscription per user or topic,
+ * shared by all of its streams here), never through another process's memory, so any replica can
+ * serve any user. One heartbeat timer serves every stream.
+ */
+export class InboxStreams {
+  private readonly users = new Map<string, Shared>();
+  private readonly topics = new Map<string, Shared>();
+  private readonly open = new Set<Connection>();
+  private readonly heartbeat: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(private readonly parts: InboxStreamsParts) {
+    this.heartbeat = setInterval(() => {
+      for (const c of this.open) c.res.write(': heartbeat\n\n');
+    }, parts.heartbeatMs ?? 15_000);
+    this.heartbeat.unref();
+  }
+
+  /** Streams open on this replica. */
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** Takes over a response and streams the user's inbox on it until the client goes. */
+  async serve(res: ServerResponse, tenant: string, userId: string, lastEventId: string | undefined): Promise<void> {
+    if (this.closed) {
+      res.writeHead(503, { 'content-type': 'application/problem+json', 'retry-after': '1' }).end(JSON.stringify({ type: 'about:blank', title: 'Unavailable', status: 503, detail: 'this replica is shutting down' }));
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      connection: 'keep-alive',
+      // Proxies (nginx) must pass events through as they come.
+      'x-accel-buffering': 'no',
+    });
+    res.write('retry: 2000\n\n');
+    const view = await this.parts.viewOf(tenant, userId);
+    const c: Connection = { tenant, userId, res, view, topicKeys: [] };
+    this.open.add(c);
+    res.on('close', () => this.drop(c));
+    this.join(this.users, `${tenant}\u0000${userId}`, this.parts.topology.inboxUser(tenant, userId), c, (signal) => this.onUserSignal(c, signal));
+    for (const topic of view.topics) {
+      const key = `${tenant}\u0000${topic}`;
+      c.topicKeys.push(key);
+      this.join(this.topics, key, this.parts.topology.inboxTopic(tenant, topic), c, (signal) => this.onTopicSignal(key, signal));
+    }
+    // Subscribed first, then caught up: nothing delivered in between is missed (a repeat is harmless).
+    if (lastEventId) {
+      for (const item of await this.parts.inbox.since(tenant, userId, view, lastEventId)) this.send(c, item);
+    }
+    await this.sendCounts(c);
+  }
+
+  private join(map: Map<string, Shared>, key: string, subject: string, c: Connection, handler: (signal: InboxSignal) => void): void {
+    let shared = map.get(key);
+    if (!shared) {
+      const sub = this.parts.nc.subscribe(subject, {
+        callback: (err, m) => {
+          if (err) return;
+          try {
+            handler(m.json<InboxSignal>());
+          } catch (e) {
+            this.parts.log.warn({ err: e }, 'inbox stream: a signal could not be read');
+          }
+        },
+      });
+      shared = { sub, connections: new Set() };
+      map.set(key, shared);
+    }
+    shared.connections.add(c);
+  }
+
+  private leave(map: Map<string, Shared>, key: string, c: Connection): void {
+    const shared = map.get(key);
+    if (!shared) return;
+    shared.connections.delete(c);
+    if (shared.connections.size === 0) {
+      shared.sub.unsubscribe();
+      map.delete(key);
+    }
+  }
+
+  private drop(c: Connection): void {
+    if (!this.open.delete(c)) return;
+    clearTimeout(c.countsTimer);
+    this.leave(this.users, `${c.tenant}\u0000${c.userId}`, c);
+    for (const key of c.topicKeys) this.leave(this.topics, key, c);
+  }
+
+  private onUserSignal(c: Connection, signal: InboxSignal): void {
+    const shared = this.users.get(`${c.tenant}\u0000${c.userId}`);
+    for (const conn of shared?.connections ?? []) {
+      if (signal.kind === 'new') void this.sendNew(conn, signal.id, signal.at);
+      this.scheduleCounts(conn);
+    }
+  }
+
+  private onTopicSignal(key: string, signal: InboxSignal): void {
+    if (signal.kind !== 'new') return;
+    const shared = this.topics.get(key);
+    if (!shared) return;
+    // One content read per locale, however many members are listening.
+    const byLocale = new Map<string, Promise<InboxItem | null>>();
+    for (const c of shared.connections) {
+      if (signal.category !== undefined && !c.view.visible(signal.category)) continue;
+      let item = byLocale.get(c.view.locale);
+      if (!item) {
+        item = this.parts.inbox.contentItem(c.tenant, signal.id, signal.at, c.view.locale);
+        byLocale.set(c.view.locale, item);
+      }
+      void item.then((i) => { if (i) this.send(c, i); }, (err) => this.parts.log.warn({ err }, 'inbox stream: broadcast not read'));
+      this.scheduleCounts(c);
+    }
+  }
+
+  private async sendNew(c: Connection, id: string, at: number): Promise<void> {
+    try {
+      const item = await this.parts.inbox.contentItem(c.tenant, id, at, c.view.locale, c.userId);
+      if (item) this.send(c, item);
+    } catch (err) {
+      this.parts.log.warn({ err }, 'inbox stream: new item not read');
+    }
+  }
+
+  private send(c: Connection, item: InboxItem): void {
+    if (!this.open.has(c)) return;
+    c.res.write(`id: ${item.cursor}\nevent: notification\ndata: ${JSON.stringify(itemJson(item))}\n\n`);
+  }
+
+  private scheduleCounts(c: Connection): void {
+    if (c.countsTimer) return;
+    c.countsTimer = setTimeout(() => {
+      c.countsTimer = undefined;
+      void this.sendCounts(c);
+    }, this.parts.countsDebounceMs ?? 50);
+  }
+
+  /** Recounts (with the user's view of now) and sends counts when they changed. */
+  private async sendCounts(c: Connection): Promise<void> {
+    try {
+      c.view = await this.parts.viewOf(c.tenant, c.userId);
+      const counts: InboxCounts = await this.parts.inbox.counts(c.tenant, c.userId, c.view);
+      const text = JSON.stringify(counts);
+      if (text === c.lastCounts || !this.open.has(c)) return;
+      c.lastCounts = text;
+      c.res.write(`event: counts\ndata: ${text}\n\n`);
+    } catch (err) {
+      this.parts.log.warn({ err }, 'inbox stream: counts not read');
+    }
+  }
+
+  /** Ends every stream (clients reconnect to another replica) and every subscription. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.heartbeat);
+    for (const c of [...this.open]) {
+      this.drop(c);
+      c.res.end();
+    }
+  }
+}

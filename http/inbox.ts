@@ -1,0 +1,139 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { z } from 'zod';
+import {
+  describeIssues, feedQuerySchema, itemPatchSchema, markAllSchema, streamQuerySchema, userIdSchema, userTokenBodySchema,
+  type Receipt,
+} from '../schemas/index.js';
+import { decodeInboxCursor, type InboxStore, type InboxView, type StateChange } from '../stores/inbox.js';
+import { allows } from '../stores/api-keys.js';
+import type { UserTokens } from '../stores/user-tokens.js';
+import { itemJson, type InboxStreams } from './inbox-stream.js';
+
+/** What the inbox routes need. */
+export interface InboxRouteParts {
+  inbox: InboxStore;
+  streams: InboxStreams;
+  userTokens: UserTokens;
+  /** The user's view of the moment (topics, locale, which categories they may see). */
+  viewOf: (tenant: string, userId: string) => Promise<InboxView>;
+  /** Engagement receipts: published, and stored before the answer. */
+  receipt: (receipts: Receipt[]) => Promise<void>;
+  problem: (reply: FastifyReply, status: number, title: string, detail: string, errors?: string[]) => FastifyReply;
+  now: () => number;
+}
+
+type UserParams = { Params: { userId: string } };
+type ItemParams = { Params: { userId: string; id: string } };
+
+/**
+ * The in-app inbox for apps (`/v1/users/{user_id}/notifications…`): the feed with counts and read
+ * state, changes of state, mark-all, clicks, and the live stream; plus minting user tokens. A user
+ * token reaches its own user's inbox only (the API's auth hook refuses anything else); a tenant key
+ * with the `read` scope reaches any of its tenant's users.
+ */
+export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts): void {
+  const { problem } = parts;
+
+  /** The tenant and user a request may act on, or null once a 400/403 is sent. */
+  const subject = (req: FastifyRequest<UserParams>, reply: FastifyReply): { tenant: string; userId: string } | null => {
+    const parsed = userIdSchema.safeParse(req.params.userId);
+    if (!parsed.success) {
+      problem(reply, 400, 'Bad request', 'user_id: 1 to 128 characters', ['user_id: 1 to 128 characters']);
+      return null;
+    }
+    if (req.user) return { tenant: req.user.tenant, userId: parsed.data };
+    if (!allows(req.apiKey!, 'read')) {
+      problem(reply, 403, 'Forbidden', 'this key lacks the "read" scope');
+      return null;
+    }
+    return { tenant: req.apiKey!.tenant, userId: parsed.data };
+  };
+
+  const parse = <S extends z.ZodType>(schema: S, value: unknown, reply: FastifyReply, what: string): z.output<S> | null => {
+    const parsed = schema.safeParse(value ?? {});
+    if (parsed.success) return parsed.data;
+    const errors = describeIssues(parsed.error.issues);
+    problem(reply, 400, `Invalid ${what}`, `${errors.length} problem${errors.length === 1 ? '' : 's'}`, errors);
+    return null;
+  };
+
+  /** Receipts for what became true for the first time: each counts once in the funnel. */
+  const engagement = (tenant: string, userId: string, item: { id: string; category: string; tier?: string }, firsts: StateChange['firsts']): Receipt[] =>
+    firsts.map((status) => ({
+      ts: parts.now(), stage: 'inbox', status, request_id: item.id, tenant, tier: item.tier ?? '', category: item.category,
+      channel: 'inapp', provider: 'inbox', user_id: userId,
+    }));
+
+  app.post<UserParams>('/v1/users/:userId/token', async (req, reply) => {
+    if (req.user) return problem(reply, 403, 'Forbidden', 'a user token cannot mint tokens; the app\'s backend does, with a tenant key');
+    const who = subject(req, reply);
+    if (!who) return reply;
+    const body = parse(userTokenBodySchema, req.body, reply, 'token request');
+    if (!body) return reply;
+    const minted = await parts.userTokens.mint(who.tenant, who.userId, body.ttl_seconds);
+    return reply.code(201).send({ token: minted.token, user_id: who.userId, expires_at: minted.expires_at });
+  });
+
+  app.get<UserParams & { Querystring: Record<string, string> }>('/v1/users/:userId/notifications', async (req, reply) => {
+    const who = subject(req, reply);
+    if (!who) return reply;
+    const query = parse(feedQuerySchema, req.query, reply, 'query');
+    if (!query) return reply;
+    if (query.cursor && !decodeInboxCursor(query.cursor)) return problem(reply, 400, 'Bad request', 'cursor: not a cursor this API gave out', ['cursor: not a cursor this API gave out']);
+    const view = await parts.viewOf(who.tenant, who.userId);
+    const page = await parts.inbox.feed(who.tenant, who.userId, view, query);
+    return reply.send({ data: page.items.map(itemJson), counts: page.counts, next_cursor: page.next_cursor });
+  });
+
+  app.get<UserParams & { Querystring: Record<string, string> }>('/v1/users/:userId/notifications/stream', async (req, reply) => {
+    const who = subject(req, reply);
+    if (!who) return reply;
+    const query = parse(streamQuerySchema, req.query, reply, 'query');
+    if (!query) return reply;
+    const header = req.headers['last-event-id'];
+    const lastEventId = (typeof header === 'string' ? header : undefined) ?? query.last_event_id;
+    reply.hijack();
+    await parts.streams.serve(reply.raw, who.tenant, who.userId, lastEventId);
+  });
+
+  /** Applies a change to one item and answers it with the counts, saying firsts in receipts. */
+  const change = async (req: FastifyRequest<ItemParams>, reply: FastifyReply, patch: Parameters<InboxStore['update']>[4]) => {
+    const who = subject(req, reply);
+    if (!who) return reply;
+    const view = await parts.viewOf(who.tenant, who.userId);
+    const done = await parts.inbox.update(who.tenant, who.userId, view, req.params.id, patch);
+    if (!done) return problem(reply, 404, 'Not found', `no notification "${req.params.id.slice(0, 128)}" in this inbox`);
+    await parts.receipt(engagement(who.tenant, who.userId, done.item, done.firsts));
+    const counts = await parts.inbox.counts(who.tenant, who.userId, view);
+    return reply.send({ item: itemJson(done.item), counts });
+  };
+
+  app.patch<ItemParams>('/v1/users/:userId/notifications/:id', async (req, reply) => {
+    const body = parse(itemPatchSchema, req.body, reply, 'change');
+    if (!body) return reply;
+    if (Object.keys(body).length === 0) return problem(reply, 400, 'Invalid change', 'give at least one of seen, read, archived, snoozed_until', ['(body): give at least one of seen, read, archived, snoozed_until']);
+    const snoozed = body.snoozed_until === undefined ? undefined : body.snoozed_until === null ? null : Date.parse(body.snoozed_until);
+    return change(req, reply, { seen: body.seen, read: body.read, archived: body.archived, snoozed_until: snoozed });
+  });
+
+  app.post<ItemParams>('/v1/users/:userId/notifications/:id/click', (req, reply) => change(req, reply, { clicked: true }));
+
+  app.post<UserParams>('/v1/users/:userId/notifications/mark-all', async (req, reply) => {
+    const who = subject(req, reply);
+    if (!who) return reply;
+    const body = parse(markAllSchema, req.body, reply, 'mark-all');
+    if (!body) return reply;
+    let beforeMs: number | undefined;
+    if (body.before !== undefined) {
+      const cursor = decodeInboxCursor(body.before);
+      beforeMs = cursor ? cursor.score : Date.parse(body.before);
+      if (!Number.isFinite(beforeMs)) return problem(reply, 400, 'Invalid mark-all', 'before: a cursor or an ISO date-time', ['before: a cursor or an ISO date-time']);
+    }
+    const what = body.seen ? 'seen' : body.read ? 'read' : 'archived';
+    const view = await parts.viewOf(who.tenant, who.userId);
+    const changed = await parts.inbox.markAll(who.tenant, who.userId, view, what, beforeMs);
+    await parts.receipt(changed.flatMap((c) => engagement(who.tenant, who.userId, c, c.firsts)));
+    const counts = await parts.inbox.counts(who.tenant, who.userId, view);
+    return reply.send({ updated: changed.length, counts });
+  });
+}

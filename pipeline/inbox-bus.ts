@@ -1,0 +1,37 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { InboxEvents } from '../stores/inbox.js';
+import type { Topology } from '../streams/topology.js';
+
+/** What travels on an inbox subject: a new item, or a change of state (counts may differ). */
+export type InboxSignal =
+  | { kind: 'new'; id: string; at: number; category?: string }
+  | { kind: 'state' };
+
+/**
+ * Live inbox updates over core NATS (fire and forget: the feed in Redis is the truth, a stream that
+ * missed a signal catches up with Last-Event-ID). Every API replica subscribes to the subjects of
+ * the users it holds streams for, so a delivery made by any process reaches any replica.
+ */
+export class NatsInboxEvents implements InboxEvents {
+  constructor(private readonly nc: NatsConnection, private readonly topology: Topology) {}
+
+  private send(subject: string, signal: InboxSignal): void {
+    try {
+      this.nc.publish(subject, JSON.stringify(signal));
+    } catch {
+      // A closed connection drops live updates only; the feed already has the item.
+    }
+  }
+
+  delivered(tenant: string, userIds: string[], requestId: string, at: number): void {
+    for (const userId of userIds) this.send(this.topology.inboxUser(tenant, userId), { kind: 'new', id: requestId, at });
+  }
+
+  broadcast(tenant: string, topic: string, requestId: string, at: number, category: string): void {
+    this.send(this.topology.inboxTopic(tenant, topic), { kind: 'new', id: requestId, at, category });
+  }
+
+  changed(tenant: string, userId: string): void {
+    this.send(this.topology.inboxUser(tenant, userId), { kind: 'state' });
+  }
+}
