@@ -18,6 +18,7 @@ import { RequestStatuses } from '../stores/request-status.js';
 import { Erasures } from '../stores/erasure.js';
 import { sqlString } from '../streams/apply.js';
 import { registerOpenApi } from './openapi.js';
+import { registerDemoInbox } from './demo-inbox.js';
 import { registerInboxRoutes } from './inbox.js';
 import { InboxStreams } from './inbox-stream.js';
 import { InboxStore, type InboxOptions } from '../stores/inbox.js';
@@ -116,6 +117,7 @@ export class ApiServer {
     this.app.setNotFoundHandler((req, reply) => problem(reply, 404, 'Not found', `no route ${req.method} ${req.url.split('?')[0]}`));
     this.app.addHook('onRequest', (req, reply) => this.authenticate(req, reply));
     registerOpenApi(this.app);
+    registerDemoInbox(this.app);
     this.app.post('/v1/notifications', (req, reply) => this.send(req, reply));
     this.app.post<{ Params: { id: string } }>('/v1/notifications/:id/cancel', (req, reply) => this.cancel(req, reply));
     this.app.get<{ Params: { id: string } }>('/v1/notifications/:id', (req, reply) => this.status(req, reply));
