@@ -212,12 +212,6 @@ export class ApiServer {
     return new RequestStatuses(this.parts.redis, this.parts.topology.keys);
   }
 
-  /** A request id from the path, within its bounds. */
-  private requestId(id: string, reply: FastifyReply): string | null {
-    if (id.length >= 1 && id.length <= 128) return id;
-    problem(reply, 400, 'Bad request', 'id: 1 to 128 characters', ['id: 1 to 128 characters']);
-    return null;
-  }
 
   /** GET /v1/notifications/{id}: where it stands, fresh within a second of each step. */
   private async status(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) {
@@ -327,18 +321,26 @@ export class ApiServer {
     return new Directory(this.parts.redis, this.parts.topology.keys);
   }
 
-  /** A user id from the path, within the directory's bounds. */
-  private userId(id: string, reply: FastifyReply): string | null {
+  /** An id from the path (a request's or a user's), within its bounds of 1 to 128 characters; null once a 400 is sent. */
+  private pathId(id: string, field: 'id' | 'user_id', reply: FastifyReply): string | null {
     if (id.length >= 1 && id.length <= 128) return id;
-    problem(reply, 400, 'Bad request', 'user_id: 1 to 128 characters', ['user_id: 1 to 128 characters']);
+    problem(reply, 400, 'Bad request', `${field}: 1 to 128 characters`, [`${field}: 1 to 128 characters`]);
     return null;
+  }
+
+  private userId(id: string, reply: FastifyReply): string | null {
+    return this.pathId(id, 'user_id', reply);
+  }
+
+  private requestId(id: string, reply: FastifyReply): string | null {
+    return this.pathId(id, 'id', reply);
   }
 
   /** POST /v1/notifications/{id}/cancel: every delivery of the key's tenant's request not yet sent is dropped. */
   private async cancel(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) {
     if (this.forbidden(req, reply, 'send')) return reply;
-    const { id } = req.params;
-    if (id.length < 1 || id.length > 128) return problem(reply, 400, 'Bad request', 'id: 1 to 128 characters');
+    const id = this.requestId(req.params.id, reply);
+    if (id === null) return reply;
     const body = (req.body ?? {}) as { reason?: unknown };
     await this.parts.cancellations.cancel(req.apiKey!.tenant, id, typeof body.reason === 'string' ? body.reason : 'cancelled over HTTP');
     return reply.code(202).send({ id, status: 'cancelled' });

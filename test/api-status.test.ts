@@ -1,9 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Kvm } from '@nats-io/kv';
 import { ApiServer } from '../http/api.js';
-import { Cancellations } from '../stores/cancellations.js';
-import { createLogger } from '../runtime/logger.js';
-import { TemplateStore } from '../runtime/templates.js';
 import { ApiKeys, type ApiScope } from '../stores/api-keys.js';
 import { Directory } from '../stores/directory.js';
 import { erasedUserId } from '../stores/erasure.js';
@@ -43,13 +39,7 @@ describe('the HTTP API: status, deliveries, bulk members, stale devices and eras
     ]);
     const pipeline = await h.start();
     apns = pipeline.providers!.fakes.apns!;
-    api = new ApiServer({
-      keys: new ApiKeys(h.redis, h.topology.keys), redis: h.redis, js: h.nats.js, topology: h.topology,
-      templates: new TemplateStore(h.config.templatesDir), log: createLogger('silent'),
-      cancellations: new Cancellations(await new Kvm(h.nats.js).open(h.topology.kvBucket('cancellations'))),
-      clickhouse: { client: h.clickhouse, database: h.config.clickhouseDatabase },
-    });
-    base = `http://127.0.0.1:${await api.listen('127.0.0.1', 0)}`;
+    ({ api, base } = await h.api());
   }, 60_000);
   afterAll(async () => {
     await api?.close();

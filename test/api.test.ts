@@ -2,12 +2,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Kvm } from '@nats-io/kv';
 import { ApiServer } from '../http/api.js';
-import { Cancellations } from '../stores/cancellations.js';
-import { createLogger } from '../runtime/logger.js';
-import { TemplateStore } from '../runtime/templates.js';
-import { ApiKeys } from '../stores/api-keys.js';
 import { envFor } from './child.js';
 import { eventually, Harness } from './harness.js';
 
@@ -37,12 +32,7 @@ describe('the HTTP API: keys, sending, and the walls between tenants', () => {
       { type: 'user', tenant: 'globex', id: 'u1', email: 'u1@globex.test' },
     ]);
     await h.start();
-    api = new ApiServer({
-      keys: new ApiKeys(h.redis, h.topology.keys), redis: h.redis, js: h.nats.js, topology: h.topology,
-      templates: new TemplateStore(h.config.templatesDir), log: createLogger('silent'),
-      cancellations: new Cancellations(await new Kvm(h.nats.js).open(h.topology.kvBucket('cancellations'))),
-    });
-    base = `http://127.0.0.1:${await api.listen('127.0.0.1', 0)}`;
+    ({ api, base } = await h.api());
   }, 60_000);
   afterAll(async () => {
     await api?.close();

@@ -1,4 +1,9 @@
 import { inject } from 'vitest';
+import { Kvm } from '@nats-io/kv';
+import { ApiServer, type ApiParts } from '../http/api.js';
+import { ApiKeys } from '../stores/api-keys.js';
+import { Cancellations } from '../stores/cancellations.js';
+import { TemplateStore } from '../runtime/templates.js';
 import { createLogger } from '../runtime/logger.js';
 import { loadConfig, type Config } from '../runtime/config.js';
 import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
@@ -40,6 +45,7 @@ export function testConfig(namespace: string, extra: Record<string, string> = {}
 /** Everything an integration test needs: applied topology, an SMTP catcher as the provider, clients. */
 export class Harness {
   pipeline?: Pipeline;
+  private readonly apis: ApiServer[] = [];
   /** A pipeline graph of the test's own (default: Herald's). */
   graph?: PipelineGraph;
   readonly log;
@@ -80,6 +86,22 @@ export class Harness {
     await this.directory.upsert(records);
   }
 
+  /**
+   * An HTTP API on this harness's servers, listening on a free port of 127.0.0.1 (closed with the
+   * harness). `parts` add to or replace what a `herald api` process would have.
+   */
+  async api(parts: Partial<ApiParts> = {}): Promise<{ api: ApiServer; base: string }> {
+    const api = new ApiServer({
+      keys: new ApiKeys(this.redis, this.topology.keys), redis: this.redis, js: this.nats.js, topology: this.topology,
+      templates: new TemplateStore(this.config.templatesDir), log: createLogger('silent'),
+      cancellations: new Cancellations(await new Kvm(this.nats.js).open(this.topology.kvBucket('cancellations'))),
+      clickhouse: { client: this.clickhouse, database: this.config.clickhouseDatabase }, nc: this.nats.nc,
+      ...parts,
+    });
+    this.apis.push(api);
+    return { api, base: `http://127.0.0.1:${await api.listen('127.0.0.1', 0)}` };
+  }
+
   async start(opts: PipelineOptions = {}): Promise<Pipeline> {
     this.pipeline = await Pipeline.start(this.config, this.log, { graph: this.graph, ...opts });
     return this.pipeline;
@@ -99,6 +121,7 @@ export class Harness {
   }
 
   async close(): Promise<void> {
+    for (const api of this.apis) await api.close();
     await this.pipeline?.close();
     await this.smtp.close();
     await this.nats.nc.drain().catch(() => undefined);

@@ -2,12 +2,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Kvm } from '@nats-io/kv';
-import { ApiServer } from '../http/api.js';
-import { Cancellations } from '../stores/cancellations.js';
-import { createLogger } from '../runtime/logger.js';
 import { connectNats, type Nats } from '../runtime/connections.js';
-import { TemplateStore } from '../runtime/templates.js';
 import { ApiKeys } from '../stores/api-keys.js';
 import { InboxStore } from '../stores/inbox.js';
 import { queryFunnel } from '../cli/funnel.js';
@@ -58,7 +53,6 @@ async function openStream(url: string, headers: Record<string, string> = {}) {
 
 describe('the in-app inbox for apps: feed, state, counts, live updates, engagement', () => {
   let h: Harness;
-  let replicas: ApiServer[];
   let secondNats: Nats;
   let bases: string[];
   let tenantKey: string;
@@ -105,26 +99,16 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
     ]);
     await h.start();
     secondNats = await connectNats(h.config, 'herald-test-replica-2');
-    const replica = async (nc: Nats['nc']) => {
-      const api = new ApiServer({
-        keys: new ApiKeys(h.redis, h.topology.keys), redis: h.redis, js: h.nats.js, topology: h.topology,
-        templates: new TemplateStore(h.config.templatesDir), log: createLogger('silent'),
-        cancellations: new Cancellations(await new Kvm(h.nats.js).open(h.topology.kvBucket('cancellations'))),
-        clickhouse: { client: h.clickhouse, database: h.config.clickhouseDatabase }, nc, now, sseHeartbeatMs: 500, userTokenRatePerSecond: 1_000,
-      });
-      return { api, base: `http://127.0.0.1:${await api.listen('127.0.0.1', 0)}` };
-    };
+    const replica = (nc: Nats['nc']) => h.api({ nc, now, sseHeartbeatMs: 500, userTokenRatePerSecond: 1_000 });
     const [a, b] = [await replica(h.nats.nc), await replica(secondNats.nc)];
-    replicas = [a.api, b.api];
     bases = [a.base, b.base];
     const keys = new ApiKeys(h.redis, h.topology.keys);
     tenantKey = (await keys.create({ tenant: 'acme', scopes: ['send', 'read'], ratePerSecond: 10_000 })).secret;
     globexKey = (await keys.create({ tenant: 'globex', scopes: ['send', 'read'], ratePerSecond: 10_000 })).secret;
   }, 60_000);
   afterAll(async () => {
-    for (const r of replicas ?? []) await r.close();
-    await secondNats?.nc.drain().catch(() => undefined);
     await h?.close();
+    await secondNats?.nc.drain().catch(() => undefined);
   });
 
   it('gives a user token its own inbox and nothing else: 403 elsewhere, 401 when expired or forged', async () => {

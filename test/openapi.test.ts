@@ -2,18 +2,13 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Kvm } from '@nats-io/kv';
 import { createHeraldClient, type NotificationBody } from '../client/index.js';
 import { ApiServer } from '../http/api.js';
 import { openApiDocument } from '../http/openapi.js';
-import { createLogger } from '../runtime/logger.js';
-import { TemplateStore } from '../runtime/templates.js';
 import {
   cancelAcceptedSchema, conflictProblemSchema, deliveriesPageSchema, deviceRegisteredSchema, notificationAcceptedSchema,
   notificationStatusSchema, preferencesViewSchema, problemSchema, topicMembersChangedSchema, userUpsertedSchema, userViewSchema,
 } from '../schemas/index.js';
-import { ApiKeys } from '../stores/api-keys.js';
-import { Cancellations } from '../stores/cancellations.js';
 import { envFor } from './child.js';
 import { eventually, Harness } from './harness.js';
 
@@ -33,13 +28,7 @@ describe('the OpenAPI document and the typed client, against a running API', () 
     h = await Harness.create('openapi');
     await h.load([{ type: 'user', tenant: 'acme', id: 'u1', email: 'u1@acme.test' }]);
     await h.start();
-    api = new ApiServer({
-      keys: new ApiKeys(h.redis, h.topology.keys), redis: h.redis, js: h.nats.js, topology: h.topology,
-      templates: new TemplateStore(h.config.templatesDir), log: createLogger('silent'),
-      cancellations: new Cancellations(await new Kvm(h.nats.js).open(h.topology.kvBucket('cancellations'))),
-      clickhouse: { client: h.clickhouse, database: h.config.clickhouseDatabase },
-    });
-    base = `http://127.0.0.1:${await api.listen('127.0.0.1', 0)}`;
+    ({ api, base } = await h.api());
   }, 60_000);
   afterAll(async () => {
     await api?.close();
