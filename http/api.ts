@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { checkRequest } from '../processors/validate.js';
 import { describeIssues, deviceRecordSchema, directoryRecordSchema, userRecordSchema, type DirectoryRecord } from '../schemas/index.js';
 import type { Cancellations } from '../stores/cancellations.js';
-import { Directory, execOrThrow } from '../stores/directory.js';
+import { Directory } from '../stores/directory.js';
 import { requestIdFor } from '../runtime/ids.js';
 import { publishRequest } from '../runtime/producer.js';
 import type { TemplateStore } from '../runtime/templates.js';
@@ -479,12 +479,9 @@ export class ApiServer {
     const id = request.id ?? requestIdFor(request.tenant, request.idempotency_key);
     const statusUrl = `/v1/notifications/${encodeURIComponent(id)}`;
     const remembered = this.parts.topology.keys.internal('idem', request.tenant, request.idempotency_key);
-    // One round trip: the idempotency key (and the original id, for a 409) and the queued status.
-    const pipeline = this.parts.redis.pipeline().set(remembered, id, 'EX', IDEMPOTENCY_WINDOW_S, 'NX').get(remembered);
-    this.statuses.queued(pipeline, request.tenant, id, { tier: request.tier, category: request.category, send_at: request.send_at }, Date.now());
-    const [fresh, stored] = await execOrThrow(pipeline) as [string | null, string | null];
-    if (fresh === null) {
-      const original = stored ?? id;
+    const original = await this.statuses.admit(remembered, IDEMPOTENCY_WINDOW_S, request.tenant, id,
+      { tier: request.tier, category: request.category, send_at: request.send_at }, Date.now());
+    if (original !== null) {
       return reply.code(409).type('application/problem+json').send({
         type: 'about:blank', title: 'Conflict', status: 409, detail: 'this idempotency key was used in the last 24 hours',
         id: original, status_url: `/v1/notifications/${encodeURIComponent(original)}`,
@@ -494,7 +491,7 @@ export class ApiServer {
       await publishRequest(this.parts.js, this.parts.topology, request);
     } catch (err) {
       // Not stored: forget the key, so the producer's retry is not taken for a repeat.
-      await this.parts.redis.del(remembered).catch(() => undefined);
+      await this.statuses.forget(remembered).catch(() => undefined);
       this.parts.log.warn({ err }, 'api: publish failed');
       reply.header('retry-after', '1');
       return problem(reply, 503, 'Unavailable', `the request could not be stored (${(err as Error).message}); try again`);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { receiptId } from '../runtime/ids.js';
 import { LAST_CHUNK_REASON, type StoredReceipt } from '../schemas/index.js';
 import { execOrThrow } from './directory.js';
@@ -71,6 +71,16 @@ for k = 1, #KEYS, 3 do
 end
 return 1`);
 
+/** KEYS idempotency key, status hash; ARGV id, window s, tier, category, now, send_at, status ttl s. */
+const ADMIT = new RedisScript(`
+if not redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then return redis.call('GET', KEYS[1]) or ARGV[1] end
+redis.call('HSETNX', KEYS[2], 'tier', ARGV[3])
+redis.call('HSETNX', KEYS[2], 'category', ARGV[4])
+redis.call('HSETNX', KEYS[2], 'updated', ARGV[5])
+redis.call('HSETNX', KEYS[2], 'send_at', ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+return false`);
+
 /** A user named without their id (the push-done sets must hold nothing erasure would have to find). */
 const userHash = (user: string) => createHash('sha256').update(user).digest('base64url').slice(0, 16);
 
@@ -92,14 +102,20 @@ export class RequestStatuses {
   }
 
   /**
-   * Notes a request taken over HTTP, so its status reads `queued` before validate has seen it.
-   * Queued on the caller's pipeline: the API sends it with its idempotency check, one round trip.
+   * Takes a request over HTTP: remembers its idempotency key (`idempotencyKey`, for `windowS`) and,
+   * when the key is new, notes the request as `queued` so its status reads before validate has seen
+   * it. One script call (the hot path of `POST /v1/notifications`). Returns null when the key is new,
+   * or the id the key was first used for.
    */
-  queued(pipeline: ChainableCommander, tenant: string, requestId: string, meta: { tier: string; category: string; send_at?: string }, now: number): void {
+  async admit(idempotencyKey: string, windowS: number, tenant: string, requestId: string, meta: { tier: string; category: string; send_at?: string }, now: number): Promise<string | null> {
     const [status] = this.keysOf(tenant, requestId);
-    pipeline.hsetnx(status, 'tier', meta.tier).hsetnx(status, 'category', meta.category).hsetnx(status, 'updated', String(now))
-      .hsetnx(status, 'send_at', meta.send_at ?? '')
-      .expire(status, STATUS_TTL_S);
+    const original = await ADMIT.run(this.redis, [idempotencyKey, status], [requestId, windowS, meta.tier, meta.category, now, meta.send_at ?? '', STATUS_TTL_S]);
+    return original === null ? null : String(original);
+  }
+
+  /** Forgets an idempotency key whose request could not be stored (the producer's retry is no repeat). */
+  async forget(idempotencyKey: string): Promise<void> {
+    await this.redis.del(idempotencyKey);
   }
 
   /** Records a batch of receipts (one script call). */
