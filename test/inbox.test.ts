@@ -6,7 +6,7 @@ import { connectNats, type Nats } from '../runtime/connections.js';
 import { ApiKeys } from '../stores/api-keys.js';
 import { InboxStore } from '../stores/inbox.js';
 import { queryFunnel } from '../cli/funnel.js';
-import { envFor } from './child.js';
+import { envFor, HeraldProcess } from './child.js';
 import { eventually, Harness } from './harness.js';
 
 const HOUR = 3_600_000;
@@ -319,5 +319,41 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
     expect(page.items.map((i) => i.id)).toEqual(['k-6', 'k-5', 'k-4', 'k-3', 'k-2']);
     expect(page.counts).toEqual({ unseen: 5, unread: 5, total: 5 });
     expect(await h.redis.smembers(h.topology.keys.tenant('acme', 'inbox-read', 'pager'))).toEqual([]);
+  });
+});
+
+describe('live inbox updates across processes', () => {
+  let h: Harness;
+  let herald: HeraldProcess;
+  let secondNats: Nats;
+  beforeAll(async () => {
+    h = await Harness.create('inboxproc');
+    await h.load([{ type: 'user', tenant: 'acme', id: 'far' }]);
+    // The pipeline runs in a process of its own, as `herald run` (its own API off).
+    herald = new HeraldProcess(envFor(h.config, { HERALD_API_PORT: '0' }));
+    await herald.start();
+    secondNats = await connectNats(h.config, 'herald-test-replica-b');
+  }, 60_000);
+  afterAll(async () => {
+    await herald?.stop();
+    await h?.close();
+    await secondNats?.nc.drain().catch(() => undefined);
+  });
+
+  it('delivers the event to a stream on one replica when the request came through another and the pipeline ran elsewhere', async () => {
+    const [front, back] = [await h.api(), await h.api({ nc: secondNats.nc })];
+    const key = (await new ApiKeys(h.redis, h.topology.keys).create({ tenant: 'acme', scopes: ['send', 'read'] })).secret;
+    const token = (await (await fetch(`${front.base}/v1/users/far/token`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{}' })).json() as { token: string }).token;
+    const stream = await openStream(`${back.base}/v1/users/far/notifications/stream?token=${token}`);
+    await eventually(() => stream.lastCounts(), 'the stream open');
+    const sent = await fetch(`${front.base}/v1/notifications`, {
+      method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'idempotency-key': 'far-1' },
+      body: JSON.stringify({ tier: 'transactional', category: 'far', content: { title: 'From afar', body: 'b' }, recipients: { user_ids: ['far'] }, channels: ['inapp'] }),
+    });
+    const { id } = await sent.json() as { id: string };
+    const event = await eventually(() => stream.notifications().find((e) => e.data.id === id), 'the event on the other replica', 10_000, 20);
+    expect(event.data.title).toBe('From afar');
+    await eventually(() => stream.lastCounts()?.unread === 1, 'the counts event', 5_000, 20);
+    await stream.close();
   });
 });
