@@ -177,7 +177,9 @@ program
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
-    if (o.demo) await runDemo(pipeline).catch((err) => log.error({ err }, 'demo failed'));
+    const address = api?.app.server.address();
+    const apiBase = address && typeof address === 'object' ? `http://${cfg.apiHost}:${address.port}` : undefined;
+    if (o.demo) await runDemo(pipeline, apiBase).catch((err) => log.error({ err }, 'demo failed'));
   });
 
 program
