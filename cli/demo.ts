@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { publishRequest } from '../runtime/producer.js';
 import { requestSchema } from '../schemas/index.js';
 import { InboxStore } from '../stores/inbox.js';
+import { UserTokens } from '../stores/user-tokens.js';
 import type { Pipeline } from '../pipeline/host.js';
 import { formatFunnel, queryFunnel } from './funnel.js';
 
@@ -19,8 +20,11 @@ async function until<T>(check: () => Promise<T | undefined>, timeoutMs: number):
   return undefined;
 }
 
-/** For a newcomer: publishes the sample request and shows the inbox, the mailbox and the funnel. */
-export async function runDemo(pipeline: Pipeline): Promise<void> {
+/**
+ * For a newcomer: publishes the sample request and shows the inbox, the mailbox and the funnel, and
+ * (when the API is served at `apiBase`) a link to the inbox page of the first recipient.
+ */
+export async function runDemo(pipeline: Pipeline, apiBase?: string): Promise<void> {
   const out = (s: string) => process.stdout.write(`${s}\n`);
   const started = Date.now();
   const request = requestSchema.parse({
@@ -66,5 +70,11 @@ export async function runDemo(pipeline: Pipeline): Promise<void> {
   }, 30_000);
   out('== funnel since the demo started (herald funnel --since 5m):');
   out(rows ? formatFunnel(rows).split('\n').map((l) => `   ${l}`).join('\n') : '   (receipts not in ClickHouse yet)');
+  if (apiBase && userIds[0]) {
+    // A token valid for a day, as an app's backend would mint it for a signed-in user.
+    const { token } = await new UserTokens(pipeline.redis, pipeline.topology.keys).mint(request.tenant, userIds[0], 86_400);
+    out(`== ${userIds[0]}'s inbox in a browser (live: publish again and watch the bell):`);
+    out(`   ${apiBase}/demo/inbox?tenant=${encodeURIComponent(request.tenant)}&user=${encodeURIComponent(userIds[0])}&token=${token}`);
+  }
   out('\nHerald keeps running; publish more with `herald publish FILE.json`. Ctrl-C stops it.\n');
 }
