@@ -107,6 +107,8 @@ export class ApiServer {
       bodyLimit: parts.bodyLimit ?? 256 * 1024,
       // Long path parameters reach the handlers, which say what is wrong (Fastify would answer a bare 414).
       routerOptions: { maxParamLength: 5_000 },
+      // A replica that stops closes its keep-alive connections too (load balancers retry elsewhere).
+      forceCloseConnections: true,
     });
     this.app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
       const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;

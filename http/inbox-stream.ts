@@ -12,7 +12,10 @@ interface Connection {
   res: ServerResponse;
   view: InboxView;
   topicKeys: string[];
-  lastCounts?: string;
+  /** The counts last sent (null before the first recount). */
+  counts: InboxCounts | null;
+  /** Bumped by every change applied without a recount: a recount begun before it is stale. */
+  version: number;
   countsTimer?: NodeJS.Timeout;
 }
 
@@ -34,6 +37,8 @@ export interface InboxStreamsParts {
   heartbeatMs?: number;
   /** How long a counts update waits for companions (a mark-all, a burst of deliveries). @default 50 */
   countsDebounceMs?: number;
+  /** Recounts running at once on this replica (each reads Redis): a burst cannot flood the heap. @default 16 */
+  recountConcurrency?: number;
 }
 
 /** An item as the API shows it (times as ISO strings). */
@@ -59,6 +64,9 @@ export class InboxStreams {
   private readonly open = new Set<Connection>();
   private readonly heartbeat: NodeJS.Timeout;
   private closed = false;
+  /** Connections waiting for a recount, and how many recounts run now. */
+  private readonly recountQueue = new Set<Connection>();
+  private recounting = 0;
 
   constructor(private readonly parts: InboxStreamsParts) {
     this.heartbeat = setInterval(() => {
@@ -87,7 +95,7 @@ export class InboxStreams {
     });
     res.write('retry: 2000\n\n');
     const view = await this.parts.viewOf(tenant, userId);
-    const c: Connection = { tenant, userId, res, view, topicKeys: [] };
+    const c: Connection = { tenant, userId, res, view, topicKeys: [], counts: null, version: 0 };
     this.open.add(c);
     res.on('close', () => this.drop(c));
     this.join(this.users, `${tenant}\u0000${userId}`, this.parts.topology.inboxUser(tenant, userId), c, (signal) => this.onUserSignal(c, signal));
@@ -100,7 +108,7 @@ export class InboxStreams {
     if (lastEventId) {
       for (const item of await this.parts.inbox.since(tenant, userId, view, lastEventId)) this.send(c, item);
     }
-    await this.sendCounts(c);
+    this.recount(c);
   }
 
   private join(map: Map<string, Shared>, key: string, subject: string, c: Connection, handler: (signal: InboxSignal) => void): void {
@@ -135,6 +143,7 @@ export class InboxStreams {
   private drop(c: Connection): void {
     if (!this.open.delete(c)) return;
     clearTimeout(c.countsTimer);
+    this.recountQueue.delete(c);
     this.leave(this.users, `${c.tenant}\u0000${c.userId}`, c);
     for (const key of c.topicKeys) this.leave(this.topics, key, c);
   }
@@ -142,9 +151,26 @@ export class InboxStreams {
   private onUserSignal(c: Connection, signal: InboxSignal): void {
     const shared = this.users.get(`${c.tenant}\u0000${c.userId}`);
     for (const conn of shared?.connections ?? []) {
-      if (signal.kind === 'new') void this.sendNew(conn, signal.id, signal.at);
-      this.scheduleCounts(conn);
+      if (signal.kind === 'new') {
+        void this.sendNew(conn, signal.id, signal.at);
+        this.countNew(conn);
+      } else this.scheduleCounts(conn);
     }
+  }
+
+  /**
+   * A new item is unseen and unread for everyone it reaches: counts go up by one without reading
+   * Redis (a 10,000-member broadcast would otherwise be 10,000 recounts at once). When the feed is
+   * full (its oldest item leaves) or the counts are not known yet, it is recounted instead.
+   */
+  private countNew(c: Connection): void {
+    if (!c.counts || c.counts.total >= this.parts.inbox.maxItems) {
+      this.scheduleCounts(c);
+      return;
+    }
+    c.version++;
+    c.counts = { unseen: c.counts.unseen + 1, unread: c.counts.unread + 1, total: c.counts.total + 1 };
+    this.writeCounts(c);
   }
 
   private onTopicSignal(key: string, signal: InboxSignal): void {
@@ -161,7 +187,7 @@ export class InboxStreams {
         byLocale.set(c.view.locale, item);
       }
       void item.then((i) => { if (i) this.send(c, i); }, (err) => this.parts.log.warn({ err }, 'inbox stream: broadcast not read'));
-      this.scheduleCounts(c);
+      this.countNew(c);
     }
   }
 
@@ -183,19 +209,49 @@ export class InboxStreams {
     if (c.countsTimer) return;
     c.countsTimer = setTimeout(() => {
       c.countsTimer = undefined;
-      void this.sendCounts(c);
+      this.recount(c);
     }, this.parts.countsDebounceMs ?? 50);
+  }
+
+  private writeCounts(c: Connection): void {
+    if (this.open.has(c) && c.counts) c.res.write(`event: counts\ndata: ${JSON.stringify(c.counts)}\n\n`);
+  }
+
+  /** Queues a recount; at most `recountConcurrency` run at once on this replica. */
+  private recount(c: Connection): void {
+    this.recountQueue.add(c);
+    this.pumpRecounts();
+  }
+
+  private pumpRecounts(): void {
+    const limit = this.parts.recountConcurrency ?? 16;
+    while (this.recounting < limit && this.recountQueue.size > 0) {
+      const c: Connection = this.recountQueue.values().next().value!;
+      this.recountQueue.delete(c);
+      if (!this.open.has(c)) continue;
+      this.recounting++;
+      void this.sendCounts(c).finally(() => {
+        this.recounting--;
+        this.pumpRecounts();
+      });
+    }
   }
 
   /** Recounts (with the user's view of now) and sends counts when they changed. */
   private async sendCounts(c: Connection): Promise<void> {
+    const version = c.version;
     try {
       c.view = await this.parts.viewOf(c.tenant, c.userId);
       const counts: InboxCounts = await this.parts.inbox.counts(c.tenant, c.userId, c.view);
-      const text = JSON.stringify(counts);
-      if (text === c.lastCounts || !this.open.has(c)) return;
-      c.lastCounts = text;
-      c.res.write(`event: counts\ndata: ${text}\n\n`);
+      if (!this.open.has(c)) return;
+      // A new item counted meanwhile may be missing from this read: read again.
+      if (c.version !== version) {
+        this.recount(c);
+        return;
+      }
+      const changed = !c.counts || c.counts.unseen !== counts.unseen || c.counts.unread !== counts.unread || c.counts.total !== counts.total;
+      c.counts = counts;
+      if (changed) this.writeCounts(c);
     } catch (err) {
       this.parts.log.warn({ err }, 'inbox stream: counts not read');
     }

@@ -174,7 +174,8 @@ interface Ref {
  */
 export class InboxStore {
   private readonly retentionMs: number;
-  private readonly maxItems: number;
+  /** The most items a feed holds. */
+  readonly maxItems: number;
   private readonly now: () => number;
 
   constructor(private readonly redis: Redis, private readonly keySpace: KeySpace, private readonly opts: InboxOptions = {}) {
