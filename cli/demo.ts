@@ -32,7 +32,7 @@ export async function runDemo(pipeline: Pipeline, apiBase?: string): Promise<voi
     idempotency_key: `welcome-demo-${started}`,
   });
   const ack = await publishRequest(pipeline.nats.js, pipeline.topology, request);
-  out(`\n== demo: published a welcome notification to ${pipeline.topology.request(request.tier)} (seq ${ack.seq})`);
+  out(`\n== demo: published a welcome notification to ${pipeline.topology.request(request.tier, request.tenant)} (seq ${ack.seq})`);
 
   const inbox = new InboxStore(pipeline.redis, pipeline.topology.keys);
   const userIds = request.recipients.user_ids ?? [];

@@ -93,6 +93,8 @@ export class Assembly {
       attempts: p.attempts,
       priority: p.priority?.(spec.tier),
       window: extra.window,
+      // The entry node holds a request's body to the tenant its subject names.
+      tenantOf: spec.node.reads === 'requests' ? (subject) => p.topology.requestOf(subject)?.tenant : undefined,
     });
   }
 

@@ -34,6 +34,8 @@ export interface FlowEnv {
   redrive: boolean;
   replay?: string;
   storedAt: number;
+  /** The tenant the input's subject names (see StageContext.claimedTenant): the first node's alone. */
+  claimedTenant?: string;
   signal: AbortSignal;
   receipt(receipt: Receipt): void;
   /** Runs `fn` once every output published so far is stored (the input is not acked before). */
@@ -155,6 +157,8 @@ export class Flow {
       redrive: env.redrive,
       isLastAttempt: env.attempt >= step.maxAttempts,
       storedAt: env.storedAt,
+      // The subject is the first node's input's; the nodes after it get what that node made.
+      ...(step === this.root && env.claimedTenant !== undefined ? { claimedTenant: env.claimedTenant } : {}),
       signal: env.signal,
       receipt: env.receipt,
       progress: env.progress,

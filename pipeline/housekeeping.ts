@@ -72,11 +72,16 @@ export class Housekeeping {
     const info = await this.jsm.streams.info(intake);
     if (info.state.messages === 0) return;
     const validate = await this.jsm.consumers.info(intake, this.topology.durable('validate', tier));
-    // The newest request of this tier the log holds; its header names where it came from.
-    const last = await this.jsm.streams.getMessage(this.topology.requestsStream, { last_by_subj: this.topology.request(tier) }).catch(() => null);
-    const origin = last?.header?.get('Nats-Stream-Source')?.split(' ') ?? [];
-    const copied = origin[0] === intake ? Number(origin[1]) : 0;
-    const upTo = Math.min(validate.ack_floor.stream_seq, Number.isFinite(copied) ? copied : 0);
+    // The newest request of this tier the log holds, under either subject form (the log copies the
+    // intake in order, so everything up to the later of the two is copied); its header names where it came from.
+    let copied = 0;
+    for (const subject of this.topology.requestSubjects(tier)) {
+      const last = await this.jsm.streams.getMessage(this.topology.requestsStream, { last_by_subj: subject }).catch(() => null);
+      const origin = last?.header?.get('Nats-Stream-Source')?.split(' ') ?? [];
+      const seq = origin[0] === intake ? Number(origin[1]) : 0;
+      if (Number.isFinite(seq)) copied = Math.max(copied, seq);
+    }
+    const upTo = Math.min(validate.ack_floor.stream_seq, copied);
     if (upTo < info.state.first_seq) return;
     const { purged } = await this.jsm.streams.purge(intake, { seq: upTo + 1 });
     if (purged) this.trimmed.inc({ tier }, purged);

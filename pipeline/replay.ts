@@ -33,9 +33,11 @@ export interface ReplayProgress {
 
 /**
  * Feeds REQUESTS back through the graph's entry node, from a sequence (or time) to another. Each
- * tier has a consumer of its own that starts there (no copy of the messages is made) and runs its
- * own tier's entry flow, exactly as `herald run` does. Downstream dedup keeps deliveries already
- * made from repeating. Returns how many requests were fed.
+ * tier has consumers of its own that start there (no copy of the messages is made) and run its
+ * own tier's entry flow, exactly as `herald run` does: one per form of the tier's request subject
+ * (tenantless and per tenant), as NATS 2.9 gives a consumer one filter and no pattern matches both
+ * forms of one tier alone. Downstream dedup keeps deliveries already made from repeating. Returns
+ * how many requests were fed.
  */
 export async function replay(
   nats: Nats, topology: Topology, config: Config, deps: StageDeps, log: Logger, opts: ReplayOptions,
@@ -61,24 +63,26 @@ export async function replay(
   const running: { name: string; runner: StageRunner; total: number }[] = [];
   try {
     for (const spec of specs) {
-      const name = `${id}_${spec.tier}`;
-      const consumer: Partial<ConsumerConfig> = {
-        name,
-        filter_subject: spec.subject,
-        ack_policy: AckPolicy.Explicit,
-        ack_wait: msToNs(config.ackWaitMs),
-        max_ack_pending: 1_000,
-        inactive_threshold: msToNs(300_000),
-        ...(opts.fromSeq !== undefined
-          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.fromSeq }
-          : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(opts.fromTime ?? 0).toISOString() }),
-      };
-      const ci = await nats.jsm.consumers.add(stream, consumer);
-      const runner = assembly.runner({ ...spec, durable: name }, await nats.js.consumers.get(stream, name), {
-        window: new ReplayWindow(lastSequence, id), options: { concurrency: 64, pullBatch: 200 },
-      });
-      running.push({ name, runner, total: ci.num_pending });
-      await runner.start();
+      for (const [i, subject] of topology.requestSubjects(spec.tier!).entries()) {
+        const name = `${id}_${spec.tier}_${i ? 'tenants' : 'tenantless'}`;
+        const consumer: Partial<ConsumerConfig> = {
+          name,
+          filter_subject: subject,
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: msToNs(config.ackWaitMs),
+          max_ack_pending: 1_000,
+          inactive_threshold: msToNs(300_000),
+          ...(opts.fromSeq !== undefined
+            ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.fromSeq }
+            : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(opts.fromTime ?? 0).toISOString() }),
+        };
+        const ci = await nats.jsm.consumers.add(stream, consumer);
+        const runner = assembly.runner({ ...spec, durable: name }, await nats.js.consumers.get(stream, name), {
+          window: new ReplayWindow(lastSequence, id), options: { concurrency: 64, pullBatch: 200 },
+        });
+        running.push({ name, runner, total: ci.num_pending });
+        await runner.start();
+      }
     }
     for (;;) {
       await new Promise((r) => setTimeout(r, 200));

@@ -83,6 +83,8 @@ export interface RunnerParts {
   priority?: Priority;
   /** Set when this runner replays a stream for an operator. */
   window?: ReplayWindow;
+  /** The entry node's: the tenant a request's subject names (undefined: none), handed to the node as `claimedTenant`. */
+  tenantOf?: (subject: string) => string | undefined;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -233,6 +235,7 @@ export class StageRunner {
       redrive: m.headers?.has(REDRIVE_HEADER) ?? false,
       replay: this.parts.window?.replayId,
       storedAt: Math.floor(m.info.timestampNanos / 1_000_000),
+      claimedTenant: this.parts.tenantOf?.(m.subject),
       signal: this.abort.signal,
       receipt: (r) => this.parts.receipts.add(r),
       afterOutputs: (fn) => outputs.after(fn),
@@ -395,7 +398,10 @@ export class StageRunner {
     // whole). A producer's request is named as far as its fields go, even when it is not JSON.
     const root = this.parts.flow.root;
     const named = value === undefined && root.node.reads !== 'requests' ? [] : identitiesOf(root.node, value);
-    const identities = named.map((who) => (who.tier ? who : { ...who, tier: root.tier ?? '' }));
+    // A request published on a tenant's subject is that tenant's, whatever its body claims: a
+    // rejection never lands in another tenant's receipts.
+    const claimed = this.parts.tenantOf?.(m.subject);
+    const identities = named.map((who) => ({ ...who, tier: who.tier || (root.tier ?? ''), tenant: claimed ?? who.tenant }));
     // Only a permanent failure is the input's fault (validate's `rejected`); running out of attempts is Herald's.
     const status = err instanceof PermanentError ? def.giveUpStatus ?? 'dead_lettered' : 'dead_lettered';
     for (const r of giveUpReceipts(this.node, status, identities, `${reason}: ${problems.join('; ')}`, attempt, `msg:${m.info.stream}:${m.info.streamSequence}`)) {

@@ -15,6 +15,12 @@ export interface StageContext {
   isLastAttempt: boolean;
   /** When JetStream stored the input message (ms since epoch). */
   storedAt: number;
+  /**
+   * The tenant the input's subject names (a request on `notify.request.<tier>.<tenant>`), for the
+   * entry node to hold the body to; undefined when the subject names none (the deprecated
+   * tenantless request subject, and every internal subject).
+   */
+  claimedTenant?: string;
   /** Aborted when the process shuts down. */
   signal: AbortSignal;
   /** Records a receipt; receipts are published in batches and acknowledged before the input is. */

@@ -77,7 +77,14 @@ export const validateStage: StageDefinition<unknown, Validated, z.infer<typeof v
       async process(raw, ctx) {
         const { parsed, problems } = checkRequest(raw, deps.templates, ctx.storedAt);
         if (parsed.success && config.tier && parsed.data.tier !== config.tier) {
-          problems.push(`tier: "${parsed.data.tier}" published to the ${config.tier} subject; publish to notify.request.${parsed.data.tier}`);
+          problems.push(`tier: "${parsed.data.tier}" published to the ${config.tier} subject; publish to notify.request.${parsed.data.tier}.${parsed.data.tenant}`);
+        }
+        // A producer's NATS user may be allowed one tenant's subjects: its body cannot name another.
+        const named = (raw as { tenant?: unknown } | null)?.tenant;
+        if (ctx.claimedTenant !== undefined && typeof named === 'string' && named !== ctx.claimedTenant) {
+          const tier = parsed.success ? parsed.data.tier : config.tier ?? '<tier>';
+          problems.push(`tenant: "${named.slice(0, 64)}" published on tenant ${ctx.claimedTenant}'s subject notify.request.${config.tier ?? tier}.${ctx.claimedTenant}; ` +
+            `a request goes to its own tenant's subject (notify.request.${tier}.${parsed.success ? named : '<tenant>'})`);
         }
         if (!parsed.success || problems.length > 0) {
           throw new PermanentError(`request rejected (${problems.length} problem${problems.length === 1 ? '' : 's'})`, problems);

@@ -119,8 +119,32 @@ export class Topology {
     return this.namespace ? `${this.namespace.toUpperCase()}_${base}` : base;
   }
 
-  /** Where producers publish a tier's requests: the entry node's input. */
-  request(tier: Tier | '*'): string { return this.subj(`${this.entry.subject}.${tier}`); }
+  /**
+   * Where producers publish a tier's requests for a tenant: `notify.request.<tier>.<tenant>`, so a
+   * producer's NATS user can be allowed one tenant's subjects only (validate rejects a body naming
+   * another). Without a tenant, the tenantless subject of before: deprecated, still taken.
+   */
+  request(tier: Tier | '*', tenant?: string): string {
+    const subject = this.subj(`${this.entry.subject}.${tier}`);
+    return tenant === undefined ? subject : `${subject}.${tenant}`;
+  }
+  /** Both forms of a tier's request subject, as its intake takes them: tenantless (deprecated), and per tenant. */
+  requestSubjects(tier: Tier | '*'): [tenantless: string, perTenant: string] {
+    return [this.request(tier), this.request(tier, '*')];
+  }
+  /** Every subject under the request prefix, a tier's or not (a wildcard, for a subscriber). */
+  get anyRequest(): string { return this.subj(`${this.entry.subject}.>`); }
+  /**
+   * What a subject names as a request subject: its tier, and its tenant in the tenant form; null when
+   * it is not shaped like one (another prefix, more tokens, an empty token). The tier may be no tier.
+   */
+  requestOf(subject: string): { tier: string; tenant?: string } | null {
+    const prefix = this.subj(`${this.entry.subject}.`);
+    if (!subject.startsWith(prefix)) return null;
+    const [tier, tenant, ...more] = subject.slice(prefix.length).split('.');
+    if (!tier || tenant === '' || more.length) return null;
+    return tenant === undefined ? { tier } : { tier, tenant };
+  }
   /** A node's input subject for a tier (and partition): where a durable edge into it publishes. */
   input(node: string, tier: Tier | '*', partition?: string): string {
     const n = this.node(node);
@@ -186,7 +210,8 @@ export class Topology {
         ...base,
         name: this.intakeStream(tier),
         // Only the three tiers: a publish to notify.request.<anything else> fails at once for the producer.
-        subjects: [this.request(tier)],
+        // Each in both forms: notify.request.<tier>.<tenant>, and the tenantless one (deprecated).
+        subjects: this.requestSubjects(tier),
         // Limits, not interest or work-queue: NATS 2.9 can drop what an interest stream takes while a
         // restarting server has not yet loaded its consumers (acked to the producer all the same),
         // and the log's source would overlap validate's consumer on a work queue. So a handled
@@ -247,7 +272,7 @@ export class Topology {
 
   /** Every durable consumer: one per node per tier (per partition where it has them); untiered nodes one. */
   consumers(): { stream: string; config: Partial<ConsumerConfig> }[] {
-    const pull = (durable: string, filter: string, maxAckPending: number): Partial<ConsumerConfig> => ({
+    const pull = (durable: string, filter: string | undefined, maxAckPending: number): Partial<ConsumerConfig> => ({
       durable_name: durable,
       filter_subject: filter,
       ack_policy: AckPolicy.Explicit,
@@ -265,9 +290,14 @@ export class Topology {
       }
       for (const tier of tiers) {
         for (const partition of node.partitions ?? [undefined]) {
+          // An intake holds one tier's requests under both subject forms, and NATS 2.9 gives a
+          // consumer one filter (no pattern matches notify.request.<tier> and notify.request.<tier>.*
+          // alone): the entry node's consumer reads its intake whole, with no filter (not '>', which
+          // 2.9 treats as a filtered consumer; with none it takes the path the one-subject filter took).
+          const filter = node.reads === 'requests' ? undefined : this.input(node.name, tier, partition);
           out.push({
             stream: this.streamOf(node.name, tier),
-            config: pull(this.durable(node.name, tier, partition), this.input(node.name, tier, partition), node.maxAckPending ?? tierLimits[tier].maxAckPending),
+            config: pull(this.durable(node.name, tier, partition), filter, node.maxAckPending ?? tierLimits[tier].maxAckPending),
           });
         }
       }
