@@ -32,6 +32,9 @@ export interface NotificationStatus {
 /** Outcomes that end a recipient's delivery on a channel (deferred and dispatched do not). */
 const TERMINAL = new Set(['delivered', 'failed', 'suppressed', 'cancelled', 'expired', 'dead_lettered']);
 
+/** Recipient steps per script call (6 arguments each). */
+const MAX_UNITS_PER_CALL = 4_000;
+
 /** Receipt ids are remembered this long to count each once: longer than any retry schedule. */
 const SEEN_TTL_S = 2 * 86_400;
 /** A status is kept as long as the receipts stream keeps receipts. */
@@ -118,55 +121,72 @@ export class RequestStatuses {
     await this.redis.del(idempotencyKey);
   }
 
-  /** Records a batch of receipts (one script call). */
+  /**
+   * Records a batch of receipts: one script call per few thousand recipient steps (a call's
+   * arguments are spread onto the stack, so a 120,000-recipient batch in one call would overflow it).
+   */
   async record(receipts: StoredReceipt[]): Promise<void> {
-    if (receipts.length === 0) return;
-    const slots = new Map<string, number>();
-    const keys: string[] = [];
-    const units: (string | number)[] = [];
-    const meta: (string | number)[] = [];
-    const slotOf = (r: StoredReceipt) => {
-      const id = `${r.tenant}\u0000${r.request_id}`;
-      let slot = slots.get(id);
-      if (slot === undefined) {
-        slot = slots.size + 1;
-        slots.set(id, slot);
-        keys.push(...this.keysOf(r.tenant, r.request_id));
-      }
-      return slot;
+    let call = this.newCall();
+    const flush = async () => {
+      if (call.keys.length) await RECORD.run(this.redis, call.keys, [...call.units, '|', ...call.meta]);
+      call = this.newCall();
     };
     for (const r of receipts) {
       if (!r.request_id || !r.tenant) continue;
-      const k = slotOf(r);
       const field = r.channel ? `c:${r.channel}:${r.status}` : `s:${r.status}`;
       const terminal = r.channel && TERMINAL.has(r.status) ? `t:${r.channel}` : '';
       const unitsOf = r.user_ids
         ? r.user_ids.map((user) => ({ unit: user, user, count: 1 }))
         : [{ unit: r.unit ?? r.user_id, user: r.user_id, count: r.count }];
       for (const u of unitsOf) {
+        if (call.unitCount >= MAX_UNITS_PER_CALL) await flush();
         // Push is done per recipient, not per device: its done-set decides, not the terminal count.
         const pushUser = terminal && r.channel === 'push' && u.user ? userHash(u.user) : '';
-        units.push(k, receiptId(r, u.unit), field, u.count, pushUser ? '' : terminal, pushUser);
+        call.units.push(call.slot(r), receiptId(r, u.unit), field, u.count, pushUser ? '' : terminal, pushUser);
+        call.unitCount++;
       }
+      const k = call.slot(r);
       if (r.stage === 'resolve' && r.status === 'resolved') {
-        units.push(k, receiptId(r, `recipients:${r.unit ?? ''}`), 'recipients', r.count, '', '');
-        // A list of users resolves at once; a topic says so when its last page is out.
-        if (!r.unit || r.unit === 'end' || r.reason === LAST_CHUNK_REASON) meta.push(k, 'set', 'resolved_all', '1');
+        call.units.push(k, receiptId(r, `recipients:${r.unit ?? ''}`), 'recipients', r.count, '', '');
+        call.unitCount++;
+        // A list of users resolves at once; a topic says so with its last page.
+        if (!r.unit || r.unit === 'end' || r.reason === LAST_CHUNK_REASON) call.meta.push(k, 'set', 'resolved_all', '1');
       }
-      if (r.stage === 'resolve' && r.status === 'cancelled') meta.push(k, 'set', 'resolved_all', '1');
+      if (r.stage === 'resolve' && r.status === 'cancelled') call.meta.push(k, 'set', 'resolved_all', '1');
       if (r.stage === 'validate') {
-        meta.push(k, 'set', 'tier', r.tier, k, 'set', 'category', r.category);
+        call.meta.push(k, 'set', 'tier', r.tier, k, 'set', 'category', r.category);
         if (r.status === 'accepted') {
-          meta.push(k, 'min', 'accepted', r.ts);
-          if (r.channels) meta.push(k, 'set', 'channels', r.channels.join(','));
+          call.meta.push(k, 'min', 'accepted', r.ts);
+          if (r.channels) call.meta.push(k, 'set', 'channels', r.channels.join(','));
         }
-        if (r.status === 'deferred' && r.reason.startsWith('send_at ')) meta.push(k, 'set', 'send_at', r.reason.slice('send_at '.length));
-        if (r.status === 'rejected' || r.status === 'expired') meta.push(k, 'set', 'reason', r.reason.slice(0, 500));
+        if (r.status === 'deferred' && r.reason.startsWith('send_at ')) call.meta.push(k, 'set', 'send_at', r.reason.slice('send_at '.length));
+        if (r.status === 'rejected' || r.status === 'expired') call.meta.push(k, 'set', 'reason', r.reason.slice(0, 500));
       }
-      meta.push(k, 'max', 'updated', r.ts);
+      call.meta.push(k, 'max', 'updated', r.ts);
     }
-    if (keys.length === 0) return;
-    await RECORD.run(this.redis, keys, [...units, '|', ...meta]);
+    await flush();
+  }
+
+  /** The arguments of one RECORD call being built: keys in triples per request, units, meta. */
+  private newCall() {
+    const slots = new Map<string, number>();
+    const keys: string[] = [];
+    return {
+      keys,
+      units: [] as (string | number)[],
+      meta: [] as (string | number)[],
+      unitCount: 0,
+      slot: (r: StoredReceipt): number => {
+        const id = `${r.tenant}\u0000${r.request_id}`;
+        let slot = slots.get(id);
+        if (slot === undefined) {
+          slot = slots.size + 1;
+          slots.set(id, slot);
+          keys.push(...this.keysOf(r.tenant, r.request_id));
+        }
+        return slot;
+      },
+    };
   }
 
   /** A request's status, or null when nothing is known of it. */

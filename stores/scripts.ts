@@ -8,6 +8,9 @@ import type { ChainableCommander, Redis } from 'ioredis';
  * of the bytes written to Redis. (ioredis's defineCommand is not used: with auto-pipelining on it
  * can hand a reply to the wrong caller.)
  */
+/** Keys and arguments one script call may take (well under what spreading onto the stack allows). */
+export const MAX_ARGUMENTS = 50_000;
+
 export class RedisScript {
   private readonly sha: string;
 
@@ -16,6 +19,9 @@ export class RedisScript {
   }
 
   async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
+    // Arguments are spread onto the call stack; too many overflow it inside ioredis's auto-pipeline,
+    // which then hands replies to the wrong callers and crashes the process. Callers split their work.
+    if (keys.length + args.length > MAX_ARGUMENTS) throw new Error(`a Redis script call takes at most ${MAX_ARGUMENTS} keys and arguments, not ${keys.length + args.length}`);
     try {
       return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
     } catch (err) {
