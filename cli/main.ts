@@ -270,7 +270,7 @@ keysCommand
 
 program
   .command('publish')
-  .description('publish a request (JSON file, or - for stdin) to notify.request.<tier>')
+  .description('publish a request (JSON file, or - for stdin) to notify.request.<tier>.<tenant>')
   .argument('<file>', 'request JSON')
   .option('--json', 'machine-readable output')
   .action(async (file: string, o: { json?: boolean }) => {
