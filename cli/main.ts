@@ -370,6 +370,8 @@ directory
   .option('--json', 'machine-readable output')
   .action(async (user: string, o: { tenant: string; json?: boolean }) => {
     const cfg = config();
+    if (!tenantSchema.safeParse(o.tenant).success) fail(`--tenant: "${o.tenant}" is not a tenant name (1-64 of letters, digits, _ and -)`);
+    if (user.length < 1 || user.length > 128) fail('USER: 1 to 128 characters');
     const ch = connectClickHouse(cfg);
     try {
       await withRedis(cfg, async (redis) => {

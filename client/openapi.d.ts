@@ -253,7 +253,7 @@ export interface paths {
          * A user token for an app
          * @description A signed token (JWT) that reads and changes this one user's inbox and nothing else: the app's backend mints it for a signed-in user and hands it to the app (as `Authorization: Bearer`, or `?token=` for EventSource).
          *
-         *     Scope: `read` (or `admin`).
+         *     Scope: `directory` (or `admin`).
          */
         post: operations["mintUserToken"];
         delete?: never;
@@ -323,7 +323,7 @@ export interface paths {
          * Mark an item seen, read, archived or snoozed
          * @description Read implies seen; un-reading is allowed; a snoozed item leaves the feed until its time and comes back unseen. The first seen, read and archived of each item are receipts (the funnel goes on past delivered).
          *
-         *     Scope: `read` (or `admin`).
+         *     Scope: `directory` (or `admin`).
          */
         patch: operations["changeInboxItem"];
         trace?: never;
@@ -341,7 +341,7 @@ export interface paths {
          * Record a click (before following the action URL)
          * @description Marks it read too. The first click is a `clicked` receipt.
          *
-         *     Scope: `read` (or `admin`).
+         *     Scope: `directory` (or `admin`).
          */
         post: operations["clickInboxItem"];
         delete?: never;
@@ -363,7 +363,7 @@ export interface paths {
          * Mark every item seen, read or archived
          * @description Optionally only those at or `before` a cursor or a time.
          *
-         *     Scope: `read` (or `admin`).
+         *     Scope: `directory` (or `admin`).
          */
         post: operations["markAllInbox"];
         delete?: never;

@@ -56,6 +56,11 @@ export interface ApiParts {
   bodyLimit?: number;
 }
 
+/** A dependency is down: the caller should retry (503 with Retry-After). */
+class ServiceUnavailable extends Error {
+  readonly statusCode = 503;
+}
+
 /** Paths anyone may read: the API's own description. */
 const PUBLIC_PATHS = new Set(['/v1/openapi.json', '/v1/docs']);
 
@@ -111,9 +116,10 @@ export class ApiServer {
       forceCloseConnections: true,
     });
     this.app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
-      const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+      const status = err.statusCode && ((err.statusCode >= 400 && err.statusCode < 500) || err instanceof ServiceUnavailable) ? err.statusCode : 500;
       if (status === 500) parts.log.error({ err }, 'api: unexpected error');
-      const title = status === 413 ? 'Request body too large' : status === 415 ? 'Unsupported media type' : status === 500 ? 'Internal error' : 'Bad request';
+      if (status === 503) reply.header('retry-after', '2');
+      const title = status === 413 ? 'Request body too large' : status === 415 ? 'Unsupported media type' : status === 500 ? 'Internal error' : status === 503 ? 'Unavailable' : 'Bad request';
       return problem(reply, status, title, status === 500 ? 'something went wrong on our side; try again' : err.message);
     });
     this.app.setNotFoundHandler((req, reply) => problem(reply, 404, 'Not found', `no route ${req.method} ${req.url.split('?')[0]}`));
@@ -130,10 +136,15 @@ export class ApiServer {
     registerInboxRoutes(this.app, {
       get inbox() { return lazy.inbox; }, get streams() { return lazy.streams; }, get userTokens() { return lazy.userTokens; },
       viewOf: (tenant, userId) => inboxViewOf(this.directory, tenant, userId, parts.criticalCategories ?? []),
+      // Stored before the change they report is written (or the change is refused): never lost.
       receipt: async (receipts) => {
         if (receipts.length === 0) return;
         for (const r of receipts) lazy.receipts.add(r);
-        await lazy.receipts.flush();
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          lazy.receipts.flush(),
+          new Promise((_, reject) => { timer = setTimeout(() => reject(new ServiceUnavailable('receipts could not be stored (NATS); try again')), 5_000); }),
+        ]).finally(() => clearTimeout(timer));
       },
       problem, now: () => this.now(),
     });
@@ -156,7 +167,7 @@ export class ApiServer {
 
   /** One of the key's tenant's users, for a key that may read (a 403, 400 or 404 is sent otherwise). */
   private async readUser(req: FastifyRequest<{ Params: { userId: string } }>, reply: FastifyReply) {
-    if (!allows(req.apiKey!, 'directory') && this.forbidden(req, reply, 'read')) return null;
+    if (!(req.apiKey && allows(req.apiKey, 'directory')) && this.forbidden(req, reply, 'read')) return null;
     const userId = this.userId(req.params.userId, reply);
     if (userId === null) return null;
     const view = await this.directory.show(req.apiKey!.tenant, userId);
@@ -422,7 +433,10 @@ export class ApiServer {
 
   /** Every /v1 route needs a live key (or a user token on its inbox), within its rate. */
   private async authenticate(req: FastifyRequest, reply: FastifyReply) {
-    if (!req.url.startsWith('/v1/') || PUBLIC_PATHS.has(req.url.split('?')[0])) return;
+    // Decided on the route that matched, not the raw URL: a percent-encoded path (`/%761/…`) reaches
+    // the same route and must meet the same check.
+    const route = req.routeOptions.url;
+    if (!route || !route.startsWith('/v1/') || PUBLIC_PATHS.has(route)) return;
     const header = req.headers.authorization;
     const fromHeader = header ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined;
     // EventSource cannot send headers: a user token (never a tenant key) may come as ?token=.
@@ -451,7 +465,9 @@ export class ApiServer {
   }
 
   private forbidden(req: FastifyRequest, reply: FastifyReply, scope: ApiScope) {
-    if (allows(req.apiKey!, scope)) return null;
+    // Fails closed: a route reached without a tenant key (never meant to happen) is refused.
+    if (!req.apiKey) return problem(reply, 401, 'Unauthorized', 'send a tenant key: Authorization: Bearer hk_…');
+    if (allows(req.apiKey, scope)) return null;
     return problem(reply, 403, 'Forbidden', `this key lacks the "${scope}" scope`);
   }
 

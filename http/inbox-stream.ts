@@ -14,6 +14,8 @@ interface Connection {
   topicKeys: string[];
   /** The counts last sent (null before the first recount). */
   counts: InboxCounts | null;
+  /** Entries in the feed at that count (archived and snoozed too). */
+  size: number;
   /** Bumped by every change applied without a recount: a recount begun before it is stale. */
   version: number;
   countsTimer?: NodeJS.Timeout;
@@ -94,10 +96,28 @@ export class InboxStreams {
       'x-accel-buffering': 'no',
     });
     res.write('retry: 2000\n\n');
-    const view = await this.parts.viewOf(tenant, userId);
-    const c: Connection = { tenant, userId, res, view, topicKeys: [], counts: null, version: 0 };
+    // Listening for the client's leaving before any await: one that goes meanwhile leaks nothing.
+    let gone = false;
+    let c: Connection | undefined;
+    res.on('close', () => {
+      gone = true;
+      if (c) this.drop(c);
+    });
+    let view: InboxView;
+    try {
+      view = await this.parts.viewOf(tenant, userId);
+    } catch (err) {
+      // Ended, so the client's EventSource reconnects (retry: 2000) rather than waiting on a silent stream.
+      this.parts.log.warn({ err }, 'inbox stream: could not start');
+      res.end();
+      return;
+    }
+    if (gone || this.closed) {
+      res.end();
+      return;
+    }
+    c = { tenant, userId, res, view, topicKeys: [], counts: null, size: 0, version: 0 };
     this.open.add(c);
-    res.on('close', () => this.drop(c));
     this.join(this.users, `${tenant}\u0000${userId}`, this.parts.topology.inboxUser(tenant, userId), c, (signal) => this.onUserSignal(c, signal));
     for (const topic of view.topics) {
       const key = `${tenant}\u0000${topic}`;
@@ -106,7 +126,14 @@ export class InboxStreams {
     }
     // Subscribed first, then caught up: nothing delivered in between is missed (a repeat is harmless).
     if (lastEventId) {
-      for (const item of await this.parts.inbox.since(tenant, userId, view, lastEventId)) this.send(c, item);
+      try {
+        for (const item of await this.parts.inbox.since(tenant, userId, view, lastEventId)) this.send(c, item);
+      } catch (err) {
+        this.parts.log.warn({ err }, 'inbox stream: catching up failed; ending it so the client reconnects');
+        this.drop(c);
+        res.end();
+        return;
+      }
     }
     this.recount(c);
   }
@@ -153,7 +180,8 @@ export class InboxStreams {
     for (const conn of shared?.connections ?? []) {
       if (signal.kind === 'new') {
         void this.sendNew(conn, signal.id, signal.at);
-        this.countNew(conn);
+        if (signal.trimmed) this.scheduleCounts(conn);
+        else this.countNew(conn);
       } else this.scheduleCounts(conn);
     }
   }
@@ -164,11 +192,12 @@ export class InboxStreams {
    * full (its oldest item leaves) or the counts are not known yet, it is recounted instead.
    */
   private countNew(c: Connection): void {
-    if (!c.counts || c.counts.total >= this.parts.inbox.maxItems) {
+    if (!c.counts || c.size + 1 > this.parts.inbox.maxItems) {
       this.scheduleCounts(c);
       return;
     }
     c.version++;
+    c.size++;
     c.counts = { unseen: c.counts.unseen + 1, unread: c.counts.unread + 1, total: c.counts.total + 1 };
     this.writeCounts(c);
   }
@@ -242,7 +271,7 @@ export class InboxStreams {
     const version = c.version;
     try {
       c.view = await this.parts.viewOf(c.tenant, c.userId);
-      const counts: InboxCounts = await this.parts.inbox.counts(c.tenant, c.userId, c.view);
+      const { counts, size } = await this.parts.inbox.feedState(c.tenant, c.userId, c.view);
       if (!this.open.has(c)) return;
       // A new item counted meanwhile may be missing from this read: read again.
       if (c.version !== version) {
@@ -251,6 +280,7 @@ export class InboxStreams {
       }
       const changed = !c.counts || c.counts.unseen !== counts.unseen || c.counts.unread !== counts.unread || c.counts.total !== counts.total;
       c.counts = counts;
+      c.size = size;
       if (changed) this.writeCounts(c);
     } catch (err) {
       this.parts.log.warn({ err }, 'inbox stream: counts not read');

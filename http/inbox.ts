@@ -4,7 +4,7 @@ import {
   describeIssues, feedQuerySchema, itemPatchSchema, markAllSchema, streamQuerySchema, userIdSchema, userTokenBodySchema,
   type Receipt,
 } from '../schemas/index.js';
-import { decodeInboxCursor, type InboxStore, type InboxView, type StateChange } from '../stores/inbox.js';
+import { decodeInboxCursor, type Engagement, type InboxStore, type InboxView } from '../stores/inbox.js';
 import { allows } from '../stores/api-keys.js';
 import type { UserTokens } from '../stores/user-tokens.js';
 import { itemJson, type InboxStreams } from './inbox-stream.js';
@@ -34,19 +34,26 @@ type ItemParams = { Params: { userId: string; id: string } };
 export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts): void {
   const { problem } = parts;
 
-  /** The tenant and user a request may act on, or null once a 400/403 is sent. */
-  const subject = (req: FastifyRequest<UserParams>, reply: FastifyReply): { tenant: string; userId: string } | null => {
+  /**
+   * The tenant and user a request may act on, or null once a 400/401/403 is sent. A user token acts
+   * on its own inbox; a tenant key needs `read` to read and `directory` to change state or mint tokens.
+   */
+  const subject = (req: FastifyRequest<UserParams>, reply: FastifyReply, scope: 'read' | 'directory' = 'read'): { tenant: string; userId: string } | null => {
     const parsed = userIdSchema.safeParse(req.params.userId);
     if (!parsed.success) {
       problem(reply, 400, 'Bad request', 'user_id: 1 to 128 characters', ['user_id: 1 to 128 characters']);
       return null;
     }
     if (req.user) return { tenant: req.user.tenant, userId: parsed.data };
-    if (!allows(req.apiKey!, 'read')) {
-      problem(reply, 403, 'Forbidden', 'this key lacks the "read" scope');
+    if (!req.apiKey) {
+      problem(reply, 401, 'Unauthorized', 'send a tenant key, or a user token for this user');
       return null;
     }
-    return { tenant: req.apiKey!.tenant, userId: parsed.data };
+    if (!allows(req.apiKey, scope)) {
+      problem(reply, 403, 'Forbidden', `this key lacks the "${scope}" scope`);
+      return null;
+    }
+    return { tenant: req.apiKey.tenant, userId: parsed.data };
   };
 
   const parse = <S extends z.ZodType>(schema: S, value: unknown, reply: FastifyReply, what: string): z.output<S> | null => {
@@ -58,7 +65,7 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
   };
 
   /** Receipts for what became true for the first time: each counts once in the funnel. */
-  const engagement = (tenant: string, userId: string, item: { id: string; category: string; tier?: string }, firsts: StateChange['firsts']): Receipt[] =>
+  const engagement = (tenant: string, userId: string, item: { id: string; category: string; tier?: string }, firsts: Engagement): Receipt[] =>
     firsts.map((status) => ({
       ts: parts.now(), stage: 'inbox', status, request_id: item.id, tenant, tier: item.tier ?? '', category: item.category,
       channel: 'inapp', provider: 'inbox', user_id: userId,
@@ -66,7 +73,7 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
 
   app.post<UserParams>('/v1/users/:userId/token', async (req, reply) => {
     if (req.user) return problem(reply, 403, 'Forbidden', 'a user token cannot mint tokens; the app\'s backend does, with a tenant key');
-    const who = subject(req, reply);
+    const who = subject(req, reply, 'directory');
     if (!who) return reply;
     const body = parse(userTokenBodySchema, req.body, reply, 'token request');
     if (!body) return reply;
@@ -98,12 +105,12 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
 
   /** Applies a change to one item and answers it with the counts, saying firsts in receipts. */
   const change = async (req: FastifyRequest<ItemParams>, reply: FastifyReply, patch: Parameters<InboxStore['update']>[4]) => {
-    const who = subject(req, reply);
+    const who = subject(req, reply, 'directory');
     if (!who) return reply;
     const view = await parts.viewOf(who.tenant, who.userId);
-    const done = await parts.inbox.update(who.tenant, who.userId, view, req.params.id, patch);
+    const done = await parts.inbox.update(who.tenant, who.userId, view, req.params.id, patch,
+      (items) => parts.receipt(items.flatMap((i) => engagement(who.tenant, who.userId, i, i.firsts))));
     if (!done) return problem(reply, 404, 'Not found', `no notification "${req.params.id.slice(0, 128)}" in this inbox`);
-    await parts.receipt(engagement(who.tenant, who.userId, done.item, done.firsts));
     const counts = await parts.inbox.counts(who.tenant, who.userId, view);
     return reply.send({ item: itemJson(done.item), counts });
   };
@@ -119,7 +126,7 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
   app.post<ItemParams>('/v1/users/:userId/notifications/:id/click', (req, reply) => change(req, reply, { clicked: true }));
 
   app.post<UserParams>('/v1/users/:userId/notifications/mark-all', async (req, reply) => {
-    const who = subject(req, reply);
+    const who = subject(req, reply, 'directory');
     if (!who) return reply;
     const body = parse(markAllSchema, req.body, reply, 'mark-all');
     if (!body) return reply;
@@ -131,9 +138,9 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
     }
     const what = body.seen ? 'seen' : body.read ? 'read' : 'archived';
     const view = await parts.viewOf(who.tenant, who.userId);
-    const changed = await parts.inbox.markAll(who.tenant, who.userId, view, what, beforeMs);
-    await parts.receipt(changed.flatMap((c) => engagement(who.tenant, who.userId, c, c.firsts)));
+    const updated = await parts.inbox.markAll(who.tenant, who.userId, view, what, beforeMs,
+      (items) => parts.receipt(items.flatMap((i) => engagement(who.tenant, who.userId, i, i.firsts))));
     const counts = await parts.inbox.counts(who.tenant, who.userId, view);
-    return reply.send({ updated: changed.length, counts });
+    return reply.send({ updated, counts });
   });
 }

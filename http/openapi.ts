@@ -199,7 +199,7 @@ const operations: OperationSpec[] = [
     problems: [400, 403],
   },
   {
-    method: 'post', path: '/v1/users/{user_id}/token', operationId: 'mintUserToken', tag: 'inbox', scopes: ['read'],
+    method: 'post', path: '/v1/users/{user_id}/token', operationId: 'mintUserToken', tag: 'inbox', scopes: ['directory'],
     summary: 'A user token for an app',
     description: 'A signed token (JWT) that reads and changes this one user\'s inbox and nothing else: the app\'s backend mints it '
       + 'for a signed-in user and hands it to the app (as `Authorization: Bearer`, or `?token=` for EventSource).',
@@ -226,7 +226,7 @@ const operations: OperationSpec[] = [
     problems: [400, 403, 503],
   },
   {
-    method: 'patch', path: '/v1/users/{user_id}/notifications/{id}', operationId: 'changeInboxItem', tag: 'inbox', scopes: ['read'], userToken: true,
+    method: 'patch', path: '/v1/users/{user_id}/notifications/{id}', operationId: 'changeInboxItem', tag: 'inbox', scopes: ['directory'], userToken: true,
     summary: 'Mark an item seen, read, archived or snoozed',
     description: 'Read implies seen; un-reading is allowed; a snoozed item leaves the feed until its time and comes back unseen. '
       + 'The first seen, read and archived of each item are receipts (the funnel goes on past delivered).',
@@ -235,14 +235,14 @@ const operations: OperationSpec[] = [
     problems: [400, 403, 404, 415],
   },
   {
-    method: 'post', path: '/v1/users/{user_id}/notifications/{id}/click', operationId: 'clickInboxItem', tag: 'inbox', scopes: ['read'], userToken: true,
+    method: 'post', path: '/v1/users/{user_id}/notifications/{id}/click', operationId: 'clickInboxItem', tag: 'inbox', scopes: ['directory'], userToken: true,
     summary: 'Record a click (before following the action URL)',
     description: 'Marks it read too. The first click is a `clicked` receipt.',
     answers: { 200: { description: 'The item and the counts now.', schema: 'ItemChanged' } },
     problems: [400, 403, 404],
   },
   {
-    method: 'post', path: '/v1/users/{user_id}/notifications/mark-all', operationId: 'markAllInbox', tag: 'inbox', scopes: ['read'], userToken: true,
+    method: 'post', path: '/v1/users/{user_id}/notifications/mark-all', operationId: 'markAllInbox', tag: 'inbox', scopes: ['directory'], userToken: true,
     summary: 'Mark every item seen, read or archived',
     description: 'Optionally only those at or `before` a cursor or a time.',
     body: { schema: 'MarkAll', required: true },

@@ -4,7 +4,7 @@ import type { Topology } from '../streams/topology.js';
 
 /** What travels on an inbox subject: a new item, or a change of state (counts may differ). */
 export type InboxSignal =
-  | { kind: 'new'; id: string; at: number; category?: string }
+  | { kind: 'new'; id: string; at: number; category?: string; trimmed?: boolean }
   | { kind: 'state' };
 
 /**
@@ -23,8 +23,10 @@ export class NatsInboxEvents implements InboxEvents {
     }
   }
 
-  delivered(tenant: string, userIds: string[], requestId: string, at: number): void {
-    for (const userId of userIds) this.send(this.topology.inboxUser(tenant, userId), { kind: 'new', id: requestId, at });
+  delivered(tenant: string, userIds: string[], requestId: string, at: number, trimmed?: Set<string>): void {
+    for (const userId of userIds) {
+      this.send(this.topology.inboxUser(tenant, userId), { kind: 'new', id: requestId, at, ...(trimmed?.has(userId) ? { trimmed: true } : {}) });
+    }
   }
 
   broadcast(tenant: string, topic: string, requestId: string, at: number, category: string): void {

@@ -56,7 +56,8 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
         };
         return { locale, content };
       });
-      const fresh = await deps.inbox!.writeBroadcast(request.tenant, topic, request.id, contents, request.accepted_at);
+      // Filed at arrival, as own entries are: a scheduled or late broadcast shows as new, and a stream resumes past it.
+      const fresh = await deps.inbox!.writeBroadcast(request.tenant, topic, request.id, contents, deps.now());
       const now = deps.now();
       ctx.receipt({
         ts: now, stage: 'resolve', status: fresh ? 'delivered' : 'deduplicated', request_id: request.id, tenant: request.tenant,

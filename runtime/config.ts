@@ -95,7 +95,7 @@ const envSchema = z.object({
   HERALD_DEVICE_STALE_DAYS: z.coerce.number().positive().default(defaults.deviceStaleDays),
   HERALD_DEVICE_SWEEP_MS: z.coerce.number().int().min(0).default(defaults.deviceSweepMs),
   HERALD_INBOX_RETENTION_DAYS: z.coerce.number().positive().default(defaults.inboxRetentionDays),
-  HERALD_INBOX_MAX_ITEMS: z.coerce.number().int().min(1).max(100_000).default(defaults.inboxMaxItems),
+  HERALD_INBOX_MAX_ITEMS: z.coerce.number().int().min(1).max(5_000).default(defaults.inboxMaxItems),
   HERALD_SSE_HEARTBEAT_MS: z.coerce.number().int().min(100).default(defaults.sseHeartbeatMs),
   /** Dedup keys before provider calls (off only to measure what they cost). */
   HERALD_DEDUP: z.enum(['on', 'off']).default('on'),

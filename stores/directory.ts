@@ -360,7 +360,9 @@ if not score or tonumber(score) > tonumber(ARGV[3]) then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[2])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
-local d = cjson.decode(raw)
+-- A record it cannot read is left as it is (and out of the index), never a sweep stuck on it.
+local ok, d = pcall(cjson.decode, raw)
+if not ok or type(d) ~= 'table' then return 0 end
 if d.active == false then return 0 end
 d.active = false
 d.deactivated_at = tonumber(ARGV[4])

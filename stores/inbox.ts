@@ -1,6 +1,6 @@
 import type { KeySpace } from './keys.js';
 import type { Redis } from 'ioredis';
-import { execOrThrow } from './directory.js';
+import { execOrThrow, hgetallMany } from './directory.js';
 import { RedisScript } from './scripts.js';
 
 /** One notification in a user's in-app inbox (the short form operators and tests read). */
@@ -76,16 +76,25 @@ export interface FeedQuery {
   archived?: boolean;
 }
 
-/** A state change one call made: what became true for the first time (engagement receipts count those). */
+/** Engagement an item is about to get: what becomes true that was not (receipts count those). */
+export type Engagement = ('seen' | 'read' | 'archived' | 'clicked')[];
+
+/**
+ * Said before a change is written, so its receipts are stored first: a crash in between repeats a
+ * receipt (counted once by its id) rather than losing one. Throwing aborts the change.
+ */
+export type Announce = (items: { id: string; category: string; tier: string; firsts: Engagement }[]) => Promise<void>;
+
+/** A state change one call made. */
 export interface StateChange {
   item: InboxItem;
-  firsts: ('seen' | 'read' | 'archived' | 'clicked')[];
+  firsts: Engagement;
 }
 
 /** Tells open apps what changed in an inbox (live updates); the API's streams subscribe. */
 export interface InboxEvents {
-  /** New items in these users' inboxes. */
-  delivered(tenant: string, userIds: string[], requestId: string, at: number): void;
+  /** New items in these users' inboxes; `trimmed`: some of them lost their oldest items to make room. */
+  delivered(tenant: string, userIds: string[], requestId: string, at: number, trimmed?: Set<string>): void;
   /** A broadcast to a topic's members. */
   broadcast(tenant: string, topic: string, requestId: string, at: number, category: string): void;
   /** A user's item states changed (counts may have). */
@@ -127,12 +136,32 @@ for i = 1, n do
       local oldest = redis.call('ZRANGE', KEYS[k + 1], #gone, #gone + over - 1)
       for _, id in ipairs(oldest) do gone[#gone + 1] = id end
     end
-    if #gone > 0 then
-      redis.call('ZREM', KEYS[k + 1], unpack(gone))
-      for s = 2, 6 do redis.call(s == 5 and 'ZREM' or 'SREM', KEYS[k + s], unpack(gone)) end
-      redis.call('HDEL', KEYS[k + 7], unpack(gone))
+    -- In slices: unpack() has a limit on what it spreads.
+    for from = 1, #gone, 1000 do
+      local slice = { unpack(gone, from, math.min(#gone, from + 999)) }
+      redis.call('ZREM', KEYS[k + 1], unpack(slice))
+      for s = 2, 6 do redis.call(s == 5 and 'ZREM' or 'SREM', KEYS[k + s], unpack(slice)) end
+      redis.call('HDEL', KEYS[k + 7], unpack(slice))
     end
+    -- 2: added, and the oldest made room (a live count cannot simply add one).
+    if #gone > 0 then out[i] = 2 end
   end
+end
+return out`);
+
+/**
+ * A user's whole feed state in one atomic read: KEYS index, seen, read, archived, snoozed, then per
+ * topic its broadcasts and their categories; ARGV the most broadcasts read per topic.
+ */
+const READ_FEED = new RedisScript(`
+local out = {
+  redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'),
+  redis.call('SMEMBERS', KEYS[2]), redis.call('SMEMBERS', KEYS[3]), redis.call('SMEMBERS', KEYS[4]),
+  redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES'),
+}
+for i = 6, #KEYS, 2 do
+  out[#out + 1] = redis.call('ZREVRANGE', KEYS[i], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+  out[#out + 1] = redis.call('HGETALL', KEYS[i + 1])
 end
 return out`);
 
@@ -209,8 +238,9 @@ export class InboxStore {
     return this.keySpace.tenant(tenant, 'bcast-cat', topic);
   }
 
+  /** Content outlives the entries pointing at it by a day, so no counted item lacks its content. */
   private get contentTtlSeconds(): number {
-    return Math.ceil(this.retentionMs / 1000);
+    return Math.ceil(this.retentionMs / 1000) + 86_400;
   }
 
   /** Stores content once per (request, locale) and adds a reference to each inbox, in one pipeline. Returns, per entry, whether it was new. */
@@ -236,16 +266,18 @@ export class InboxStore {
     args.push(this.now() - this.retentionMs, this.maxItems);
     ADD_AND_TRIM.queue(pipeline, keys, args);
     const results = await execOrThrow(pipeline);
-    const added = (results[contents.length * 2] as number[]).map((n) => n === 1);
+    const answers = results[contents.length * 2] as number[];
+    const added = answers.map((n) => n >= 1);
     if (this.opts.events) {
-      const byRequest = new Map<string, { users: string[]; at: number }>();
+      const byRequest = new Map<string, { users: string[]; at: number; trimmed: Set<string> }>();
       entries.forEach((e, i) => {
         if (!added[i]) return;
-        const group = byRequest.get(e.requestId) ?? { users: [], at: e.createdAt };
+        const group = byRequest.get(e.requestId) ?? { users: [], at: e.createdAt, trimmed: new Set<string>() };
         group.users.push(e.userId);
+        if (answers[i] === 2) group.trimmed.add(e.userId);
         byRequest.set(e.requestId, group);
       });
-      for (const [requestId, { users, at }] of byRequest) this.opts.events.delivered(tenant, users, requestId, at);
+      for (const [requestId, { users, at, trimmed }] of byRequest) this.opts.events.delivered(tenant, users, requestId, at, trimmed);
     }
     return added;
   }
@@ -284,20 +316,11 @@ export class InboxStore {
   private async refs(tenant: string, userId: string, view?: InboxView): Promise<Ref[]> {
     const k = this.keys(tenant, userId);
     const topics = view?.topics ?? [];
-    const tx = this.redis.multi()
-      .zrange(k.index, 0, -1, 'WITHSCORES')
-      .smembers(k.seen).smembers(k.read).smembers(k.archived)
-      .zrange(k.snoozed, 0, -1, 'WITHSCORES');
-    for (const topic of topics) {
-      tx.zrevrange(this.broadcastKey(tenant, topic), 0, BROADCASTS_READ - 1, 'WITHSCORES');
-      tx.hgetall(this.broadcastCategories(tenant, topic));
-    }
-    const results = (await tx.exec()) ?? [];
-    const value = (i: number) => {
-      const [err, v] = results[i];
-      if (err) throw err;
-      return v;
-    };
+    const keys = [k.index, k.seen, k.read, k.archived, k.snoozed];
+    for (const topic of topics) keys.push(this.broadcastKey(tenant, topic), this.broadcastCategories(tenant, topic));
+    // One script call: an atomic snapshot (counts and pages agree) for one command's client work.
+    const results = (await READ_FEED.run(this.redis, keys, [BROADCASTS_READ])) as string[][];
+    const value = (i: number) => results[i];
     const [own, seen, read, archived, snoozed] = [0, 1, 2, 3, 4].map(value) as [string[], string[], string[], string[], string[]];
     const seenSet = new Set(seen);
     const readSet = new Set(read);
@@ -312,11 +335,14 @@ export class InboxStore {
         snoozedUntil: snoozedAt.get(id) ?? null,
       });
     };
-    for (let i = 0; i < own.length; i += 2) add(own[i], Number(own[i + 1]));
     const cutoff = this.now() - this.retentionMs;
+    // Past the retention is gone even before a new delivery trims it (an idle inbox's badge must not count it).
+    for (let i = 0; i < own.length; i += 2) if (Number(own[i + 1]) >= cutoff) add(own[i], Number(own[i + 1]));
     topics.forEach((topic, t) => {
       const members = value(5 + t * 2) as string[];
-      const categories = value(6 + t * 2) as Record<string, string>;
+      const flat = value(6 + t * 2);
+      const categories: Record<string, string> = {};
+      for (let i = 0; i < flat.length; i += 2) categories[flat[i]] = flat[i + 1];
       for (let i = 0; i < members.length; i += 2) {
         const score = Number(members[i + 1]);
         if (score < cutoff) continue;
@@ -345,14 +371,13 @@ export class InboxStore {
    */
   private async items(tenant: string, userId: string | undefined, refs: Ref[], locale: string): Promise<InboxItem[]> {
     if (refs.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const r of refs) pipeline.hgetall(this.contentKey(tenant, r.id));
     const own = userId === undefined ? [] : refs.filter((r) => r.topic === undefined);
-    if (own.length) pipeline.hmget(this.keys(tenant, userId!).locales, ...own.map((r) => r.id));
-    const results = await execOrThrow(pipeline);
-    const contents = results.slice(0, refs.length) as Record<string, string>[];
+    const [contents, locales] = await Promise.all([
+      hgetallMany(this.redis, refs.map((r) => this.contentKey(tenant, r.id))),
+      own.length ? this.redis.hmget(this.keys(tenant, userId!).locales, ...own.map((r) => r.id)) : Promise.resolve([]),
+    ]);
     const rendered = new Map<string, string>();
-    if (own.length) (results[refs.length] as (string | null)[]).forEach((l, i) => rendered.set(own[i].id, l ?? 'en'));
+    locales.forEach((l, i) => rendered.set(own[i].id, l ?? 'en'));
     const out: InboxItem[] = [];
     refs.forEach((r, i) => {
       const byLocale = contents[i];
@@ -396,7 +421,13 @@ export class InboxStore {
 
   /** The feed's counts alone. */
   async counts(tenant: string, userId: string, view?: InboxView): Promise<InboxCounts> {
-    return this.countsOf(await this.refs(tenant, userId, view), this.now());
+    return (await this.feedState(tenant, userId, view)).counts;
+  }
+
+  /** The counts, and how many entries the feed holds in all (archived and snoozed too, as its cap counts them). */
+  async feedState(tenant: string, userId: string, view?: InboxView): Promise<{ counts: InboxCounts; size: number }> {
+    const refs = await this.refs(tenant, userId, view);
+    return { counts: this.countsOf(refs, this.now()), size: refs.length };
   }
 
   /** Items that arrived after a cursor (oldest first): what a reconnecting stream missed. */
@@ -434,39 +465,41 @@ export class InboxStore {
   async update(
     tenant: string, userId: string, view: InboxView | undefined, id: string,
     change: { seen?: boolean; read?: boolean; archived?: boolean; snoozed_until?: number | null; clicked?: boolean },
+    announce?: Announce,
   ): Promise<StateChange | null> {
     const ref = (await this.refs(tenant, userId, view)).find((r) => r.id === id);
     if (!ref) return null;
     const k = this.keys(tenant, userId);
     const ttl = this.contentTtlSeconds;
-    const tx = this.redis.multi();
-    const firsts: StateChange['firsts'] = [];
-    // Each first time is decided by SADD's answer, so two devices at once count one.
-    const order: (StateChange['firsts'][number] | null)[] = [];
-    const set = (key: string, on: boolean | undefined, name: StateChange['firsts'][number] | null) => {
-      if (on === undefined) return;
-      if (on) { tx.sadd(key, id); order.push(name); } else { tx.srem(key, id); order.push(null); }
-      tx.expire(key, ttl); order.push(null);
-    };
     const readNow = change.read ?? (change.clicked ? true : undefined);
     const seenNow = readNow === true || change.clicked ? true : change.seen;
-    set(k.seen, seenNow, 'seen');
-    set(k.read, readNow, 'read');
-    set(k.archived, change.archived, 'archived');
-    set(k.clicked, change.clicked ? true : undefined, 'clicked');
+    // What becomes true that the snapshot did not have (a click is always said: its id counts it once).
+    const firsts: Engagement = [];
+    if (seenNow && !ref.seen) firsts.push('seen');
+    if (readNow && !ref.read) firsts.push('read');
+    if (change.archived && !ref.archived) firsts.push('archived');
+    if (change.clicked) firsts.push('clicked');
+    if (announce && firsts.length) {
+      const [content] = await this.items(tenant, userId, [ref], view?.locale ?? 'en');
+      await announce([{ id, category: content?.category ?? '', tier: content?.tier ?? '', firsts }]);
+    }
+    const tx = this.redis.multi();
+    const set = (key: string, on: boolean | undefined) => {
+      if (on === undefined) return;
+      if (on) tx.sadd(key, id); else tx.srem(key, id);
+      tx.expire(key, ttl);
+    };
+    set(k.seen, seenNow);
+    set(k.read, readNow);
+    set(k.archived, change.archived);
+    set(k.clicked, change.clicked ? true : undefined);
     if (change.snoozed_until !== undefined) {
-      if (change.snoozed_until === null) { tx.zrem(k.snoozed, id); order.push(null); } else {
+      if (change.snoozed_until === null) tx.zrem(k.snoozed, id); else {
         // Back as new when it wakes.
         tx.zadd(k.snoozed, change.snoozed_until, id).srem(k.seen, id).srem(k.read, id).expire(k.snoozed, ttl);
-        order.push(null, null, null, null);
       }
     }
-    const results = (await tx.exec()) ?? [];
-    results.forEach(([err, v], i) => {
-      if (err) throw err;
-      const name = order[i];
-      if (name && v === 1) firsts.push(name);
-    });
+    for (const [err] of (await tx.exec()) ?? []) if (err) throw err;
     this.opts.events?.changed(tenant, userId);
     const item = await this.item(tenant, userId, view, id);
     return item ? { item, firsts } : null;
@@ -477,25 +510,27 @@ export class InboxStore {
    * archived. Returns, per item, what became true for the first time.
    */
   async markAll(
-    tenant: string, userId: string, view: InboxView | undefined, what: 'seen' | 'read' | 'archived', beforeMs?: number,
-  ): Promise<{ id: string; category: string; tier: string; firsts: ('seen' | 'read' | 'archived')[] }[]> {
+    tenant: string, userId: string, view: InboxView | undefined, what: 'seen' | 'read' | 'archived', beforeMs?: number, announce?: Announce,
+  ): Promise<number> {
     const now = this.now();
+    const names: ('seen' | 'read' | 'archived')[] = what === 'read' ? ['seen', 'read'] : [what];
     const refs = (await this.refs(tenant, userId, view)).filter((r) =>
-      (beforeMs === undefined || r.score <= beforeMs) && !(r.snoozedUntil !== null && r.snoozedUntil > now) && (what === 'archived' || !r.archived));
-    if (refs.length === 0) return [];
+      (beforeMs === undefined || r.score <= beforeMs) && !(r.snoozedUntil !== null && r.snoozedUntil > now) && (what === 'archived' || !r.archived)
+      && names.some((name) => !r[name]));
+    if (refs.length === 0) return 0;
+    if (announce) {
+      const contents = new Map((await this.items(tenant, userId, refs, view?.locale ?? 'en')).map((c) => [c.id, c]));
+      await announce(refs.map((r) => ({
+        id: r.id, category: contents.get(r.id)?.category ?? '', tier: contents.get(r.id)?.tier ?? '', firsts: names.filter((name) => !r[name]),
+      })));
+    }
     const k = this.keys(tenant, userId);
     const tx = this.redis.multi();
-    const names: ('seen' | 'read' | 'archived')[] = what === 'read' ? ['seen', 'read'] : [what];
     for (const r of refs) for (const name of names) tx.sadd(k[name], r.id);
     for (const name of names) tx.expire(k[name], this.contentTtlSeconds);
-    const results = (await tx.exec()) ?? [];
-    const contents = await this.items(tenant, userId, refs, view?.locale ?? 'en');
-    const byId = new Map(contents.map((c) => [c.id, c]));
+    for (const [err] of (await tx.exec()) ?? []) if (err) throw err;
     this.opts.events?.changed(tenant, userId);
-    return refs.map((r, i) => ({
-      id: r.id, category: byId.get(r.id)?.category ?? '', tier: byId.get(r.id)?.tier ?? '',
-      firsts: names.filter((_, j) => results[i * names.length + j][1] === 1),
-    })).filter((x) => x.firsts.length > 0);
+    return refs.length;
   }
 
   /**

@@ -32,11 +32,11 @@ export interface NotificationStatus {
 /** Outcomes that end a recipient's delivery on a channel (deferred and dispatched do not). */
 const TERMINAL = new Set(['delivered', 'failed', 'suppressed', 'cancelled', 'expired', 'dead_lettered']);
 
-/** Recipient steps per script call (6 arguments each). */
-const MAX_UNITS_PER_CALL = 4_000;
+/** Keys and arguments per script call: well under what RedisScript takes. */
+const MAX_ARGS_PER_CALL = 30_000;
 
-/** Receipt ids are remembered this long to count each once: longer than any retry schedule. */
-const SEEN_TTL_S = 2 * 86_400;
+/** Receipt ids are remembered as long as the status (a replay or redrive days later counts nothing twice). */
+const SEEN_TTL_S = 7 * 86_400;
 /** A status is kept as long as the receipts stream keeps receipts. */
 const STATUS_TTL_S = 7 * 86_400;
 
@@ -138,8 +138,10 @@ export class RequestStatuses {
       const unitsOf = r.user_ids
         ? r.user_ids.map((user) => ({ unit: user, user, count: 1 }))
         : [{ unit: r.unit ?? r.user_id, user: r.user_id, count: r.count }];
+      // Room for this receipt's meta and keys too; a receipt of many users spans calls.
+      if (call.size() + 40 >= MAX_ARGS_PER_CALL) await flush();
       for (const u of unitsOf) {
-        if (call.unitCount >= MAX_UNITS_PER_CALL) await flush();
+        if (call.size() + 46 >= MAX_ARGS_PER_CALL) await flush();
         // Push is done per recipient, not per device: its done-set decides, not the terminal count.
         const pushUser = terminal && r.channel === 'push' && u.user ? userHash(u.user) : '';
         call.units.push(call.slot(r), receiptId(r, u.unit), field, u.count, pushUser ? '' : terminal, pushUser);
@@ -176,6 +178,7 @@ export class RequestStatuses {
       units: [] as (string | number)[],
       meta: [] as (string | number)[],
       unitCount: 0,
+      size(): number { return keys.length + this.units.length + this.meta.length; },
       slot: (r: StoredReceipt): number => {
         const id = `${r.tenant}\u0000${r.request_id}`;
         let slot = slots.get(id);
@@ -219,6 +222,8 @@ export function statusOf(id: string, h: Record<string, string>, pushDone: number
   const delivered = total.delivered ?? 0;
   let status: NotificationState;
   if (num('s:rejected') > 0) status = 'failed';
+  // Given up before any channel was reached (validate, resolve or the filter dead-lettered it).
+  else if (num('s:dead_lettered') > 0 && delivered === 0 && (!h.resolved_all || !channels.some((c) => done(c) > 0))) status = 'failed';
   else if (num('s:expired') > 0) status = 'expired';
   else if (!h.accepted) status = 'queued';
   else if ((total.cancelled ?? 0) + num('s:cancelled') > 0) status = 'cancelled';

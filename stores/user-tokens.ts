@@ -80,7 +80,7 @@ export class UserTokens {
     if (!secret) return 'invalid';
     try {
       const { payload } = await jwtVerify(token, secret, {
-        issuer: ISSUER, audience: AUDIENCE, algorithms: ['HS256'], currentDate: new Date(this.now()),
+        issuer: ISSUER, audience: AUDIENCE, algorithms: ['HS256'], currentDate: new Date(this.now()), requiredClaims: ['exp', 'sub', 'tnt'],
       });
       if (payload.tnt !== tenant || typeof payload.sub !== 'string') return 'invalid';
       const principal = { tenant, userId: payload.sub };

@@ -201,6 +201,9 @@ describe('the HTTP API: status, deliveries, bulk members, stale devices and eras
       'DELETE device': (await call(a, 'DELETE', '/v1/users/only-b/devices/b-token')).status,
     };
     expect(answers).toEqual({ 'GET status': 404, 'GET deliveries': 404, 'GET user': 404, 'GET preferences': 404, 'DELETE device': 404 });
+    // A percent-encoded path reaches the same route, and the same check: no key, no answer (never a 500).
+    expect((await fetch(`${base}/%761/notifications/${bRequest}`)).status).toBe(401);
+    expect((await fetch(`${base}/v1/users/only-b%2F..`, { headers: { authorization: `Bearer ${a}` } })).status).toBe(404);
     // Writes name ids in the key's own tenant: they land there, never in the other.
     await call(a, 'POST', `/v1/notifications/${bRequest}/cancel`, {});
     await call(a, 'PUT', '/v1/users/only-b', { email: 'intruder@acme.test' });

@@ -75,7 +75,7 @@ describe('the reference inbox page (/demo/inbox) in a real browser', () => {
       now: () => Date.now() + offset, userTokenRatePerSecond: 1_000,
     });
     base = `http://127.0.0.1:${await api.listen('127.0.0.1', 0)}`;
-    tenantKey = (await new ApiKeys(h.redis, h.topology.keys).create({ tenant: 'acme', scopes: ['send', 'read'], ratePerSecond: 10_000 })).secret;
+    tenantKey = (await new ApiKeys(h.redis, h.topology.keys).create({ tenant: 'acme', scopes: ['send', 'read', 'directory'], ratePerSecond: 10_000 })).secret;
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
   }, 120_000);
   afterAll(async () => {

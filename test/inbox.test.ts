@@ -103,8 +103,8 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
     const [a, b] = [await replica(h.nats.nc), await replica(secondNats.nc)];
     bases = [a.base, b.base];
     const keys = new ApiKeys(h.redis, h.topology.keys);
-    tenantKey = (await keys.create({ tenant: 'acme', scopes: ['send', 'read'], ratePerSecond: 10_000 })).secret;
-    globexKey = (await keys.create({ tenant: 'globex', scopes: ['send', 'read'], ratePerSecond: 10_000 })).secret;
+    tenantKey = (await keys.create({ tenant: 'acme', scopes: ['send', 'read', 'directory'], ratePerSecond: 10_000 })).secret;
+    globexKey = (await keys.create({ tenant: 'globex', scopes: ['send', 'read', 'directory'], ratePerSecond: 10_000 })).secret;
   }, 60_000);
   afterAll(async () => {
     await h?.close();
@@ -129,6 +129,11 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
       'minting': (await call(token, 'POST', '/v1/users/ada/token', {})).status,
     };
     expect(refused).toEqual({ 'another user': 403, 'another user\'s item': 403, 'the directory': 403, sending: 403, minting: 403 });
+    // A key that may only read reads inboxes, but neither changes them nor mints tokens for them.
+    const reader = (await new ApiKeys(h.redis, h.topology.keys).create({ tenant: 'acme', scopes: ['read'] })).secret;
+    expect((await call(reader, 'GET', '/v1/users/ada/notifications')).status).toBe(200);
+    expect((await call(reader, 'PATCH', '/v1/users/ada/notifications/tok-1', { read: true })).status).toBe(403);
+    expect((await call(reader, 'POST', '/v1/users/ada/token', {})).status).toBe(403);
     // The same user id in another tenant is someone else: a globex token sees globex's ada only.
     await deliver('globex', ['ada'], ['globex-only']);
     const theirs = await call(await userToken('ada', 'globex'), 'GET', '/v1/users/ada/notifications');
@@ -319,6 +324,9 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
     expect(page.items.map((i) => i.id)).toEqual(['k-6', 'k-5', 'k-4', 'k-3', 'k-2']);
     expect(page.counts).toEqual({ unseen: 5, unread: 5, total: 5 });
     expect(await h.redis.smembers(h.topology.keys.tenant('acme', 'inbox-read', 'pager'))).toEqual([]);
+    // An idle inbox: nothing new arrives to trim it, yet what passed its retention is no longer counted.
+    const idle = new InboxStore(h.redis, h.topology.keys, { maxItems: 5, retentionMs: 10 * HOUR, now: () => Date.now() + 11 * HOUR });
+    expect((await idle.feed('acme', 'pager', undefined)).counts).toEqual({ unseen: 0, unread: 0, total: 0 });
   });
 });
 
@@ -342,7 +350,7 @@ describe('live inbox updates across processes', () => {
 
   it('delivers the event to a stream on one replica when the request came through another and the pipeline ran elsewhere', async () => {
     const [front, back] = [await h.api(), await h.api({ nc: secondNats.nc })];
-    const key = (await new ApiKeys(h.redis, h.topology.keys).create({ tenant: 'acme', scopes: ['send', 'read'] })).secret;
+    const key = (await new ApiKeys(h.redis, h.topology.keys).create({ tenant: 'acme', scopes: ['send', 'read', 'directory'] })).secret;
     const token = (await (await fetch(`${front.base}/v1/users/far/token`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{}' })).json() as { token: string }).token;
     const stream = await openStream(`${back.base}/v1/users/far/notifications/stream?token=${token}`);
     await eventually(() => stream.lastCounts(), 'the stream open');

@@ -35,5 +35,8 @@ describe('a notification\'s state from its counts', () => {
     expect(statusOf('r', accepted({ recipients: 2, resolved_all: 1, 'c:email:cancelled': 2, 't:email': 2 }), 0).status).toBe('cancelled');
     expect(statusOf('r', { tier: 'social', category: 'c', updated: '5', 's:rejected': '1', reason: 'tier: bad' }, 0)).toMatchObject({ status: 'failed', reason: 'tier: bad' });
     expect(statusOf('r', accepted({ 's:expired': 1, reason: 'expires_at passed' }), 0).status).toBe('expired');
+    // Given up before any channel (the filter dead-lettered it): failed, not processing for ever.
+    expect(statusOf('r', accepted({ recipients: 2, 's:dead_lettered': 1 }), 0).status).toBe('failed');
+    expect(statusOf('r', { tier: 'social', category: 'c', updated: '5', 's:dead_lettered': '1' }, 0).status).toBe('failed');
   });
 });
