@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { selfContainedPagePolicy } from './server.js';
 import type { FastifyInstance } from 'fastify';
 
 /*
@@ -26,8 +26,7 @@ export function registerDemoInbox(app: FastifyInstance): void {
 }
 
 function inboxPage(): { html: string; csp: string } {
-  const hash = (text: string) => `'sha256-${createHash('sha256').update(text).digest('base64')}'`;
-  const csp = `default-src 'none'; script-src ${hash(PAGE_SCRIPT)}; style-src ${hash(PAGE_STYLE)}; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
+  const csp = selfContainedPagePolicy(PAGE_SCRIPT, PAGE_STYLE);
   const html = `<!doctype html>
 <html lang="en">
 <head>

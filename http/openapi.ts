@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { selfContainedPagePolicy } from './server.js';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import {
@@ -411,8 +411,7 @@ export function registerOpenApi(app: FastifyInstance): void {
  * script and style, and fetching from this server only).
  */
 function docsPage(): { html: string; csp: string } {
-  const hash = (text: string) => `'sha256-${createHash('sha256').update(text).digest('base64')}'`;
-  const csp = `default-src 'none'; script-src ${hash(PAGE_SCRIPT)}; style-src ${hash(PAGE_STYLE)}; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
+  const csp = selfContainedPagePolicy(PAGE_SCRIPT, PAGE_STYLE);
   const html = `<!doctype html>
 <html lang="en">
 <head>

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Redis } from 'ioredis';
@@ -36,6 +37,15 @@ async function timed(check: () => Promise<unknown>, timeoutMs: number): Promise<
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The Content-Security-Policy of a page served whole by Herald: only its one inline script and
+ * style (by hash), requests to this server only, nothing framed, posted or loaded from elsewhere.
+ */
+export function selfContainedPagePolicy(script: string, style: string): string {
+  const hash = (text: string) => `'sha256-${createHash('sha256').update(text).digest('base64')}'`;
+  return `default-src 'none'; script-src ${hash(script)}; style-src ${hash(style)}; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
 }
 
 /** Starts a Fastify app on host:port; resolves with the port it got (useful when `port` is 0). */
