@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import {
-  describeIssues, feedQuerySchema, itemPatchSchema, markAllSchema, streamQuerySchema, userIdSchema, userTokenBodySchema,
+  describeIssues, feedQuerySchema, itemPatchSchema, markAllSchema, notificationIdSchema, streamQuerySchema, userIdSchema, userTokenBodySchema,
   type Receipt,
 } from '../schemas/index.js';
 import { decodeInboxCursor, type Engagement, type InboxStore, type InboxView } from '../stores/inbox.js';
@@ -98,7 +98,8 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
     const query = parse(streamQuerySchema, req.query, reply, 'query');
     if (!query) return reply;
     const header = req.headers['last-event-id'];
-    const lastEventId = (typeof header === 'string' ? header : undefined) ?? query.last_event_id;
+    // The header is bounded as the query parameter is (a cursor is short).
+    const lastEventId = (typeof header === 'string' && header.length <= 400 ? header : undefined) ?? query.last_event_id;
     reply.hijack();
     await parts.streams.serve(reply.raw, who.tenant, who.userId, lastEventId);
   });
@@ -107,12 +108,12 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
   const change = async (req: FastifyRequest<ItemParams>, reply: FastifyReply, patch: Parameters<InboxStore['update']>[4]) => {
     const who = subject(req, reply, 'directory');
     if (!who) return reply;
+    if (!notificationIdSchema.safeParse(req.params.id).success) return problem(reply, 400, 'Bad request', 'id: 1 to 128 characters', ['id: 1 to 128 characters']);
     const view = await parts.viewOf(who.tenant, who.userId);
     const done = await parts.inbox.update(who.tenant, who.userId, view, req.params.id, patch,
       (items) => parts.receipt(items.flatMap((i) => engagement(who.tenant, who.userId, i, i.firsts))));
-    if (!done) return problem(reply, 404, 'Not found', `no notification "${req.params.id.slice(0, 128)}" in this inbox`);
-    const counts = await parts.inbox.counts(who.tenant, who.userId, view);
-    return reply.send({ item: itemJson(done.item), counts });
+    if (!done) return problem(reply, 404, 'Not found', `no notification "${req.params.id}" in this inbox`);
+    return reply.send({ item: itemJson(done.item), counts: done.counts });
   };
 
   app.patch<ItemParams>('/v1/users/:userId/notifications/:id', async (req, reply) => {

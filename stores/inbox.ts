@@ -85,10 +85,11 @@ export type Engagement = ('seen' | 'read' | 'archived' | 'clicked')[];
  */
 export type Announce = (items: { id: string; category: string; tier: string; firsts: Engagement }[]) => Promise<void>;
 
-/** A state change one call made. */
+/** A state change one call made: the item and the counts as they are after it, from one snapshot. */
 export interface StateChange {
   item: InboxItem;
   firsts: Engagement;
+  counts: InboxCounts;
 }
 
 /** Tells open apps what changed in an inbox (live updates); the API's streams subscribe. */
@@ -451,12 +452,6 @@ export class InboxStore {
     return (await this.items(tenant, userId, [ref], locale))[0] ?? null;
   }
 
-  /** One item of the user's feed (own or a visible broadcast), or null. */
-  async item(tenant: string, userId: string, view: InboxView | undefined, id: string): Promise<InboxItem | null> {
-    const ref = (await this.refs(tenant, userId, view)).find((r) => r.id === id);
-    return ref ? (await this.items(tenant, userId, [ref], view?.locale ?? 'en'))[0] ?? null : null;
-  }
-
   /**
    * Changes one item's state: `read` implies `seen`; un-reading is allowed; a snooze hides it until
    * its time and it comes back unseen and unread; `snoozed_until: null` wakes it now. Returns the
@@ -501,8 +496,11 @@ export class InboxStore {
     }
     for (const [err] of (await tx.exec()) ?? []) if (err) throw err;
     this.opts.events?.changed(tenant, userId);
-    const item = await this.item(tenant, userId, view, id);
-    return item ? { item, firsts } : null;
+    // One read after the change gives both the item and the counts the caller answers with.
+    const after = await this.refs(tenant, userId, view);
+    const now = after.find((r) => r.id === id);
+    const [item] = now ? await this.items(tenant, userId, [now], view?.locale ?? 'en') : [];
+    return item ? { item, firsts, counts: this.countsOf(after, this.now()) } : null;
   }
 
   /**

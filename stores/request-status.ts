@@ -145,12 +145,10 @@ export class RequestStatuses {
         // Push is done per recipient, not per device: its done-set decides, not the terminal count.
         const pushUser = terminal && r.channel === 'push' && u.user ? userHash(u.user) : '';
         call.units.push(call.slot(r), receiptId(r, u.unit), field, u.count, pushUser ? '' : terminal, pushUser);
-        call.unitCount++;
       }
       const k = call.slot(r);
       if (r.stage === 'resolve' && r.status === 'resolved') {
         call.units.push(k, receiptId(r, `recipients:${r.unit ?? ''}`), 'recipients', r.count, '', '');
-        call.unitCount++;
         // A list of users resolves at once; a topic says so with its last page.
         if (!r.unit || r.unit === 'end' || r.reason === LAST_CHUNK_REASON) call.meta.push(k, 'set', 'resolved_all', '1');
       }
@@ -177,7 +175,6 @@ export class RequestStatuses {
       keys,
       units: [] as (string | number)[],
       meta: [] as (string | number)[],
-      unitCount: 0,
       size(): number { return keys.length + this.units.length + this.meta.length; },
       slot: (r: StoredReceipt): number => {
         const id = `${r.tenant}\u0000${r.request_id}`;

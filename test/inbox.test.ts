@@ -218,6 +218,10 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
     expect(bad.status).toBe(400);
     expect(bad.body.errors.join('\n')).toMatch(/read[\s\S]*colour|colour[\s\S]*read/);
     expect((await call(token, 'PATCH', '/v1/users/cy/notifications/not-mine', { read: true })).status).toBe(404);
+    // An id longer than any notification's is refused for what it is, not looked for.
+    const long = await call(token, 'PATCH', `/v1/users/cy/notifications/${'x'.repeat(200)}`, { read: true });
+    expect(long.status).toBe(400);
+    expect(long.body.errors).toEqual(['id: 1 to 128 characters']);
   });
 
   it('merges a topic\'s broadcast into each member\'s feed with their own state, hiding it from an opted-out member', async () => {
