@@ -1,18 +1,13 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiServer } from '../http/api.js';
-import { envFor } from './child.js';
+import { runHerald } from './child.js';
 import { eventually, Harness } from './harness.js';
 
 describe('the HTTP API: keys, sending, and the walls between tenants', () => {
   let h: Harness;
   let api: ApiServer;
   let base: string;
-  const herald = (...args: string[]) => promisify(execFile)(path.join(import.meta.dirname, '..', 'bin', 'herald.js'), args, {
-    env: { ...process.env, ...envFor(h.config) },
-  });
+  const herald = (...args: string[]) => runHerald(h.config, args);
   /** A key made the way an operator makes one. */
   const newKey = async (...args: string[]) => JSON.parse((await herald('keys', 'create', '--json', ...args)).stdout) as { id: string; key: string; tenant: string };
   const post = (key: string | undefined, body: unknown, headers: Record<string, string> = {}) => fetch(`${base}/v1/notifications`, {

@@ -1,10 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../runtime/config.js';
 import { freePort } from '../servers/local-servers.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Runs one `herald` command as an operator would, against a test config's servers; resolves with its output. */
+export function runHerald(config: Config, args: string[], extra: Record<string, string> = {}) {
+  return promisify(execFile)(path.join(root, 'bin', 'herald.js'), args, { env: { ...process.env, ...envFor(config, extra) } });
+}
 
 /** The environment that reproduces a test config for a `herald run` child process. */
 export function envFor(config: Config, extra: Record<string, string> = {}): Record<string, string> {

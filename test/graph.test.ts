@@ -1,6 +1,3 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { pipelineGraph, type PipelineGraph } from '../pipeline/graph.js';
@@ -10,7 +7,7 @@ import { PermanentError } from '../runtime/errors.js';
 import { filteredChunkSchema, type FilteredChunk } from '../schemas/index.js';
 import type { DeliveryItem, Outcome, Sink } from '../sinks/sink.js';
 import { listDeadLetters } from '../streams/dead-letters.js';
-import { envFor } from './child.js';
+import { runHerald } from './child.js';
 import { eventually, Harness } from './harness.js';
 
 /** A throw-away stage: passes chunks on, refuses the category "poison" for good. */
@@ -164,9 +161,7 @@ describe('herald replay through the graph', () => {
   });
   afterAll(async () => h?.close());
 
-  const herald = (...args: string[]) => promisify(execFile)(path.join(import.meta.dirname, '..', 'bin', 'herald.js'), args, {
-    env: { ...process.env, ...envFor(h.config) },
-  });
+  const herald = (...args: string[]) => runHerald(h.config, args);
 
   it('feeds each request to its own tier\'s entry without --tier: one per tier, all delivered again', async () => {
     for (const tier of ['transactional', 'social', 'marketing'] as const) {

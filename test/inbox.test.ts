@@ -1,12 +1,9 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectNats, type Nats } from '../runtime/connections.js';
 import { ApiKeys } from '../stores/api-keys.js';
 import { InboxStore } from '../stores/inbox.js';
 import { queryFunnel } from '../cli/funnel.js';
-import { envFor, HeraldProcess } from './child.js';
+import { HeraldProcess, envFor, runHerald } from './child.js';
 import { eventually, Harness } from './harness.js';
 
 const HOUR = 3_600_000;
@@ -60,7 +57,7 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
   /** The API's clock: tests move it to expire tokens and wake snoozed items. */
   let offset = 0;
   const now = () => Date.now() + offset;
-  const herald = (...args: string[]) => promisify(execFile)(path.join(import.meta.dirname, '..', 'bin', 'herald.js'), args, { env: { ...process.env, ...envFor(h.config) } });
+  const herald = (...args: string[]) => runHerald(h.config, args);
   const call = async (auth: string, method: string, url: string, body?: unknown, base = bases[0]) => {
     const res = await fetch(`${base}${url}`, {
       method,

@@ -1,6 +1,3 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHeraldClient, type NotificationBody } from '../client/index.js';
 import { ApiServer } from '../http/api.js';
@@ -9,16 +6,14 @@ import {
   cancelAcceptedSchema, conflictProblemSchema, deliveriesPageSchema, deviceRegisteredSchema, notificationAcceptedSchema,
   notificationStatusSchema, preferencesViewSchema, problemSchema, topicMembersChangedSchema, userUpsertedSchema, userViewSchema,
 } from '../schemas/index.js';
-import { envFor } from './child.js';
+import { runHerald } from './child.js';
 import { eventually, Harness } from './harness.js';
 
 describe('the OpenAPI document and the typed client, against a running API', () => {
   let h: Harness;
   let api: ApiServer;
   let base: string;
-  const herald = (...args: string[]) => promisify(execFile)(path.join(import.meta.dirname, '..', 'bin', 'herald.js'), args, {
-    env: { ...process.env, ...envFor(h.config) },
-  });
+  const herald = (...args: string[]) => runHerald(h.config, args);
   const newKey = async (...args: string[]) => JSON.parse((await herald('keys', 'create', '--json', ...args)).stdout) as { key: string };
   const body = (title: string): NotificationBody => ({
     tier: 'transactional', category: 'api', content: { title, body: 'b' }, recipients: { user_ids: ['u1'] }, channels: ['inapp'],

@@ -1,9 +1,6 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, eventually } from './harness.js';
-import { envFor, HeraldProcess } from './child.js';
+import { HeraldProcess, envFor, runHerald } from './child.js';
 import { requestIdFor } from '../runtime/ids.js';
 import type { NotificationRequest, Receipt } from '../schemas/index.js';
 import { queryFunnel } from '../cli/funnel.js';
@@ -229,9 +226,7 @@ describe('herald directory set / show', () => {
   beforeAll(async () => { h = await Harness.create('dircli'); }, 60_000);
   afterAll(() => h?.close());
 
-  const herald = (...args: string[]) => promisify(execFile)(path.join(import.meta.dirname, '..', 'bin', 'herald.js'), args, {
-    env: { ...process.env, ...envFor(h.config) },
-  });
+  const herald = (...args: string[]) => runHerald(h.config, args);
 
   it('sets preferences, quiet hours, devices and topics, and shows them', async () => {
     await herald('directory', 'set', 'ada', '--tenant', 'acme', '--email', 'ada@acme.test', '--timezone', 'Europe/Paris',

@@ -9,7 +9,6 @@ import { recordsFromFlags } from '../../cli/directory-set.js';
 import { directoryRecordSchema } from '../../schemas/index.js';
 import type { Stage } from '../../pipeline/stage.js';
 import type { UserView } from '../../stores/directory.js';
-import { fakeContext } from '../fakes.js';
 
 const night = { start: '22:00', end: '07:00' };
 const la = 'America/Los_Angeles';

@@ -9,7 +9,7 @@ import { dispatchStage } from '../../processors/dispatch.js';
 import { toRows } from '../../processors/receipt-loader.js';
 import { checkGraph, pipelineGraph } from '../../pipeline/graph.js';
 import { TemplateStore } from '../../runtime/templates.js';
-import { DeferError, PermanentError, RetryableError, backoffMs } from '../../runtime/errors.js';
+import { PermanentError, RetryableError, backoffMs } from '../../runtime/errors.js';
 import type { StageDeps } from '../../pipeline/deps.js';
 import type { UserProfile } from '../../stores/directory.js';
 import { receiptSchema, type AcceptedRequest, type DeliveryBatch, type FilteredChunk, type Receipt } from '../../schemas/index.js';
