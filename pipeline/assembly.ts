@@ -112,7 +112,6 @@ export class Assembly {
       const target = nodeOf(graph, out.to);
       if (tier && out.link(tier) === 'inline') {
         const next = this.step(target, tier);
-        if (!next.stage.process) throw new Error(`graph: ${node.name} → ${target.name} is in-process, but ${target.name} is a batch stage`);
         step.next = { step: next, concurrency: out.concurrency ?? 1 };
       } else {
         step.route = this.routeTo(target);

@@ -213,7 +213,9 @@ export class Flow {
       const started = performance.now();
       try {
         const window = self.windowFor(step);
-        const produced = step.stage.process!(input, self.context(step, env, window));
+        const ctx = self.context(step, env, window);
+        // A batch stage in-process batches what one input brings (a request's deliveries).
+        const produced = step.stage.process ? step.stage.process(input, ctx) : step.stage.processBatch!([input], ctx);
         yield* iterate(self.forward(step, produced, id, env, window));
         self.metrics.processed(step.node.name, 'ok', performance.now() - started);
       } catch (err) {

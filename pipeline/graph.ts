@@ -53,7 +53,8 @@ export interface PipelineGraph {
 
 /**
  * `chained` (the default): validate → resolve → filter run in-process on the request (no hop where
- * nothing is gained); `split`: every edge is a JetStream subject.
+ * nothing is gained), and on the transactional tier batch → dispatch too; `split`: every edge is a
+ * JetStream subject.
  */
 export type Wiring = 'chained' | 'split';
 
@@ -65,9 +66,23 @@ const perTier = (tier: Tier | undefined, s: GraphSettings): RunnerOptions => {
   return { pullBatch: limits.pullBatch, concurrency: limits.concurrency, ackWaitMs: s.ackWaitMs, ...s.retry };
 };
 
+/** Variations of the graph for who runs it. */
+export interface GraphOptions {
+  /**
+   * Chained wiring runs the transactional tier's batch and dispatch on the request message too.
+   * A replay turns this off: it feeds the pipeline, and the running processes deliver. @default true
+   */
+  deliverInline?: boolean;
+}
+
 /** Herald's pipeline. Adding a stage is a file in processors/ and an entry here. */
-export function pipelineGraph(wiring: Wiring = 'chained'): PipelineGraph {
+export function pipelineGraph(wiring: Wiring = 'chained', options: GraphOptions = {}): PipelineGraph {
   const chained = (_tier: Tier): LinkKind => (wiring === 'chained' ? 'inline' : 'durable');
+  // A password reset crosses one JetStream hop: its request message is acked after the provider
+  // call and the receipts. Bulk tiers keep the durable hops, where batching across requests and
+  // spreading over processes pay.
+  const deliverInline = wiring === 'chained' && options.deliverInline !== false;
+  const shortTransactional = (tier: Tier): LinkKind => (deliverInline && tier === 'transactional' ? 'inline' : 'durable');
   return {
     nodes: [
       { name: 'validate', def: validateStage, reads: 'requests', subject: 'request', config: (tier) => ({ tier }), run: perTier },
@@ -106,11 +121,12 @@ export function pipelineGraph(wiring: Wiring = 'chained'): PipelineGraph {
       { from: 'schedule', to: 'resolve', link: () => 'inline' },
       // A topic fan-out streams its chunks into the filter, eight at a time.
       { from: 'resolve', to: 'filter', link: chained, concurrency: 8 },
-      { from: 'filter', to: 'batch', link: () => 'durable' },
+      { from: 'filter', to: 'batch', link: shortTransactional },
       { from: 'filter', to: 'wake', port: 'later', link: () => 'durable' },
       // Woken recipients are filtered again at once, with the preferences of that moment.
       { from: 'wake', to: 'filter', link: () => 'inline' },
-      { from: 'batch', to: 'dispatch', link: () => 'durable' },
+      // In-process, a request's channels are dispatched side by side.
+      { from: 'batch', to: 'dispatch', link: shortTransactional, concurrency: channels.length },
     ],
   };
 }
@@ -129,8 +145,8 @@ export function edgeFrom(graph: PipelineGraph, from: string, port: 'out' | 'late
 
 /**
  * Checks at start-up that the graph holds together: names unique and matching their stages, each
- * edge's schemas agreeing, a durable edge's target able to route (it has a tier), an inline
- * target a per-message stage, no in-process cycle, at most one edge per port.
+ * edge's schemas agreeing, a durable edge's target able to route (it has a tier), no in-process
+ * cycle, at most one edge per port. (An in-process batch stage batches one input's outputs.)
  */
 export function checkGraph(graph: PipelineGraph): void {
   const problems: string[] = [];
@@ -195,8 +211,11 @@ export function describeGraph(graph: PipelineGraph, wiring: Wiring): string[] {
   for (const n of graph.nodes) {
     const subject = n.reads === 'receipts' ? 'notify.receipt.<status>' : `notify.${n.subject}${n.partitions ? '.<channel>' : ''}.<tier>`;
     const stream = n.reads === 'requests' ? 'REQUESTS_<TIER>' : n.reads === 'receipts' ? 'RECEIPTS' : 'WORK_<TIER>';
-    const out = graph.edges.filter((e) => e.from === n.name).map((e) =>
-      `${e.port === 'later' ? 'later ' : ''}→ ${e.to}${e.link('transactional') === 'inline' ? ' (in-process)' : ''}`);
+    const inProcess = (e: GraphEdge) => {
+      const on = tiers.filter((t) => e.link(t) === 'inline');
+      return on.length === 0 ? '' : on.length === tiers.length ? ' (in-process)' : ` (in-process: ${on.join(', ')})`;
+    };
+    const out = graph.edges.filter((e) => e.from === n.name).map((e) => `${e.port === 'later' ? 'later ' : ''}→ ${e.to}${inProcess(e)}`);
     lines.push(`${subject.padEnd(32)} ${stream.padEnd(15)} ${n.name.padEnd(9)} ${out.join(', ') || '(no outputs)'}`);
   }
   lines.push(`${'(every intake, copied)'.padEnd(32)} ${'REQUESTS'.padEnd(15)} the replayable log (herald replay)`);

@@ -15,18 +15,19 @@ export type InboxSignal =
 export class NatsInboxEvents implements InboxEvents {
   constructor(private readonly nc: NatsConnection, private readonly topology: Topology) {}
 
-  private send(subject: string, signal: InboxSignal): void {
+  private send(subject: string, signal: InboxSignal | string): void {
     try {
-      this.nc.publish(subject, JSON.stringify(signal));
+      this.nc.publish(subject, typeof signal === 'string' ? signal : JSON.stringify(signal));
     } catch {
       // A closed connection drops live updates only; the feed already has the item.
     }
   }
 
   delivered(tenant: string, userIds: string[], requestId: string, at: number, trimmed?: Set<string>): void {
-    for (const userId of userIds) {
-      this.send(this.topology.inboxUser(tenant, userId), { kind: 'new', id: requestId, at, ...(trimmed?.has(userId) ? { trimmed: true } : {}) });
-    }
+    // A fan-out tells a thousand users the same thing: encoded once.
+    const plain = JSON.stringify({ kind: 'new', id: requestId, at } satisfies InboxSignal);
+    const madeRoom = trimmed?.size ? JSON.stringify({ kind: 'new', id: requestId, at, trimmed: true } satisfies InboxSignal) : plain;
+    for (const userId of userIds) this.send(this.topology.inboxUser(tenant, userId), trimmed?.has(userId) ? madeRoom : plain);
   }
 
   broadcast(tenant: string, topic: string, requestId: string, at: number, category: string): void {

@@ -41,7 +41,8 @@ export interface ReplayProgress {
  */
 export async function replay(
   nats: Nats, topology: Topology, config: Config, deps: StageDeps, log: Logger, opts: ReplayOptions,
-  graph: PipelineGraph = pipelineGraph(config.wiring),
+  // The operator's command feeds the pipeline; the running processes deliver (and hold the sinks).
+  graph: PipelineGraph = pipelineGraph(config.wiring, { deliverInline: false }),
 ): Promise<{ fed: number; lastSequence: number }> {
   const stream = topology.requestsStream;
   const info = await nats.jsm.streams.info(stream);

@@ -4,7 +4,7 @@ import type { UserProfile } from '../stores/directory.js';
 import {
   deferredWorkSchema, filteredChunkSchema, resolvedChunkSchema, type Channel, type FilteredChunk, type Recipient, type ResolvedChunk,
 } from '../schemas/index.js';
-import { createHash } from 'node:crypto';
+import { sha256 } from '../runtime/ids.js';
 import { requestIdentity, type StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 import { parseQuietHours, quietUntil } from '../runtime/quiet-hours.js';
@@ -78,7 +78,7 @@ export const preferenceFilterStage: StageDefinition<ResolvedChunk, FilteredChunk
           const users = [...new Set([...byHeldChannel.values()].flat())];
           // Filtered again when due: an opt-out or a hard stop set during the night still counts.
           const later: ResolvedChunk = { request: { ...request, channels: [...byHeldChannel.keys()] }, chunk: chunk.chunk, user_ids: users, cap_counted: true };
-          const id = createHash('sha256').update(`${request.tenant}\u0000${request.id}\u0000${request.replay ?? ''}\u0000${chunk.chunk}\u0000${until}\u0000${users.join(',')}`).digest('base64url').slice(0, 32);
+          const id = sha256(`${request.tenant}\u0000${request.id}\u0000${request.replay ?? ''}\u0000${chunk.chunk}\u0000${until}\u0000${users.join(',')}`).slice(0, 32);
           ctx.later(later, until, id);
           for (const [channel, channelUsers] of byHeldChannel) {
             ctx.receipt({

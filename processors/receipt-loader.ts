@@ -17,13 +17,14 @@ type StoredReceipt = ReceiptBatch['receipts'][number];
  * user. Each row carries its deterministic id, which the funnel counts once.
  */
 export function toRows(r: StoredReceipt) {
-  if (!r.user_ids) return [toRow(r, r.user_id, r.count, r.unit ?? r.user_id)];
-  return r.user_ids.map((user) => toRow(r, user, 1, user));
+  const base = baseRow(r);
+  if (!r.user_ids) return [{ receipt_id: receiptId(r, r.unit ?? r.user_id), ...base, user_id: r.user_id, count: r.count }];
+  // A fan-out receipt lists a thousand users: what they share is built once.
+  return r.user_ids.map((user) => ({ receipt_id: receiptId(r, user), ...base, user_id: user, count: 1 }));
 }
 
-function toRow(r: StoredReceipt, user_id: string, count: number, unit: string) {
+function baseRow(r: StoredReceipt) {
   return {
-    receipt_id: receiptId(r, unit),
     event_time: Math.floor(r.ts / 1000),
     event_ms: r.ts % 1000,
     // ClickHouse 18.16 does not fill DEFAULT columns on JSONEachRow inserts: send the date.
@@ -36,11 +37,9 @@ function toRow(r: StoredReceipt, user_id: string, count: number, unit: string) {
     category: r.category,
     channel: r.channel,
     provider: r.provider,
-    user_id,
     reason: r.reason,
     attempt: Math.min(65_535, r.attempt),
     latency_ms: r.latency_ms,
-    count,
   };
 }
 

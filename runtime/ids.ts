@@ -1,13 +1,18 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
+
+/** SHA-256 of a string, base64url: one call (a third of createHash's cost; it runs per recipient step). */
+export function sha256(text: string): string {
+  return hash('sha256', text, 'base64url');
+}
 
 /** A stable id for a request that came without one, so a replay yields the same id. */
 export function requestIdFor(tenant: string, idempotencyKey: string): string {
-  return createHash('sha256').update(`${tenant}\u0000${idempotencyKey}`).digest('base64url').slice(0, 22);
+  return sha256(`${tenant}\u0000${idempotencyKey}`).slice(0, 22);
 }
 
 /** KV keys allow [-/_=.a-zA-Z0-9]; tenant and ids may hold anything, so they are encoded. */
 export function kvToken(value: string): string {
-  return /^[A-Za-z0-9_-]{1,64}$/.test(value) ? value : `=${createHash('sha256').update(value).digest('base64url').slice(0, 22)}`;
+  return /^[A-Za-z0-9_-]{1,64}$/.test(value) ? value : `=${sha256(value).slice(0, 22)}`;
 }
 
 /** The fields that name a receipt's step; with the unit they counted, they are its identity. */
@@ -25,13 +30,10 @@ export interface ReceiptKey {
  * the funnel counts each id once.
  */
 export function receiptId(r: ReceiptKey, unit: string): string {
-  return createHash('sha256')
-    .update(`${r.tenant}\u0000${r.request_id}\u0000${r.stage}\u0000${r.status}\u0000${r.channel}\u0000${unit}`)
-    .digest('base64url')
-    .slice(0, 22);
+  return sha256(`${r.tenant}\u0000${r.request_id}\u0000${r.stage}\u0000${r.status}\u0000${r.channel}\u0000${unit}`).slice(0, 22);
 }
 
 /** The unit a push receipt counts: one device of a user, named without its token. */
 export function deviceUnit(userId: string, token: string): string {
-  return `${userId}#${createHash('sha256').update(token).digest('base64url').slice(0, 12)}`;
+  return `${userId}#${sha256(token).slice(0, 12)}`;
 }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { sha256 } from '../runtime/ids.js';
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { DeliveryItem, Outcome, Sink } from './sink.js';
 import { providerLimits, tooLarge } from './limits.js';
@@ -16,7 +16,7 @@ export interface EmailSinkOptions {
 
 /** A stable Message-ID per (tenant, request, recipient): a rare duplicate is recognisable as one. */
 export function messageIdFor(tenant: string, requestId: string, userId: string): string {
-  const h = createHash('sha256').update(`${tenant}\u0000${requestId}\u0000${userId}`).digest('base64url').slice(0, 32);
+  const h = sha256(`${tenant}\u0000${requestId}\u0000${userId}`).slice(0, 32);
   return `<${h}@herald>`;
 }
 

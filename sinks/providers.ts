@@ -1,3 +1,4 @@
+import { CoalescingSink } from './coalescing.js';
 import type { KeySpace } from '../stores/keys.js';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -138,6 +139,9 @@ export async function buildProviders(
   } else {
     log.error({ channel: 'sms' }, 'SMS DISABLED: no TWILIO_ACCOUNT_SID and no sandbox');
   }
+
+  // Transactional requests are dispatched one by one: those handled side by side share a call.
+  for (const channel of Object.keys(set.sinks) as (keyof typeof set.sinks)[]) set.sinks[channel] = new CoalescingSink(set.sinks[channel]!);
 
   set.close = async () => {
     await Promise.allSettled(Object.values(set.sinks).map((s) => s?.close()));

@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { receiptId } from '../runtime/ids.js';
+import { receiptId, sha256 } from '../runtime/ids.js';
 import { LAST_CHUNK_REASON, type StoredReceipt } from '../schemas/index.js';
 import { execOrThrow } from './directory.js';
 import type { KeySpace } from './keys.js';
@@ -85,7 +84,7 @@ redis.call('EXPIRE', KEYS[2], ARGV[7])
 return false`);
 
 /** A user named without their id (the push-done sets must hold nothing erasure would have to find). */
-const userHash = (user: string) => createHash('sha256').update(user).digest('base64url').slice(0, 16);
+const userHash = (user: string) => sha256(user).slice(0, 16);
 
 /**
  * Per-request status in Redis, fed from the receipts (the tracker node) so it is fresh within a
