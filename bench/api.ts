@@ -227,7 +227,7 @@ try {
   const natsTputCpu = cpuPerRequest(cpu0, phase1Pids, Math.max(1, natsTput.accepted));
 
   log('starting `herald run --no-api` and delivering the backlog …');
-  const herald = await startHerald(env, ['run', '--no-api']);
+  const herald = await startHerald(env, ['run', '--workers', '1', '--no-api']);
   children.add(herald);
   const backlogTimeoutMs = 120_000 + REQUESTS * 10;
   const httpDelivered = await watch.waitFor('tput_http', httpTput.accepted, backlogTimeoutMs);

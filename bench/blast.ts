@@ -36,8 +36,8 @@ try {
   log(`starting herald (${deploy}) …`);
   const heralds = deploy === 'single'
     ? [await startHerald(env)]
-    : [await startHerald(env, ['run', '--tiers', 'transactional', '--stages', 'validate,resolve,filter,batch,dispatch']),
-      await startHerald(env, ['run', '--tiers', 'social,marketing', '--nice', '10'])];
+    : [await startHerald(env, ['run', '--workers', '1', '--tiers', 'transactional', '--stages', 'validate,resolve,filter,batch,dispatch']),
+      await startHerald(env, ['run', '--workers', '1', '--tiers', 'social,marketing', '--nice', '10'])];
   const watch = new DeliveredWatch(nats, topology);
 
   /** Publishes transactional single-recipient requests at TX_RATE until `until()` says stop. */

@@ -13,7 +13,7 @@ import { freePort } from '../servers/local-servers.js';
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** `herald run` as its own process (as an operator runs it), once /readyz answers. */
-export async function startHerald(env: Record<string, string>, args: string[] = ['run']): Promise<ChildProcess> {
+export async function startHerald(env: Record<string, string>, args: string[] = ['run', '--workers', '1']): Promise<ChildProcess> {
   const httpPort = await freePort();
   const flags = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean);
   const herald = flags

@@ -262,7 +262,7 @@ try {
 
   log('starting `herald run --no-api` and delivering a warm-up notification …');
   const threshold = Math.min(STREAMS, 10_000);
-  const herald = await startHerald({ ...env, HERALD_INAPP_BROADCAST_THRESHOLD: String(threshold) }, ['run', '--no-api']);
+  const herald = await startHerald({ ...env, HERALD_INAPP_BROADCAST_THRESHOLD: String(threshold) }, ['run', '--workers', '1', '--no-api']);
   children.add(herald);
   const receiptAt = new Map<string, number>();
   const receipts = nats.nc.subscribe(topology.receipt('delivered'), {

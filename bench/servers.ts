@@ -53,3 +53,31 @@ export function cpuMs(pid: number): number {
   const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
+
+/** A process and its descendants (the workers of `herald run --workers N`). */
+export function processTree(pid: number): number[] {
+  let children: number[] = [];
+  try {
+    children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch { /* gone */ }
+  return [pid, ...children.flatMap(processTree)];
+}
+
+/** CPU ms of a process and its live descendants together. */
+export function treeCpuMs(pid: number): number {
+  return processTree(pid).reduce((sum, p) => {
+    try { return sum + cpuMs(p); } catch { return sum; }
+  }, 0);
+}
+
+/** The largest current RSS (MB) among a process and its descendants: the per-process figure to hold under a cap. */
+export function maxRssMb(pid: number): number {
+  return Math.max(0, ...processTree(pid).map((p) => {
+    try { return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0) / 1024; } catch { return 0; }
+  }));
+}
+
+/** The largest peak RSS (MB) among a process and its descendants. */
+export function maxPeakRssMb(pid: number): number {
+  return Math.max(0, ...processTree(pid).map((p) => { try { return peakRssMb(p); } catch { return 0; } }));
+}

@@ -25,6 +25,7 @@ import { parseDuration, parseSince } from './duration.js';
 import { formatFunnel, queryFunnel } from './funnel.js';
 import { replay } from '../pipeline/replay.js';
 import { runDemo } from './demo.js';
+import { answerPrimary, defaultWorkerCount, isWorker, serversOnThisMachine, shareMetrics, superviseWorkers } from '../pipeline/workers.js';
 import { progress } from './progress.js';
 import { Kvm } from '@nats-io/kv';
 import { Cancellations } from '../stores/cancellations.js';
@@ -140,9 +141,12 @@ program
   .option('--demo', 'publish a sample notification once running and show where it arrived')
   .option('--nice <n>', 'lower this process\'s CPU priority (0-19): run bulk tiers this way beside a transactional process')
   .option('--no-api', 'do not serve the HTTP API (HERALD_API_HOST:HERALD_API_PORT) from this process')
-  .action(async (o: { stages?: string; tiers?: string; demo?: boolean; nice?: string; api: boolean }) => {
+  .option('--workers <n>', 'worker processes sharing the consumers and the API port (default: the cores, less one when the servers run on this machine)')
+  .action(async (o: { stages?: string; tiers?: string; demo?: boolean; nice?: string; api: boolean; workers?: string }) => {
     const cfg = config();
     const log = createLogger(cfg.logLevel);
+    const workers = o.workers === undefined ? defaultWorkerCount(serversOnThisMachine(cfg)) : Number(o.workers);
+    if (!Number.isInteger(workers) || workers < 1 || workers > 64) fail(`--workers: "${o.workers}" is not a whole number from 1 to 64`);
     if (o.nice !== undefined) {
       const nice = Number(o.nice);
       if (!Number.isInteger(nice) || nice < 0 || nice > 19) fail(`--nice: "${o.nice}" is not a whole number from 0 to 19`);
@@ -153,18 +157,19 @@ program
     for (const s of stages ?? []) if (!nodes.includes(s)) fail(`--stages: unknown stage "${s}" (stages: ${nodes.join(', ')})`);
     const tierList = o.tiers?.split(',') as Tier[] | undefined;
     for (const t of tierList ?? []) if (!tiers.includes(t)) fail(`unknown tier "${t}"`);
+    if (workers > 1 && !isWorker()) {
+      await superviseWorkers({ count: workers, httpHost: cfg.httpHost, httpPort: cfg.httpPort, log, demo: o.demo });
+      return;
+    }
     // A bug that escapes every handler: say so, and exit for the supervisor to restart us (unacked
     // work is redelivered, so nothing is lost).
     process.on('unhandledRejection', (err) => {
       log.fatal({ err }, 'unhandled rejection: exiting');
       process.exit(1);
     });
-    const pipeline = await Pipeline.start(cfg, log, { stages, tiers: tierList });
-    // The pipeline runs whether or not the port is free: a second `herald run` on one machine is normal.
-    const api = o.api ? await serveApi(cfg, log, pipeline.nats, pipeline.redis, pipeline.clickhouse).catch((err) => {
-      log.warn({ err: (err as Error).message }, 'HTTP API not served (set HERALD_API_PORT, or --no-api)');
-      return undefined;
-    }) : undefined;
+    let pipeline: Pipeline | undefined;
+    let api: Awaited<ReturnType<typeof serveApi>> | undefined;
+    let apiBase: string | undefined;
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) {
@@ -173,13 +178,25 @@ program
       }
       stopping = true;
       log.info({ signal }, 'shutting down: finishing in-flight work');
-      Promise.resolve(api?.close()).then(() => pipeline.close()).then(() => process.exit(0), () => process.exit(1));
+      Promise.resolve(api?.close()).then(() => pipeline?.close()).then(() => process.exit(0), () => process.exit(1));
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    const demo = () => { if (pipeline) runDemo(pipeline, apiBase).catch((err) => log.error({ err }, 'demo failed')); };
+    if (isWorker()) {
+      answerPrimary({ deps: () => pipeline && { nats: pipeline.nats.nc, redis: pipeline.redis, clickhouse: pipeline.clickhouse }, demo, stop });
+    }
+    pipeline = await Pipeline.start(cfg, log, { stages, tiers: tierList });
+    if (isWorker()) shareMetrics(pipeline.metrics.registry);
+    // The pipeline runs whether or not the port is free: a second `herald run` on one machine is normal.
+    api = o.api ? await serveApi(cfg, log, pipeline.nats, pipeline.redis, pipeline.clickhouse).catch((err) => {
+      log.warn({ err: (err as Error).message }, 'HTTP API not served (set HERALD_API_PORT, or --no-api)');
+      return undefined;
+    }) : undefined;
     const address = api?.app.server.address();
-    const apiBase = address && typeof address === 'object' ? `http://${cfg.apiHost}:${address.port}` : undefined;
-    if (o.demo) await runDemo(pipeline, apiBase).catch((err) => log.error({ err }, 'demo failed'));
+    apiBase = address && typeof address === 'object' ? `http://${cfg.apiHost}:${address.port}` : undefined;
+    // With workers, the primary says when to run the demo (once, in one of them).
+    if (o.demo && !isWorker()) demo();
   });
 
 program

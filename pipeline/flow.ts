@@ -77,6 +77,9 @@ export class InlineFailure extends Error {
 
 type Produced<O> = O[] | Promise<O[]> | AsyncIterable<O>;
 
+/** What a flow hands the runner: a list, or a stream when a node streams (a large fan-out). */
+export type FlowOutput = Emitted[] | AsyncIterable<Emitted>;
+
 const isStream = <O>(p: Produced<O>): p is AsyncIterable<O> => Symbol.asyncIterator in (p as object);
 
 async function* iterate<O>(produced: Produced<O>): AsyncIterable<O> {
@@ -132,7 +135,7 @@ export class Flow {
   constructor(readonly root: FlowStep, private readonly metrics: Metrics) {}
 
   /** Runs the first node on one input, then the in-process nodes after it. */
-  run(input: unknown, env: FlowEnv, idBase: string): Produced<Emitted> {
+  run(input: unknown, env: FlowEnv, idBase: string): Promise<FlowOutput> {
     const window = this.windowFor(this.root);
     const produced = this.root.stage.process!(input, this.context(this.root, env, window));
     return this.forward(this.root, produced, idBase, env, window);
@@ -142,7 +145,7 @@ export class Flow {
   async runBatch(inputs: unknown[], env: FlowEnv, idBase: string): Promise<Emitted[]> {
     const window = this.windowFor(this.root);
     const produced = await this.root.stage.processBatch!(inputs, this.context(this.root, env, window));
-    return toArray(this.forward(this.root, produced, idBase, env, window));
+    return toArray(await this.forward(this.root, produced, idBase, env, window));
   }
 
   private windowFor(step: FlowStep): OrderedWindow | undefined {
@@ -176,8 +179,12 @@ export class Flow {
     };
   }
 
-  /** Where a node's outputs go: named, then published, or handed to the next node in this process. */
-  private forward(step: FlowStep, produced: Produced<unknown>, parentId: string, env: FlowEnv, window?: OrderedWindow): Produced<Emitted> {
+  /**
+   * Where a node's outputs go: named, then published, or handed to the next node in this process.
+   * Lists stay lists (no async generators per message: a password reset passes five nodes); only a
+   * node that streams makes the rest of the way a stream.
+   */
+  private async forward(step: FlowStep, produced: Produced<unknown>, parentId: string, env: FlowEnv, window?: OrderedWindow): Promise<FlowOutput> {
     const named = step.node.def.outputId;
     const idOf = (o: unknown, i: number) => (named ? `${env.idRoot}:${named(o)}` : `${parentId}:${i}`);
     if (!step.next) {
@@ -192,41 +199,71 @@ export class Flow {
           for await (const o of produced) yield emit(o, i++);
         })();
       }
-      return Promise.resolve(produced).then((list) => list.map(emit));
+      return (await produced).map(emit);
     }
     const next = step.next.step;
+    if (!isStream(produced)) {
+      const list = await produced;
+      if (list.length === 0 && (!window || window.empty)) return [];
+      // One output, nothing registered to run after it: straight to the next node.
+      if (list.length === 1 && (!window || window.empty)) return this.isolated(next, list[0], idOf(list[0], 0), env);
+      produced = list;
+    }
     if (!window) {
       // One at a time: the next node's outputs stream as they come (a fan-out stays flat in memory).
       const self = this;
+      const inputs = produced;
       return (async function* () {
         let i = 0;
-        for await (const o of iterate(produced)) yield* self.isolated(next, o, idOf(o, i++), env);
+        for await (const o of iterate(inputs)) {
+          const out = await self.isolated(next, o, idOf(o, i++), env);
+          yield* out;
+        }
       })();
     }
-    return window.run(iterate(produced), (o, i) => toArray(this.isolated(next, o, idOf(o, i), env)), env.afterOutputs);
+    return window.run(iterate(produced), async (o, i) => toArray(await this.isolated(next, o, idOf(o, i), env)), env.afterOutputs);
   }
 
   /** Runs an in-process node on one input under its own identity; a failure for good dead-letters that input alone. */
-  private isolated(step: FlowStep, input: unknown, id: string, env: FlowEnv): AsyncIterable<Emitted> {
+  private async isolated(step: FlowStep, input: unknown, id: string, env: FlowEnv): Promise<FlowOutput> {
+    const started = performance.now();
+    let out: FlowOutput;
+    try {
+      const window = this.windowFor(step);
+      const ctx = this.context(step, env, window);
+      // A batch stage in-process batches what one input brings (a request's deliveries).
+      const produced = step.stage.process ? step.stage.process(input, ctx) : step.stage.processBatch!([input], ctx);
+      out = await this.forward(step, produced, id, env, window);
+    } catch (err) {
+      return this.failed(step, input, id, err, env, started);
+    }
+    if (!isStream(out)) {
+      this.metrics.processed(step.node.name, 'ok', performance.now() - started);
+      return out;
+    }
+    // A stream fails while it is read: the same decision, then.
     const self = this;
+    const stream = out;
     return (async function* () {
-      const started = performance.now();
       try {
-        const window = self.windowFor(step);
-        const ctx = self.context(step, env, window);
-        // A batch stage in-process batches what one input brings (a request's deliveries).
-        const produced = step.stage.process ? step.stage.process(input, ctx) : step.stage.processBatch!([input], ctx);
-        yield* iterate(self.forward(step, produced, id, env, window));
-        self.metrics.processed(step.node.name, 'ok', performance.now() - started);
+        yield* stream;
       } catch (err) {
-        // Already decided further down, or a wait: the runner handles the message as a whole.
-        if (err instanceof InlineFailure || err instanceof DeferError) throw err;
-        self.metrics.processed(step.node.name, 'failed', performance.now() - started);
-        const givingUp = err instanceof PermanentError || env.attempt >= step.maxAttempts;
-        if (!givingUp) throw new InlineFailure(step.node.name, err);
-        await self.giveUp(step, input, id, err, env);
+        yield* await self.failed(step, input, id, err, env, started);
+        return;
       }
+      self.metrics.processed(step.node.name, 'ok', performance.now() - started);
     })();
+  }
+
+  /** A node's input failed: retried with the whole message (thrown), or given up on alone (nothing more comes of it). */
+  private async failed(step: FlowStep, input: unknown, id: string, err: unknown, env: FlowEnv, started: number): Promise<Emitted[]> {
+    // Already decided further down, or a wait: the runner handles the message as a whole.
+    if (err instanceof InlineFailure || err instanceof DeferError) throw err;
+    this.metrics.processed(step.node.name, 'failed', performance.now() - started);
+    const givingUp = err instanceof PermanentError || env.attempt >= step.maxAttempts;
+    if (!givingUp) throw new InlineFailure(step.node.name, err);
+    await this.giveUp(step, input, id, err, env);
+    return [];
   }
 
   private async giveUp(step: FlowStep, input: unknown, id: string, err: unknown, env: FlowEnv): Promise<void> {
@@ -253,6 +290,11 @@ class OrderedWindow {
   private static readonly nothing = Promise.resolve({ ok: true as const, value: [] as Emitted[] });
 
   constructor(private readonly size: number) {}
+
+  /** Nothing registered to run after outputs (then one output may bypass the window). */
+  get empty(): boolean {
+    return this.entries.length === 0;
+  }
 
   after(fn: () => Promise<void>): void {
     this.entries.push({ done: OrderedWindow.nothing, after: fn });

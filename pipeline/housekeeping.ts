@@ -38,9 +38,10 @@ export class Housekeeping {
     private readonly log: Logger, private readonly opts: HousekeepingOptions = {},
   ) {
     const registers = [metrics.registry];
-    this.backlog = new client.Gauge({ name: 'herald_receipts_backlog', help: 'Receipts in RECEIPTS not yet loaded into ClickHouse', registers });
+    // Every worker measures the same stream: their group reports it once (max), not summed.
+    this.backlog = new client.Gauge({ name: 'herald_receipts_backlog', help: 'Receipts in RECEIPTS not yet loaded into ClickHouse', registers, aggregator: 'max' });
     this.backlogRatio = new client.Gauge({
-      name: 'herald_receipts_backlog_ratio', help: 'Estimated share of RECEIPTS\' room taken by receipts not yet loaded (at 1, unloaded receipts are dropped)', registers,
+      name: 'herald_receipts_backlog_ratio', help: 'Estimated share of RECEIPTS\' room taken by receipts not yet loaded (at 1, unloaded receipts are dropped)', registers, aggregator: 'max',
     });
     this.evicted = new client.Counter({ name: 'herald_receipts_dropped_unloaded_total', help: 'Receipts RECEIPTS dropped before the loader took them', registers });
     this.trimmed = new client.Counter({ name: 'herald_intake_trimmed_total', help: 'Handled requests purged from an intake stream', labelNames: ['tier'] as const, registers });

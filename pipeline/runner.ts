@@ -6,7 +6,7 @@ import { describeIssues, type Receipt } from '../schemas/index.js';
 import { REDRIVE_HEADER } from '../streams/dead-letters.js';
 import { deliveryCountAttempts, type AttemptCounter } from './attempts.js';
 import type { DeadLetterWriter } from './dead-letters.js';
-import { failureOf, giveUpReceipts, identitiesOf, InlineFailure, type Emitted, type Flow, type FlowEnv } from './flow.js';
+import { failureOf, giveUpReceipts, identitiesOf, InlineFailure, type Flow, type FlowEnv, type FlowOutput } from './flow.js';
 import type { Metrics } from './metrics.js';
 import { Outputs, type Publish } from './outputs.js';
 import { Slots } from './slots.js';
@@ -327,10 +327,11 @@ export class StageRunner {
   }
 
   /** Publishes outputs pipelined (bounded) and waits for every PubAck. */
-  private async publishAll(produced: Emitted[] | Promise<Emitted[]> | AsyncIterable<Emitted>, outputs: Outputs, progressed?: () => void): Promise<void> {
-    if (Symbol.asyncIterator in (produced as object)) {
+  private async publishAll(flowOutput: Promise<FlowOutput>, outputs: Outputs, progressed?: () => void): Promise<void> {
+    const produced = await flowOutput;
+    if (Symbol.asyncIterator in produced) {
       let first = true;
-      for await (const out of produced as AsyncIterable<Emitted>) {
+      for await (const out of produced) {
         if (outputs.failure) throw outputs.failure;
         outputs.publish(out.subject, out.data, out.id);
         if (first && progressed) outputs.after(async () => progressed());
@@ -340,7 +341,7 @@ export class StageRunner {
         if (outputs.pending.size >= this.o.maxPublishesInFlight) await Promise.race(outputs.pending);
       }
     } else {
-      const list = await (produced as Promise<Emitted[]>);
+      const list = produced;
       for (const out of list) outputs.publish(out.subject, out.data, out.id);
       if (progressed && list.length) outputs.after(async () => progressed());
     }

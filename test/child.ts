@@ -30,12 +30,15 @@ export function envFor(config: Config, extra: Record<string, string> = {}): Reco
 export class HeraldProcess {
   child?: ChildProcess;
   exitCode?: number | null;
-  constructor(private readonly env: Record<string, string>) {}
+  /** Its health port (/readyz, /metrics) once started. */
+  port = 0;
+  /** @param args One process by default, whatever the machine's cores: a kill -9 is the crash of the whole pipeline. */
+  constructor(private readonly env: Record<string, string>, private readonly args: string[] = ['run', '--workers', '1']) {}
 
   async start(): Promise<void> {
-    const port = await freePort();
+    const port = (this.port = await freePort());
     this.exitCode = undefined;
-    const child = spawn(path.join(root, 'bin', 'herald.js'), ['run'], {
+    const child = spawn(path.join(root, 'bin', 'herald.js'), this.args, {
       cwd: root, env: { ...process.env, ...this.env, HERALD_HTTP_PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'],
     });
     this.child = child;

@@ -83,7 +83,7 @@ describe('in-process flow afterOutputs', () => {
     };
     const afters: (() => Promise<void>)[] = [];
     const env = flowEnv((fn) => { events.push(`after queued (${events.filter((e) => e.startsWith('out')).length} out)`); afters.push(fn); });
-    for await (const out of twoNodeFlow(first, second, 4).run(5, env, 'test:1') as AsyncIterable<{ data: string }>) events.push(JSON.parse(out.data));
+    for await (const out of await twoNodeFlow(first, second, 4).run(5, env, 'test:1')) events.push(JSON.parse(out.data));
     for (const fn of afters) await fn();
     // Each checkpoint i is queued only once "out i" has been handed on.
     const queued = events.filter((e) => e.startsWith('after queued')).map((e) => Number(/\((\d+) out\)/.exec(e)![1]));
