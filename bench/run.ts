@@ -1,15 +1,11 @@
 // `npm run bench`: Herald's throughput, latency and memory beside a raw JetStream baseline and the
 // BullMQ pipeline a team would otherwise build (bench/bullmq-peer.ts), both measured in the same run
 // on the same servers started for the run. Prints figures; never fails on a time.
-import { spawn } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { publishRequest } from '../runtime/producer.js';
 import type { DirectoryRecord } from '../schemas/index.js';
 import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
-import { benchServers, cpuMs, fmt, maxPeakRssMb, maxRssMb, percentile, printTable, treeCpuMs } from './servers.js';
+import { benchServers, cpuMs, fmt, maxPeakRssMb, maxRssMb, percentile, printTable, runChild, serversIdle, treeCpuMs } from './servers.js';
 
-const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SINGLE = Number(process.env.BENCH_SINGLE ?? 30_000);
 const FANOUT = Number(process.env.BENCH_FANOUT ?? 100_000);
 const RATE = Number(process.env.BENCH_RATE ?? 500);
@@ -19,25 +15,6 @@ const WORKERS = (process.env.BENCH_WORKERS ?? '1,2').split(',').map(Number);
 /** Set to skip the BullMQ peer while iterating on Herald alone (its ratios are then not printed). */
 const SKIP_PEER = process.env.BENCH_SKIP_PEER === '1';
 const log = (s: string) => process.stderr.write(`${s}\n`);
-
-function runChild(args: string[], env: Record<string, string>): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${args.join(' ')} exited ${code}`))));
-  });
-}
-
-/** Waits (up to 15 s) until the servers together use under a tenth of a core: nothing of the last phase still running. */
-async function serversIdle(pids: Record<string, number>): Promise<void> {
-  const busy = () => Object.values(pids).reduce((sum, pid) => sum + cpuMs(pid), 0);
-  for (let i = 0; i < 30; i++) {
-    const before = busy();
-    await new Promise((r) => setTimeout(r, 500));
-    if (busy() - before < 50) return;
-  }
-}
 
 const servers = await benchServers();
 try {

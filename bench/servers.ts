@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { freePort, startServer, stopAttached, type RunningServer } from '../servers/local-servers.js';
 
 /** Starts NATS, Redis and ClickHouse on free ports in a temp dir for one benchmark run. */
@@ -81,3 +83,26 @@ export function maxRssMb(pid: number): number {
 export function maxPeakRssMb(pid: number): number {
   return Math.max(0, ...processTree(pid).map((p) => { try { return peakRssMb(p); } catch { return 0; } }));
 }
+
+const projectRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Runs a bench script in its own process (from the project root); resolves with its stdout. */
+export function runChild(args: string[], env: Record<string, string>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { cwd: projectRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${args.join(' ')} exited ${code}`))));
+  });
+}
+
+/** Waits (up to 15 s) until the servers together use under a tenth of a core: nothing of the last phase still running. */
+export async function serversIdle(pids: Record<string, number>): Promise<void> {
+  const busy = () => Object.values(pids).reduce((sum, pid) => sum + cpuMs(pid), 0);
+  for (let i = 0; i < 30; i++) {
+    const before = busy();
+    await new Promise((r) => setTimeout(r, 500));
+    if (busy() - before < 50) return;
+  }
+}
+

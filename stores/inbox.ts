@@ -115,22 +115,31 @@ export interface InboxOptions {
 const DAY = 86_400_000;
 
 /**
- * Adds one reference per inbox and trims each inbox to its retention: KEYS per user are
- * (index, seen, read, archived, snoozed, clicked, locales); ARGV per user (score, request id,
- * locale), then the oldest score kept and the most items kept. What is trimmed leaves the state
- * sets too, so they hold nothing the index does not. Returns, per user, 1 if the reference is new.
+ * Stores content and adds one reference per inbox, trimming each inbox to its retention, in one
+ * call. KEYS: the content hashes (c of them), then per user (index, seen, read, archived, snoozed,
+ * clicked, locales). ARGV: c, the content TTL, per content hash (locale, JSON); per user (score,
+ * request id, locale); then the oldest score kept and the most items kept. What is trimmed leaves
+ * the state sets too, so they hold nothing the index does not. Returns, per user, 1 if the
+ * reference is new (2: new, and the oldest made room).
  */
 const ADD_AND_TRIM = new RedisScript(`
-local n = #KEYS / 7
-local cutoff = tonumber(ARGV[3 * n + 1])
-local keep = tonumber(ARGV[3 * n + 2])
+local c = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+for j = 1, c do
+  redis.call('HSET', KEYS[j], ARGV[1 + 2 * j], ARGV[2 + 2 * j])
+  redis.call('EXPIRE', KEYS[j], ttl)
+end
+local a = 2 + 2 * c
+local n = (#KEYS - c) / 7
+local cutoff = tonumber(ARGV[a + 3 * n + 1])
+local keep = tonumber(ARGV[a + 3 * n + 2])
 local out = {}
 for i = 1, n do
-  local k = (i - 1) * 7
-  out[i] = redis.call('ZADD', KEYS[k + 1], 'NX', ARGV[3 * i - 2], ARGV[3 * i - 1])
+  local k = c + (i - 1) * 7
+  out[i] = redis.call('ZADD', KEYS[k + 1], 'NX', ARGV[a + 3 * i - 2], ARGV[a + 3 * i - 1])
   if out[i] == 1 then
     -- The locale it was rendered in for this user (only when not English, the common case).
-    if ARGV[3 * i] ~= 'en' then redis.call('HSET', KEYS[k + 7], ARGV[3 * i - 1], ARGV[3 * i]) end
+    if ARGV[a + 3 * i] ~= 'en' then redis.call('HSET', KEYS[k + 7], ARGV[a + 3 * i - 1], ARGV[a + 3 * i]) end
     local gone = redis.call('ZRANGEBYSCORE', KEYS[k + 1], '-inf', '(' .. cutoff)
     local over = redis.call('ZCARD', KEYS[k + 1]) - #gone - keep
     if over > 0 then
@@ -251,23 +260,20 @@ export class InboxStore {
     entries: { userId: string; locale: string; requestId: string; createdAt: number }[],
   ): Promise<boolean[]> {
     if (entries.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const { locale, content } of contents) {
-      const key = this.contentKey(tenant, content.id);
-      pipeline.hset(key, locale, JSON.stringify(content));
-      pipeline.expire(key, this.contentTtlSeconds);
-    }
-    // One script call adds every reference and trims each inbox: far less client work than commands per recipient.
+    // One script call stores the content, adds every reference and trims each inbox: far less
+    // client work than commands per recipient (a password reset is one command).
     const keys: string[] = [];
-    const args: (string | number)[] = [];
+    const args: (string | number)[] = [contents.length, this.contentTtlSeconds];
+    for (const { locale, content } of contents) {
+      keys.push(this.contentKey(tenant, content.id));
+      args.push(locale, JSON.stringify(content));
+    }
     for (const e of entries) {
       keys.push(...Object.values(this.keys(tenant, e.userId)));
       args.push(e.createdAt, e.requestId, e.locale);
     }
     args.push(this.now() - this.retentionMs, this.maxItems);
-    ADD_AND_TRIM.queue(pipeline, keys, args);
-    const results = await execOrThrow(pipeline);
-    const answers = results[contents.length * 2] as number[];
+    const answers = (await ADD_AND_TRIM.run(this.redis, keys, args)) as number[];
     const added = answers.map((n) => n >= 1);
     if (this.opts.events) {
       const byRequest = new Map<string, { users: string[]; at: number; trimmed: Set<string> }>();
