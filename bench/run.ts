@@ -96,12 +96,20 @@ try {
 
     await startPhase();
     log(`fan-out to a ${FANOUT}-member topic …`);
+    // BENCH_TRACE=1: where the work waits, each second (consumers with messages pending or in hand).
+    const trace = process.env.BENCH_TRACE === '1' ? setInterval(() => {
+      void Promise.all(topology.consumers().map(async ({ stream, config: c }) => {
+        const ci = await nats.jsm.consumers.info(stream, c.durable_name!);
+        return ci.num_pending + ci.num_ack_pending ? `${c.durable_name} ${ci.num_pending}+${ci.num_ack_pending}` : '';
+      })).then((l) => log(`    ${l.filter(Boolean).join(', ')}`));
+    }, 1_000) : undefined;
     const t1 = performance.now();
     await publishRequest(nats.js, topology, {
       tenant: tenant('fan'), idempotency_key: 'post-1', tier: 'social', category: 'social',
       content: { title: 'New post', body: 'Look' }, recipients: { topic: 'celebrity' }, channels: ['inapp'],
     });
     await watch.waitFor(tenant('fan'), FANOUT, 600_000);
+    clearInterval(trace);
     const fanPerSec = FANOUT / ((lastSeen.get(tenant('fan'))! - t1) / 1000);
     endPhase('fan-out', FANOUT);
     const fanCpu = heraldCpuPerDelivery;

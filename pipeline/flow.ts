@@ -303,6 +303,11 @@ class OrderedWindow {
   run<O>(inputs: AsyncIterable<O>, work: (input: O, index: number) => Promise<Emitted[]>, passOn: (fn: () => Promise<void>) => void): AsyncIterable<Emitted> {
     const entries = this.entries;
     const size = this.size;
+    const afters = () => {
+      let n = 0;
+      for (const e of entries) if (e.after) n++;
+      return n;
+    };
     const next = async function* () {
       const head = entries.shift()!;
       const done = await head.done;
@@ -316,7 +321,8 @@ class OrderedWindow {
         for await (const input of inputs) {
           const index = i++;
           entries.push({ done: settle(Promise.resolve().then(() => work(input, index))) });
-          while (entries.length >= size || (entries.length > 0 && entries[0].after)) yield* next();
+          // Only work counts toward the size: a checkpoint after every page would otherwise halve it.
+          while (entries.length - afters() >= size || (entries.length > 0 && entries[0].after)) yield* next();
         }
         while (entries.length) yield* next();
       } finally {

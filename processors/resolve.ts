@@ -95,6 +95,15 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
       }
       let lastSaid = false;
       let cancelled = false;
+      const pageAfter = (after: string | undefined) => {
+        const read = deps.directory.topicPage(tenant, topic, after, config.chunkSize);
+        // A read ahead that is never used (cancelled, or an error further on) must not go unhandled.
+        read.catch(() => undefined);
+        return read;
+      };
+      // The next page is read while this one is filtered (from the moment it is taken): a page read
+      // waits behind whatever Redis is busy with, and a fan-out is only as fast as its pages come.
+      let nextPage: Promise<string[]> | undefined;
       for (;;) {
         // A cancelled fan-out stops paging: what is already out is dropped at dispatch.
         if (deps.cancellations?.isCancelled(tenant, v.request.id)) {
@@ -106,11 +115,12 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
           cancelled = true;
           break;
         }
-        const page = await deps.directory.topicPage(tenant, topic, at.after, config.chunkSize);
+        const page = await (nextPage ?? pageAfter(at.after));
         if (page.length === 0) break;
         lastSaid = page.length < config.chunkSize || at.members + page.length >= size;
         receipt(v, ctx, page.length, lastSaid ? LAST_CHUNK_REASON : '', `chunk:${at.chunk}`);
         yield { request, chunk: at.chunk, user_ids: page };
+        nextPage = page.length === config.chunkSize ? pageAfter(page[page.length - 1]) : undefined;
         at.chunk++;
         at.members += page.length;
         at.after = page[page.length - 1];
