@@ -46,15 +46,26 @@ const STATUS_TTL_S = 7 * 86_400;
  */
 const RECORD = new RedisScript(`
 local i = 1
+-- Counts are summed per status hash and field, then written once each: a fan-out's thousand units
+-- are a thousand SADDs and a few HINCRBYs, not three thousand commands.
+local sums = {}
+local function add(k, field, n)
+  local byField = sums[k]
+  if not byField then byField = {}; sums[k] = byField end
+  byField[field] = (byField[field] or 0) + n
+end
 while ARGV[i] ~= '|' do
   local k = tonumber(ARGV[i]) * 3
   if redis.call('SADD', KEYS[k - 1], ARGV[i + 1]) == 1 then
     local n = tonumber(ARGV[i + 3])
-    redis.call('HINCRBY', KEYS[k - 2], ARGV[i + 2], n)
-    if ARGV[i + 4] ~= '' then redis.call('HINCRBY', KEYS[k - 2], ARGV[i + 4], n) end
+    add(k - 2, ARGV[i + 2], n)
+    if ARGV[i + 4] ~= '' then add(k - 2, ARGV[i + 4], n) end
     if ARGV[i + 5] ~= '' then redis.call('SADD', KEYS[k], ARGV[i + 5]) end
   end
   i = i + 6
+end
+for k, byField in pairs(sums) do
+  for field, n in pairs(byField) do redis.call('HINCRBY', KEYS[k], field, n) end
 end
 i = i + 1
 while i <= #ARGV do
