@@ -101,8 +101,8 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
         read.catch(() => undefined);
         return read;
       };
-      // The next page is read while this one is filtered (from the moment it is taken): a page read
-      // waits behind whatever Redis is busy with, and a fan-out is only as fast as its pages come.
+      // The next page is read while this one is filtered: a page read waits behind whatever Redis is
+      // busy with, and a fan-out is only as fast as its pages come.
       let nextPage: Promise<string[]> | undefined;
       for (;;) {
         // A cancelled fan-out stops paging: what is already out is dropped at dispatch.
@@ -117,10 +117,10 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
         }
         const page = await (nextPage ?? pageAfter(at.after));
         if (page.length === 0) break;
+        nextPage = page.length === config.chunkSize ? pageAfter(page[page.length - 1]) : undefined;
         lastSaid = page.length < config.chunkSize || at.members + page.length >= size;
         receipt(v, ctx, page.length, lastSaid ? LAST_CHUNK_REASON : '', `chunk:${at.chunk}`);
         yield { request, chunk: at.chunk, user_ids: page };
-        nextPage = page.length === config.chunkSize ? pageAfter(page[page.length - 1]) : undefined;
         at.chunk++;
         at.members += page.length;
         at.after = page[page.length - 1];

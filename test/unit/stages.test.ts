@@ -94,6 +94,24 @@ describe('resolve', () => {
     expect(out.flatMap((c) => c.user_ids)).toEqual(members);
   });
 
+  it('reads the next page of a topic while the current chunk is handed on', async () => {
+    const members = Array.from({ length: 1_100 }, (_, i) => `m${String(i).padStart(4, '0')}`);
+    const reads: (string | undefined)[] = [];
+    const directory = {
+      topicPage: async (_t: string, _topic: string, after: string | undefined, limit: number) => {
+        reads.push(after);
+        return members.filter((m) => after === undefined || m > after).slice(0, limit);
+      },
+      topicSize: async () => members.length,
+    };
+    const stage = resolveStage.create(resolveStage.config.parse({}), deps({ directory: directory as never }));
+    const { ctx } = fakeContext();
+    const chunks = (stage.process!({ request: accepted, recipients: { topic: 'x' } }, ctx) as AsyncIterable<{ chunk: number }>)[Symbol.asyncIterator]();
+    expect((await chunks.next()).value).toMatchObject({ chunk: 0 });
+    // Chunk 0 is out and not yet done with: the second page is already on its way.
+    expect(reads).toEqual([undefined, 'm0499']);
+  });
+
   it('stops paging a topic once its request is cancelled, saying how far it got', async () => {
     const members = Array.from({ length: 1_100 }, (_, i) => `m${String(i).padStart(4, '0')}`);
     let pages = 0;
