@@ -287,6 +287,8 @@ export class Flow {
  */
 class OrderedWindow {
   private readonly entries: { done: Promise<Settled<Emitted[]>>; after?: () => Promise<void> }[] = [];
+  /** Entries that are work (not checkpoints): only these count toward the size. */
+  private working = 0;
   private static readonly nothing = Promise.resolve({ ok: true as const, value: [] as Emitted[] });
 
   constructor(private readonly size: number) {}
@@ -303,13 +305,10 @@ class OrderedWindow {
   run<O>(inputs: AsyncIterable<O>, work: (input: O, index: number) => Promise<Emitted[]>, passOn: (fn: () => Promise<void>) => void): AsyncIterable<Emitted> {
     const entries = this.entries;
     const size = this.size;
-    const afters = () => {
-      let n = 0;
-      for (const e of entries) if (e.after) n++;
-      return n;
-    };
+    const self = this;
     const next = async function* () {
       const head = entries.shift()!;
+      if (!head.after) self.working--;
       const done = await head.done;
       if (!done.ok) throw done.error;
       if (head.after) passOn(head.after);
@@ -321,8 +320,9 @@ class OrderedWindow {
         for await (const input of inputs) {
           const index = i++;
           entries.push({ done: settle(Promise.resolve().then(() => work(input, index))) });
+          self.working++;
           // Only work counts toward the size: a checkpoint after every page would otherwise halve it.
-          while (entries.length - afters() >= size || (entries.length > 0 && entries[0].after)) yield* next();
+          while (self.working >= size || (entries.length > 0 && entries[0].after)) yield* next();
         }
         while (entries.length) yield* next();
       } finally {

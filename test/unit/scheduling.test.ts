@@ -92,6 +92,33 @@ describe('in-process flow afterOutputs', () => {
   });
 });
 
+describe('in-process window', () => {
+  it('runs its size of inputs at once even when the producer checkpoints after each', async () => {
+    const first: Stage<number, number> = {
+      process: (_n, ctx) => (async function* () {
+        for (let i = 0; i < 8; i++) {
+          yield i;
+          ctx.afterOutputs(async () => undefined);
+        }
+      })(),
+    };
+    let running = 0;
+    let most = 0;
+    const second: Stage<number, string> = {
+      process: async (i) => {
+        most = Math.max(most, ++running);
+        await new Promise((r) => setTimeout(r, 10));
+        running--;
+        return [`out ${i}`];
+      },
+    };
+    const outs: string[] = [];
+    for await (const out of await twoNodeFlow(first, second, 4).run(0, flowEnv(() => undefined), 'test:2')) outs.push(JSON.parse(out.data));
+    expect(outs).toEqual(Array.from({ length: 8 }, (_, i) => `out ${i}`));
+    expect(most).toBe(4);
+  });
+});
+
 describe('herald directory set', () => {
   const stored: UserView = {
     tenant: 'acme', id: 'ada', exists: true, email: 'ada@acme.test', locale: 'fr', timezone: 'Europe/Paris',
