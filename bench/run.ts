@@ -39,7 +39,6 @@ try {
     await directory.upsert(users, 5_000);
     users.length = 0;
   }
-  users.length = 0;
 
   const watch = new DeliveredWatch(nats, topology);
   const { latencies, lastSeen } = watch;

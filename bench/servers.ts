@@ -72,17 +72,17 @@ export function treeCpuMs(pid: number): number {
   }, 0);
 }
 
-/** The largest current RSS (MB) among a process and its descendants: the per-process figure to hold under a cap. */
-export function maxRssMb(pid: number): number {
-  return Math.max(0, ...processTree(pid).map((p) => {
-    try { return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0) / 1024; } catch { return 0; }
-  }));
+/** The largest of `read(pid)` over a process and its descendants (0 for one gone meanwhile). */
+function maxOverTree(pid: number, read: (pid: number) => number): number {
+  return Math.max(0, ...processTree(pid).map((p) => { try { return read(p); } catch { return 0; } }));
 }
 
+/** The largest current RSS (MB) among a process and its descendants: the per-process figure to hold under a cap. */
+export const maxRssMb = (pid: number) =>
+  maxOverTree(pid, (p) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0) / 1024);
+
 /** The largest peak RSS (MB) among a process and its descendants. */
-export function maxPeakRssMb(pid: number): number {
-  return Math.max(0, ...processTree(pid).map((p) => { try { return peakRssMb(p); } catch { return 0; } }));
-}
+export const maxPeakRssMb = (pid: number) => maxOverTree(pid, peakRssMb);
 
 const projectRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 

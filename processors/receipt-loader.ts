@@ -63,7 +63,6 @@ export const receiptLoaderStage: StageDefinition<ReceiptBatch, never, z.infer<ty
   create(_config, deps) {
     return {
       async processBatch(batches) {
-        const rows = batches.reduce((n, b) => n + b.receipts.reduce((m, r) => m + (r.user_ids?.length ?? 1), 0), 0);
         try {
           // Streamed: a batch of fan-out receipts is a hundred thousand rows, and building and
           // encoding them in one go would stall every other stage of the process for a tenth of a second.
@@ -73,6 +72,7 @@ export const receiptLoaderStage: StageDefinition<ReceiptBatch, never, z.infer<ty
           // outage never dead-letters analytics and the backlog loads within seconds of recovery.
           const reachable = await deps.clickhouse.ping().then((r) => r.success, () => false);
           if (!reachable) throw new DeferError(Date.now() + OUTAGE_RECHECK_MS, 'clickhouse unavailable');
+          const rows = batches.reduce((n, b) => n + b.receipts.reduce((m, r) => m + (r.user_ids?.length ?? 1), 0), 0);
           throw new RetryableError(`clickhouse insert of ${rows} receipts failed: ${(err as Error).message}`);
         }
         return [];

@@ -1,13 +1,11 @@
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import type { ConsumerConfig, StreamConfig } from '@nats-io/jetstream';
 import { tiers, type Tier } from '../schemas/common.js';
-import { createHash } from 'node:crypto';
+import { kvToken } from '../runtime/ids.js';
 import { KeySpace } from '../stores/keys.js';
 
-/** A free-form id as one subject token: itself when plainly safe, else a hash of it. */
-function subjectToken(id: string): string {
-  return /^[A-Za-z0-9_-]{1,64}$/.test(id) ? id : `=${createHash('sha256').update(id).digest('base64url').slice(0, 22)}`;
-}
+/** A free-form id as one subject token: a KV key token is one (itself when plainly safe, else a hash of it). */
+const subjectToken = kvToken;
 
 /** JetStream speaks nanoseconds; Herald speaks milliseconds. This is the one conversion. */
 export const msToNs = (ms: number): number => ms * 1_000_000;
