@@ -31,6 +31,9 @@ export interface NotificationStatus {
 /** Outcomes that end a recipient's delivery on a channel (deferred and dispatched do not). */
 const TERMINAL = new Set(['delivered', 'failed', 'suppressed', 'cancelled', 'expired', 'dead_lettered']);
 
+/** How long a receipt id is (`receiptId`): a list of them goes to Redis as one string. */
+const ID_LENGTH = 22;
+
 /** Keys and arguments per script call: well under what RedisScript takes. */
 const MAX_ARGS_PER_CALL = 30_000;
 
@@ -41,8 +44,11 @@ const STATUS_TTL_S = 7 * 86_400;
 
 /**
  * The script that records a batch of receipt units. KEYS are triples per request (status hash,
- * seen-ids set, push-done set). ARGV: per unit `k id field count terminalField pushUser`, then `|`,
- * then per meta field `k mode field value` (mode `set`, `min` or `max`).
+ * seen-ids set, push-done set). ARGV: units, then `|`, then per meta field `k mode field value`
+ * (mode `set`, `min` or `max`). A unit is `k id field count terminalField pushUser`, or for a list of
+ * users `k * field terminalField ids` with their receipt ids (22 characters each) in one argument:
+ * added to the seen set a thousand at a time, counting those that were new — a fan-out's receipt
+ * is a few arguments instead of six per recipient.
  */
 const RECORD = new RedisScript(`
 local i = 1
@@ -56,13 +62,27 @@ local function add(k, field, n)
 end
 while ARGV[i] ~= '|' do
   local k = tonumber(ARGV[i]) * 3
-  if redis.call('SADD', KEYS[k - 1], ARGV[i + 1]) == 1 then
-    local n = tonumber(ARGV[i + 3])
-    add(k - 2, ARGV[i + 2], n)
-    if ARGV[i + 4] ~= '' then add(k - 2, ARGV[i + 4], n) end
-    if ARGV[i + 5] ~= '' then redis.call('SADD', KEYS[k], ARGV[i + 5]) end
+  if ARGV[i + 1] == '*' then
+    local ids, fresh, slice = ARGV[i + 4], 0, {}
+    for at = 1, #ids, ${ID_LENGTH} do
+      slice[#slice + 1] = string.sub(ids, at, at + ${ID_LENGTH - 1})
+      if #slice == 1000 then fresh = fresh + redis.call('SADD', KEYS[k - 1], unpack(slice)); slice = {} end
+    end
+    if #slice > 0 then fresh = fresh + redis.call('SADD', KEYS[k - 1], unpack(slice)) end
+    if fresh > 0 then
+      add(k - 2, ARGV[i + 2], fresh)
+      if ARGV[i + 3] ~= '' then add(k - 2, ARGV[i + 3], fresh) end
+    end
+    i = i + 5
+  else
+    if redis.call('SADD', KEYS[k - 1], ARGV[i + 1]) == 1 then
+      local n = tonumber(ARGV[i + 3])
+      add(k - 2, ARGV[i + 2], n)
+      if ARGV[i + 4] ~= '' then add(k - 2, ARGV[i + 4], n) end
+      if ARGV[i + 5] ~= '' then redis.call('SADD', KEYS[k], ARGV[i + 5]) end
+    end
+    i = i + 6
   end
-  i = i + 6
 end
 for k, byField in pairs(sums) do
   for field, n in pairs(byField) do redis.call('HINCRBY', KEYS[k], field, n) end
@@ -145,16 +165,19 @@ export class RequestStatuses {
       if (!r.request_id || !r.tenant) continue;
       const field = r.channel ? `c:${r.channel}:${r.status}` : `s:${r.status}`;
       const terminal = r.channel && TERMINAL.has(r.status) ? `t:${r.channel}` : '';
-      const unitsOf = r.user_ids
-        ? r.user_ids.map((user) => ({ unit: user, user, count: 1 }))
-        : [{ unit: r.unit ?? r.user_id, user: r.user_id, count: r.count }];
-      // Room for this receipt's meta and keys too; a receipt of many users spans calls.
+      // Room for this receipt's meta and keys too.
       if (call.size() + 40 >= MAX_ARGS_PER_CALL) await flush();
-      for (const u of unitsOf) {
-        if (call.size() + 46 >= MAX_ARGS_PER_CALL) await flush();
-        // Push is done per recipient, not per device: its done-set decides, not the terminal count.
-        const pushUser = terminal && r.channel === 'push' && u.user ? userHash(u.user) : '';
-        call.units.push(call.slot(r), receiptId(r, u.unit), field, u.count, pushUser ? '' : terminal, pushUser);
+      if (r.user_ids && r.channel !== 'push') {
+        // Each user counts once per step, whichever receipt (or how many) named them.
+        call.units.push(call.slot(r), '*', field, terminal, r.user_ids.map((user) => receiptId(r, user)).join(''));
+      } else {
+        const users = r.user_ids ?? [r.user_id];
+        for (const user of users) {
+          if (call.size() + 46 >= MAX_ARGS_PER_CALL) await flush();
+          // Push is done per recipient, not per device: its done-set decides, not the terminal count.
+          const pushUser = terminal && r.channel === 'push' && user ? userHash(user) : '';
+          call.units.push(call.slot(r), receiptId(r, r.user_ids ? user! : (r.unit ?? r.user_id)), field, r.user_ids ? 1 : r.count, pushUser ? '' : terminal, pushUser);
+        }
       }
       const k = call.slot(r);
       if (r.stage === 'resolve' && r.status === 'resolved') {

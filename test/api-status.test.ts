@@ -85,6 +85,30 @@ describe('the HTTP API: status, deliveries, bulk members, stale devices and eras
     expect((await call(await key('acme', ['send']), 'GET', `/v1/notifications/${id}`)).status).toBe(403);
   });
 
+  it('counts each recipient once per step however the receipts group them: repeated, regrouped, overlapping', async () => {
+    const statuses = new RequestStatuses(h.redis, h.topology.keys);
+    const users = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => `fan${from + i}`);
+    const receipt = (status: string, user_ids: string[], extra: Record<string, unknown> = {}) => receiptSchema.parse({
+      ts: Date.now(), stage: 'dispatch', status, request_id: 'regrouped', tenant: 'acme', tier: 'social', category: 'news',
+      channel: 'inapp', provider: 'inbox', user_ids, count: user_ids.length, ...extra,
+    });
+    await statuses.record([
+      receiptSchema.parse({ ts: Date.now(), stage: 'validate', status: 'accepted', request_id: 'regrouped', tenant: 'acme', tier: 'social', category: 'news', channels: ['inapp'] }),
+      receiptSchema.parse({ ts: Date.now(), stage: 'resolve', status: 'resolved', request_id: 'regrouped', tenant: 'acme', tier: 'social', category: 'news', count: 3_500 }),
+      // More than one script slice of ids (a thousand at a time) in one receipt.
+      receipt('delivered', users(0, 3_000)),
+    ]);
+    // The same users again in other groupings (a redelivered batch split differently), and 500 new ones.
+    await statuses.record([receipt('delivered', users(2_500, 3_500)), receipt('delivered', users(0, 3_000)), receipt('delivered', users(1_000, 1_001))]);
+    await statuses.record([receipt('failed', users(3_499, 3_500), { reason: 'x' })]);
+    const status = await statuses.get('acme', 'regrouped');
+    expect(status?.counts).toEqual({ inapp: { delivered: 3_500, failed: 1 } });
+    // Terminal per channel counted the same way: 3,501 steps ended (one user both delivered and failed, as recorded).
+    expect(await h.redis.hget(h.topology.keys.tenant('acme', 'status', 'regrouped'), 't:inapp')).toBe('3501');
+    // One id per recipient step, plus validate's and resolve's two.
+    expect(await h.redis.scard(h.topology.keys.tenant('acme', 'status-seen', 'regrouped'))).toBe(3_504);
+  });
+
   it('shows a scheduled request as scheduled, and a cancelled one as cancelled', async () => {
     const acme = await key('acme');
     const later = new Date(Date.now() + 60_000).toISOString();
