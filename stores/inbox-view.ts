@@ -1,18 +1,39 @@
-import type { Directory } from './directory.js';
-import type { InboxEntry, InboxStore, InboxView } from './inbox.js';
-import { decide } from '../runtime/preferences.js';
+import type { Directory, UserProfile } from './directory.js';
+import type { InboxEntry, InboxStore, InboxView, InboxVisibility } from './inbox.js';
 
 /**
- * How one user's inbox reads topic broadcasts: their topics, their locale, and the preference
- * decision of this moment (hard stop, in-app opt-outs, critical categories) for each category.
+ * The in-app preference decision for every category at once, in a form Redis can apply while it
+ * reads a feed: the same answer `decide(profile, 'inapp', category, critical)` gives (no user or a
+ * hard stop hides everything; a critical category ignores opt-outs; otherwise the most specific of
+ * `inapp:<category>`, `category:<category>`, `channel:inapp`, `all` wins; none means shown).
  */
+export function inappVisibility(profile: UserProfile, criticalCategories: string[] = []): InboxVisibility {
+  if (!profile.exists || profile.hardStop) return { none: true, shown: false, categories: {} };
+  const p = profile.preferences;
+  // No prototype: a category called __proto__ is a rule like any other.
+  const categories: Record<string, boolean> = Object.create(null);
+  for (const key in p) {
+    if (key.startsWith('inapp:')) categories[key.slice('inapp:'.length)] = p[key];
+    else if (key.startsWith('category:')) {
+      const category = key.slice('category:'.length);
+      if (!(`inapp:${category}` in p)) categories[category] = p[key];
+    }
+  }
+  for (const category of criticalCategories) categories[category] = true;
+  return { none: false, shown: p['channel:inapp'] ?? p.all ?? true, categories };
+}
+
+/** Whether a visibility shows a category. */
+export function shows(visibility: InboxVisibility, category: string): boolean {
+  if (visibility.none) return false;
+  return Object.hasOwn(visibility.categories, category) ? visibility.categories[category] : visibility.shown;
+}
+
+/** How one user's inbox reads topic broadcasts: their topics, their locale, and which categories they may see now. */
 export async function inboxViewOf(directory: Directory, tenant: string, userId: string, criticalCategories: string[] = []): Promise<InboxView> {
   const [[profile], topics] = await Promise.all([directory.profiles(tenant, [userId], false), directory.topicsOf(tenant, userId)]);
-  return {
-    topics,
-    locale: profile.locale,
-    visible: (category) => 'send' in decide(profile, 'inapp', category, criticalCategories.includes(category)),
-  };
+  const visibility = inappVisibility(profile, criticalCategories);
+  return { topics, locale: profile.locale, visibility, visible: (category) => shows(visibility, category) };
 }
 
 /** A user's inbox as they see it: their own entries merged with their topics' broadcasts. */

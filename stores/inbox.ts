@@ -56,11 +56,23 @@ export interface InboxCounts {
   total: number;
 }
 
+/** Which broadcast categories a user may see, in a form Redis applies while reading the feed (see `inappVisibility`). */
+export interface InboxVisibility {
+  /** Nothing is shown (no such user, or a hard stop). */
+  none: boolean;
+  /** Whether a category without its own rule is shown. */
+  shown: boolean;
+  /** Categories with their own rule: shown or not. */
+  categories: Record<string, boolean>;
+}
+
 /** Which topic broadcasts a user's inbox merges at read time, in which locale, and which it may show. */
 export interface InboxView {
   topics: string[];
   locale: string;
-  /** False for a category the user may not see (opted out of in-app, or a hard stop). */
+  /** Which broadcast categories the user may see (opted out of in-app, or a hard stop, hides them). */
+  visibility: InboxVisibility;
+  /** The same decision for one category, for live updates. */
   visible: (category: string) => boolean;
 }
 
@@ -160,20 +172,169 @@ end
 return out`);
 
 /**
- * A user's whole feed state in one atomic read: KEYS index, seen, read, archived, snoozed, then per
- * topic its broadcasts and their categories; ARGV the most broadcasts read per topic.
+ * One consistent snapshot of a user's feed, computed where the data is, so a read moves only the
+ * page it shows: own entries and (merged) the visible broadcasts of their topics, newest first
+ * (score, then id, descending), at most the feed's size; the counts over all of it; and a selection
+ * of its entries. KEYS: index, seen, read, archived, snoozed, then per topic its broadcasts and their
+ * categories. ARGV: now, the oldest score kept, the most items, the most broadcasts read per topic,
+ * the visibility (none, shown, n, n × (category, shown)), then the selection:
+ *   page  after-score after-id archived status limit — the feed's next page (after a cursor)
+ *   since after-score after-id limit — what arrived after a cursor, oldest first
+ *   item  id — one entry
+ *   mark  before what — entries a mark-all changes
+ *   list  limit — the first entries, whatever their state
+ *   none — counts only
+ * Returns unseen, unread, total, size, more (1: the page has a next one), then per selected entry:
+ * id, score, flags (1 seen, 2 read, 4 archived), snoozed until (-1: not), topic (0: own, else its place).
  */
-const READ_FEED = new RedisScript(`
-local out = {
-  redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'),
-  redis.call('SMEMBERS', KEYS[2]), redis.call('SMEMBERS', KEYS[3]), redis.call('SMEMBERS', KEYS[4]),
-  redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES'),
-}
-for i = 6, #KEYS, 2 do
-  out[#out + 1] = redis.call('ZREVRANGE', KEYS[i], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
-  out[#out + 1] = redis.call('HGETALL', KEYS[i + 1])
+const SNAPSHOT = new RedisScript(`
+local now, cutoff, maxItems, perTopic = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local none, shown, nrules = ARGV[5] == '1', ARGV[6] == '1', tonumber(ARGV[7])
+local rules = {}
+for i = 1, nrules do rules[ARGV[6 + 2 * i]] = ARGV[7 + 2 * i] == '1' end
+local a = 8 + 2 * nrules
+local function members(key)
+  local t = {}
+  for _, m in ipairs(redis.call('SMEMBERS', key)) do t[m] = true end
+  return t
+end
+local seen, read, archived = members(KEYS[2]), members(KEYS[3]), members(KEYS[4])
+local snoozed = {}
+local z = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
+for i = 1, #z, 2 do snoozed[z[i]] = tonumber(z[i + 1]) end
+
+local ids, scores, topics, have = {}, {}, {}, {}
+-- Own entries first: they win over a broadcast of the same id, as do earlier topics over later.
+local own = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, maxItems)
+for i = 1, #own, 2 do
+  ids[#ids + 1] = own[i]; scores[#scores + 1] = tonumber(own[i + 1]); topics[#topics + 1] = 0; have[own[i]] = true
+end
+local merged = false
+for t = 6, #KEYS, 2 do
+  local list = redis.call('ZREVRANGEBYSCORE', KEYS[t], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, perTopic)
+  if #list > 0 then
+    local names = {}
+    for i = 1, #list, 2 do names[#names + 1] = list[i] end
+    local categories = redis.call('HMGET', KEYS[t + 1], unpack(names))
+    for i = 1, #names do
+      local id = names[i]
+      if not have[id] then
+        local visible = false
+        if not none then
+          local rule = rules[categories[i] or '']
+          if rule == nil then visible = shown else visible = rule end
+        end
+        if visible then
+          ids[#ids + 1] = id; scores[#scores + 1] = tonumber(list[2 * i]); topics[#topics + 1] = (t - 4) / 2; have[id] = true
+          merged = true
+        end
+      end
+    end
+  end
+end
+local order = {}
+for i = 1, #ids do order[i] = i end
+if merged then
+  table.sort(order, function(x, y)
+    if scores[x] ~= scores[y] then return scores[x] > scores[y] end
+    return ids[x] > ids[y]
+  end)
+end
+local n = math.min(#order, maxItems)
+
+local function hidden(id)
+  local until_ = snoozed[id]
+  return until_ ~= nil and until_ > now
+end
+local unseen, unread, total = 0, 0, 0
+for k = 1, n do
+  local id = ids[order[k]]
+  if not archived[id] and not hidden(id) then
+    total = total + 1
+    if not (seen[id] or read[id]) then unseen = unseen + 1 end
+    if not read[id] then unread = unread + 1 end
+  end
+end
+
+local out = { unseen, unread, total, n, 0 }
+local function emit(i)
+  local id = ids[i]
+  local flags = 0
+  if seen[id] or read[id] then flags = flags + 1 end
+  if read[id] then flags = flags + 2 end
+  if archived[id] then flags = flags + 4 end
+  out[#out + 1] = id; out[#out + 1] = scores[i]; out[#out + 1] = flags; out[#out + 1] = snoozed[id] or -1; out[#out + 1] = topics[i]
+end
+local mode = ARGV[a]
+if mode == 'page' then
+  local afterScore, afterId = tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local wantArchived, status, limit = ARGV[a + 3] == '1', ARGV[a + 4], tonumber(ARGV[a + 5])
+  local found = 0
+  for k = 1, n do
+    local i = order[k]
+    local id = ids[i]
+    local ok = afterScore == nil or scores[i] < afterScore or (scores[i] == afterScore and id < afterId)
+    ok = ok and ((archived[id] or false) == wantArchived) and not hidden(id)
+    if ok and status == 'unread' then ok = not read[id] end
+    if ok and status == 'unseen' then ok = not (seen[id] or read[id]) end
+    if ok then
+      found = found + 1
+      if found > limit then out[5] = 1; break end
+      emit(i)
+    end
+  end
+elseif mode == 'since' then
+  local afterScore, afterId, limit = tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
+  local found = 0
+  for k = n, 1, -1 do
+    local i = order[k]
+    local id = ids[i]
+    if (scores[i] > afterScore or (scores[i] == afterScore and id > afterId)) and not archived[id] and not hidden(id) then
+      found = found + 1
+      if found > limit then break end
+      emit(i)
+    end
+  end
+elseif mode == 'item' then
+  for k = 1, n do
+    if ids[order[k]] == ARGV[a + 1] then emit(order[k]); break end
+  end
+elseif mode == 'mark' then
+  local before, what = tonumber(ARGV[a + 1]), ARGV[a + 2]
+  for k = 1, n do
+    local i = order[k]
+    local id = ids[i]
+    if (before == nil or scores[i] <= before) and not hidden(id) and (what == 'archived' or not archived[id]) then
+      local isSeen = seen[id] or read[id]
+      local pending
+      if what == 'read' then pending = not isSeen or not read[id]
+      elseif what == 'seen' then pending = not isSeen
+      else pending = not archived[id] end
+      if pending then emit(i) end
+    end
+  end
+elseif mode == 'list' then
+  for k = 1, math.min(n, tonumber(ARGV[a + 1])) do emit(order[k]) end
 end
 return out`);
+
+/** What a snapshot picks out of the feed (see SNAPSHOT). */
+type Selection =
+  | { mode: 'page'; after: { score: number; id: string } | null; archived: boolean; status: 'all' | 'unread' | 'unseen'; limit: number }
+  | { mode: 'since'; after: { score: number; id: string }; limit: number }
+  | { mode: 'item'; id: string }
+  | { mode: 'mark'; beforeMs?: number; what: 'seen' | 'read' | 'archived' }
+  | { mode: 'list'; limit: number }
+  | { mode: 'none' };
+
+/** A snapshot's counts, how many entries the feed holds, and the entries selected. */
+interface Snapshot {
+  counts: InboxCounts;
+  size: number;
+  /** A page has a next one. */
+  more: boolean;
+  refs: Ref[];
+}
 
 /** Broadcast member lists are capped at what a feed could ever show. */
 const BROADCASTS_READ = 1_000;
@@ -316,60 +477,47 @@ export class InboxStore {
   }
 
   /**
-   * Every entry of a user's inbox with its state, read in one MULTI (so counts and pages agree):
-   * own entries, and (with a view) the visible broadcasts of their topics, newest first, at most
-   * `maxItems` of them.
+   * One atomic snapshot of a user's feed (so counts and pages agree), computed in Redis: own entries
+   * and (with a view) the visible broadcasts of their topics, newest first, at most `maxItems` of
+   * them; its counts; and the entries `selection` picks. Past the retention is gone even before a
+   * new delivery trims it (an idle inbox's badge must not count it).
    */
-  private async refs(tenant: string, userId: string, view?: InboxView): Promise<Ref[]> {
+  private async snapshot(tenant: string, userId: string, view: InboxView | undefined, selection: Selection): Promise<Snapshot> {
     const k = this.keys(tenant, userId);
     const topics = view?.topics ?? [];
     const keys = [k.index, k.seen, k.read, k.archived, k.snoozed];
     for (const topic of topics) keys.push(this.broadcastKey(tenant, topic), this.broadcastCategories(tenant, topic));
-    // One script call: an atomic snapshot (counts and pages agree) for one command's client work.
-    const results = (await READ_FEED.run(this.redis, keys, [BROADCASTS_READ])) as string[][];
-    const value = (i: number) => results[i];
-    const [own, seen, read, archived, snoozed] = [0, 1, 2, 3, 4].map(value) as [string[], string[], string[], string[], string[]];
-    const seenSet = new Set(seen);
-    const readSet = new Set(read);
-    const archivedSet = new Set(archived);
-    const snoozedAt = new Map<string, number>();
-    for (let i = 0; i < snoozed.length; i += 2) snoozedAt.set(snoozed[i], Number(snoozed[i + 1]));
-    const byId = new Map<string, Ref>();
-    const add = (id: string, score: number, topic?: string) => {
-      if (byId.has(id)) return;
-      byId.set(id, {
-        id, score, topic, seen: seenSet.has(id) || readSet.has(id), read: readSet.has(id), archived: archivedSet.has(id),
-        snoozedUntil: snoozedAt.get(id) ?? null,
-      });
-    };
-    const cutoff = this.now() - this.retentionMs;
-    // Past the retention is gone even before a new delivery trims it (an idle inbox's badge must not count it).
-    for (let i = 0; i < own.length; i += 2) if (Number(own[i + 1]) >= cutoff) add(own[i], Number(own[i + 1]));
-    topics.forEach((topic, t) => {
-      const members = value(5 + t * 2) as string[];
-      const flat = value(6 + t * 2);
-      const categories: Record<string, string> = {};
-      for (let i = 0; i < flat.length; i += 2) categories[flat[i]] = flat[i + 1];
-      for (let i = 0; i < members.length; i += 2) {
-        const score = Number(members[i + 1]);
-        if (score < cutoff) continue;
-        if (view && !view.visible(categories[members[i]] ?? '')) continue;
-        add(members[i], score, topic);
-      }
-    });
-    return [...byId.values()].sort((a, b) => b.score - a.score || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)).slice(0, this.maxItems);
-  }
-
-  /** Counts of a snapshot: what is in the feed (not archived, not snoozed now). */
-  private countsOf(refs: Ref[], now: number): InboxCounts {
-    const counts = { unseen: 0, unread: 0, total: 0 };
-    for (const r of refs) {
-      if (r.archived || (r.snoozedUntil !== null && r.snoozedUntil > now)) continue;
-      counts.total++;
-      if (!r.seen) counts.unseen++;
-      if (!r.read) counts.unread++;
+    const visibility = view?.visibility ?? { none: false, shown: true, categories: {} };
+    const rules = Object.entries(visibility.categories);
+    const args: (string | number)[] = [
+      this.now(), this.now() - this.retentionMs, this.maxItems, BROADCASTS_READ,
+      visibility.none ? 1 : 0, visibility.shown ? 1 : 0, rules.length,
+    ];
+    for (const [category, shown] of rules) args.push(category, shown ? 1 : 0);
+    switch (selection.mode) {
+      case 'page':
+        args.push('page', selection.after?.score ?? '', selection.after?.id ?? '', selection.archived ? 1 : 0, selection.status, selection.limit);
+        break;
+      case 'since': args.push('since', selection.after.score, selection.after.id, selection.limit); break;
+      case 'item': args.push('item', selection.id); break;
+      case 'mark': args.push('mark', selection.beforeMs ?? '', selection.what); break;
+      case 'list': args.push('list', selection.limit); break;
+      case 'none': args.push('none'); break;
     }
-    return counts;
+    const out = (await SNAPSHOT.run(this.redis, keys, args)) as (string | number)[];
+    const refs: Ref[] = [];
+    for (let i = 5; i < out.length; i += 5) {
+      const flags = out[i + 2] as number;
+      const snoozedUntil = out[i + 3] as number;
+      const topic = out[i + 4] as number;
+      refs.push({
+        id: out[i] as string, score: out[i + 1] as number, topic: topic === 0 ? undefined : topics[topic - 1],
+        seen: (flags & 1) !== 0, read: (flags & 2) !== 0, archived: (flags & 4) !== 0, snoozedUntil: snoozedUntil === -1 ? null : snoozedUntil,
+      });
+    }
+    return {
+      counts: { unseen: out[0] as number, unread: out[1] as number, total: out[2] as number }, size: out[3] as number, more: out[4] === 1, refs,
+    };
   }
 
   /**
@@ -407,23 +555,13 @@ export class InboxStore {
    * the item it names; items that arrive meanwhile are newer, so they never shift later pages.
    */
   async feed(tenant: string, userId: string, view: InboxView | undefined, query: FeedQuery = {}): Promise<{ items: InboxItem[]; counts: InboxCounts; next_cursor: string | null }> {
-    const limit = query.limit ?? 20;
-    const now = this.now();
-    const refs = await this.refs(tenant, userId, view);
     const after = query.cursor ? decodeInboxCursor(query.cursor) : null;
-    const status = query.status ?? 'all';
-    const wanted = refs.filter((r) => {
-      if (after && (r.score > after.score || (r.score === after.score && r.id >= after.id))) return false;
-      if (r.archived !== (query.archived ?? false)) return false;
-      if (r.snoozedUntil !== null && r.snoozedUntil > now) return false;
-      if (status === 'unread' && r.read) return false;
-      if (status === 'unseen' && r.seen) return false;
-      return true;
+    const snap = await this.snapshot(tenant, userId, view, {
+      mode: 'page', after, archived: query.archived ?? false, status: query.status ?? 'all', limit: query.limit ?? 20,
     });
-    const page = wanted.slice(0, limit);
-    const items = await this.items(tenant, userId, page, view?.locale ?? 'en');
-    const last = page[page.length - 1];
-    return { items, counts: this.countsOf(refs, now), next_cursor: wanted.length > limit && last ? encodeCursor(last.score, last.id) : null };
+    const items = await this.items(tenant, userId, snap.refs, view?.locale ?? 'en');
+    const last = snap.refs[snap.refs.length - 1];
+    return { items, counts: snap.counts, next_cursor: snap.more && last ? encodeCursor(last.score, last.id) : null };
   }
 
   /** The feed's counts alone. */
@@ -433,19 +571,15 @@ export class InboxStore {
 
   /** The counts, and how many entries the feed holds in all (archived and snoozed too, as its cap counts them). */
   async feedState(tenant: string, userId: string, view?: InboxView): Promise<{ counts: InboxCounts; size: number }> {
-    const refs = await this.refs(tenant, userId, view);
-    return { counts: this.countsOf(refs, this.now()), size: refs.length };
+    const { counts, size } = await this.snapshot(tenant, userId, view, { mode: 'none' });
+    return { counts, size };
   }
 
   /** Items that arrived after a cursor (oldest first): what a reconnecting stream missed. */
   async since(tenant: string, userId: string, view: InboxView | undefined, cursor: string, limit = 100): Promise<InboxItem[]> {
     const after = decodeInboxCursor(cursor);
     if (!after) return [];
-    const now = this.now();
-    const refs = (await this.refs(tenant, userId, view))
-      .filter((r) => (r.score > after.score || (r.score === after.score && r.id > after.id)) && !r.archived && !(r.snoozedUntil !== null && r.snoozedUntil > now))
-      .reverse()
-      .slice(0, limit);
+    const { refs } = await this.snapshot(tenant, userId, view, { mode: 'since', after, limit });
     return this.items(tenant, userId, refs, view?.locale ?? 'en');
   }
 
@@ -468,7 +602,7 @@ export class InboxStore {
     change: { seen?: boolean; read?: boolean; archived?: boolean; snoozed_until?: number | null; clicked?: boolean },
     announce?: Announce,
   ): Promise<StateChange | null> {
-    const ref = (await this.refs(tenant, userId, view)).find((r) => r.id === id);
+    const [ref] = (await this.snapshot(tenant, userId, view, { mode: 'item', id })).refs;
     if (!ref) return null;
     const k = this.keys(tenant, userId);
     const ttl = this.contentTtlSeconds;
@@ -503,10 +637,9 @@ export class InboxStore {
     for (const [err] of (await tx.exec()) ?? []) if (err) throw err;
     this.opts.events?.changed(tenant, userId);
     // One read after the change gives both the item and the counts the caller answers with.
-    const after = await this.refs(tenant, userId, view);
-    const now = after.find((r) => r.id === id);
-    const [item] = now ? await this.items(tenant, userId, [now], view?.locale ?? 'en') : [];
-    return item ? { item, firsts, counts: this.countsOf(after, this.now()) } : null;
+    const after = await this.snapshot(tenant, userId, view, { mode: 'item', id });
+    const [item] = after.refs.length ? await this.items(tenant, userId, after.refs, view?.locale ?? 'en') : [];
+    return item ? { item, firsts, counts: after.counts } : null;
   }
 
   /**
@@ -516,11 +649,8 @@ export class InboxStore {
   async markAll(
     tenant: string, userId: string, view: InboxView | undefined, what: 'seen' | 'read' | 'archived', beforeMs?: number, announce?: Announce,
   ): Promise<number> {
-    const now = this.now();
     const names: ('seen' | 'read' | 'archived')[] = what === 'read' ? ['seen', 'read'] : [what];
-    const refs = (await this.refs(tenant, userId, view)).filter((r) =>
-      (beforeMs === undefined || r.score <= beforeMs) && !(r.snoozedUntil !== null && r.snoozedUntil > now) && (what === 'archived' || !r.archived)
-      && names.some((name) => !r[name]));
+    const { refs } = await this.snapshot(tenant, userId, view, { mode: 'mark', beforeMs, what });
     if (refs.length === 0) return 0;
     if (announce) {
       const contents = new Map((await this.items(tenant, userId, refs, view?.locale ?? 'en')).map((c) => [c.id, c]));
@@ -543,7 +673,7 @@ export class InboxStore {
    * applied at read time for fan-out-on-read records. Archived items included.
    */
   async list(tenant: string, userId: string, limit = 50, view?: InboxView): Promise<InboxEntry[]> {
-    const refs = (await this.refs(tenant, userId, view)).slice(0, limit);
+    const { refs } = await this.snapshot(tenant, userId, view, { mode: 'list', limit });
     return (await this.items(tenant, userId, refs, view?.locale ?? 'en')).map((i) => ({
       id: i.id, category: i.category, title: i.title, body: i.body, created_at: i.created_at, read: i.read,
     }));
