@@ -108,6 +108,13 @@ async function serveApi(cfg: Config, log: ReturnType<typeof createLogger>, nats:
   return api;
 }
 
+/** `--workers`: as given (1 to 64), or the cores this machine can spare. */
+function workerCount(given: string | undefined, cfg: Config): number {
+  const workers = given === undefined ? defaultWorkerCount(serversOnThisMachine(cfg)) : Number(given);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) fail(`--workers: "${given}" is not a whole number from 1 to 64`);
+  return workers;
+}
+
 const print = (json: boolean, value: unknown, text: () => string) =>
   process.stdout.write(`${json ? JSON.stringify(value, null, 2) : text()}\n`);
 
@@ -145,8 +152,7 @@ program
   .action(async (o: { stages?: string; tiers?: string; demo?: boolean; nice?: string; api: boolean; workers?: string }) => {
     const cfg = config();
     const log = createLogger(cfg.logLevel);
-    const workers = o.workers === undefined ? defaultWorkerCount(serversOnThisMachine(cfg)) : Number(o.workers);
-    if (!Number.isInteger(workers) || workers < 1 || workers > 64) fail(`--workers: "${o.workers}" is not a whole number from 1 to 64`);
+    const workers = workerCount(o.workers, cfg);
     if (o.nice !== undefined) {
       const nice = Number(o.nice);
       if (!Number.isInteger(nice) || nice < 0 || nice > 19) fail(`--nice: "${o.nice}" is not a whole number from 0 to 19`);
@@ -202,16 +208,28 @@ program
 program
   .command('api')
   .description('serve the HTTP API alone (stateless: run as many as you like behind a load balancer)')
-  .action(async () => {
+  .option('--workers <n>', 'processes sharing the API port (default: the cores, less one when the servers run on this machine)')
+  .action(async (o: { workers?: string }) => {
     const cfg = config();
     const log = createLogger(cfg.logLevel);
+    const workers = workerCount(o.workers, cfg);
+    if (workers > 1 && !isWorker()) {
+      // No health port of its own (as `herald api` alone has none): the API answers for itself.
+      await superviseWorkers({ count: workers, httpHost: cfg.httpHost, httpPort: 0, log });
+      return;
+    }
+    let parts: { nats: Nats; redis: Redis; clickhouse: ClickHouseClient; api: ApiServer } | undefined;
+    const stop = () => {
+      if (!parts) process.exit(0);
+      const { api, nats, redis, clickhouse } = parts;
+      api.close().then(() => nats.nc.drain()).then(() => clickhouse.close()).then(() => { redis.disconnect(); process.exit(0); }, () => process.exit(1));
+    };
+    if (isWorker()) answerPrimary({ deps: () => parts && { nats: parts.nats.nc, redis: parts.redis, clickhouse: parts.clickhouse }, demo: () => undefined, stop });
     const nats = await connectNats(cfg, 'herald-api');
     const redis = connectRedis(cfg);
     const clickhouse = connectClickHouse(cfg);
     const api = await serveApi(cfg, log, nats, redis, clickhouse).catch((err) => fail(`HTTP API: ${(err as Error).message}`));
-    const stop = () => {
-      api.close().then(() => nats.nc.drain()).then(() => clickhouse.close()).then(() => { redis.disconnect(); process.exit(0); }, () => process.exit(1));
-    };
+    parts = { nats, redis, clickhouse, api };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });

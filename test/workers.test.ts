@@ -1,4 +1,8 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../servers/local-servers.js';
 import { HeraldProcess, envFor } from './child.js';
 import { eventually, Harness } from './harness.js';
 
@@ -56,6 +60,51 @@ describe('herald run --workers 2', () => {
 
     const survivors = (await readyz()).workers.map((w) => w.pid);
     expect(await herald.stop('SIGTERM')).toBe(0);
+    expect(survivors.filter(alive)).toEqual([]);
+  }, 180_000);
+});
+
+describe('herald api --workers 2', () => {
+  let h: Harness;
+  let child: ChildProcess | undefined;
+  beforeAll(async () => {
+    h = await Harness.create('api-workers');
+  }, 120_000);
+  afterAll(async () => {
+    child?.kill('SIGKILL');
+    await h?.close();
+  });
+
+  const childrenOf = (pid: number) => {
+    try { return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; }
+  };
+
+  it('serves the API from two processes on one port, replaces a killed one while the other answers, and drains both on SIGTERM', async () => {
+    const port = await freePort();
+    const started = spawn(path.join(import.meta.dirname, '..', 'bin', 'herald.js'), ['api', '--workers', '2'], {
+      env: { ...process.env, ...envFor(h.config, { HERALD_API_PORT: String(port), HERALD_API_HOST: '127.0.0.1' }) }, stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    child = started;
+    const exited = new Promise<number | null>((resolve) => started.once('exit', (code) => resolve(code)));
+    // With a timeout, as any client has: a connection the primary was handing to the worker as it died hangs.
+    const docs = () => fetch(`http://127.0.0.1:${port}/v1/openapi.json`, { signal: AbortSignal.timeout(3_000) }).then((r) => r.status, () => 0);
+    await eventually(async () => (await docs()) === 200 && childrenOf(started.pid!).length === 2, 'two workers answering', 60_000, 200);
+    const workers = childrenOf(started.pid!);
+    expect(new Set(workers).size).toBe(2);
+
+    process.kill(workers[0], 'SIGKILL');
+    // The other worker keeps answering meanwhile (a new connection each time: the primary hands them out).
+    const during = await Promise.all(Array.from({ length: 20 }, () => docs()));
+    expect(during.filter((s) => s === 200).length).toBeGreaterThan(0);
+    await eventually(() => {
+      const now = childrenOf(started.pid!);
+      return now.length === 2 && !now.includes(workers[0]);
+    }, 'a new worker in place of the killed one', 60_000, 200);
+    await eventually(async () => (await docs()) === 200, 'answers after the replacement', 30_000, 200);
+
+    const survivors = childrenOf(started.pid!);
+    started.kill('SIGTERM');
+    expect(await exited).toBe(0);
     expect(survivors.filter(alive)).toEqual([]);
   }, 180_000);
 });
