@@ -127,14 +127,14 @@ export interface InboxOptions {
 const DAY = 86_400_000;
 
 /**
- * Stores content and adds one reference per inbox, trimming each inbox to its retention, in one
- * call. KEYS: the content hashes (c of them), then per user (index, seen, read, archived, snoozed,
- * clicked, locales). ARGV: c, the content TTL, per content hash (locale, JSON); per user (score,
- * request id, locale); then the oldest score kept and the most items kept. What is trimmed leaves
- * the state sets too, so they hold nothing the index does not. Returns, per user, 1 if the
- * reference is new (2: new, and the oldest made room).
+ * Stores content and adds one reference per inbox, in one call. KEYS: the content hashes (c of
+ * them), then per user (index, locales). ARGV: c, the content TTL, per content hash (locale, JSON);
+ * per user (score, request id, locale); then the oldest score kept and the most items kept. Returns,
+ * per user, 0 if the reference was there, 1 if it is new, 3 if it is new and the inbox now holds
+ * more than it keeps (TRIM then makes room). Two keys per user, not the seven trimming touches: a
+ * fan-out's users rarely need it, and key names were most of what a write sent.
  */
-const ADD_AND_TRIM = new RedisScript(`
+const ADD = new RedisScript(`
 local c = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 for j = 1, c do
@@ -142,32 +142,47 @@ for j = 1, c do
   redis.call('EXPIRE', KEYS[j], ttl)
 end
 local a = 2 + 2 * c
-local n = (#KEYS - c) / 7
+local n = (#KEYS - c) / 2
 local cutoff = tonumber(ARGV[a + 3 * n + 1])
 local keep = tonumber(ARGV[a + 3 * n + 2])
 local out = {}
 for i = 1, n do
-  local k = c + (i - 1) * 7
+  local k = c + (i - 1) * 2
   out[i] = redis.call('ZADD', KEYS[k + 1], 'NX', ARGV[a + 3 * i - 2], ARGV[a + 3 * i - 1])
   if out[i] == 1 then
     -- The locale it was rendered in for this user (only when not English, the common case).
-    if ARGV[a + 3 * i] ~= 'en' then redis.call('HSET', KEYS[k + 7], ARGV[a + 3 * i - 1], ARGV[a + 3 * i]) end
-    local gone = redis.call('ZRANGEBYSCORE', KEYS[k + 1], '-inf', '(' .. cutoff)
-    local over = redis.call('ZCARD', KEYS[k + 1]) - #gone - keep
-    if over > 0 then
-      local oldest = redis.call('ZRANGE', KEYS[k + 1], #gone, #gone + over - 1)
-      for _, id in ipairs(oldest) do gone[#gone + 1] = id end
-    end
-    -- In slices: unpack() has a limit on what it spreads.
-    for from = 1, #gone, 1000 do
-      local slice = { unpack(gone, from, math.min(#gone, from + 999)) }
-      redis.call('ZREM', KEYS[k + 1], unpack(slice))
-      for s = 2, 6 do redis.call(s == 5 and 'ZREM' or 'SREM', KEYS[k + s], unpack(slice)) end
-      redis.call('HDEL', KEYS[k + 7], unpack(slice))
-    end
-    -- 2: added, and the oldest made room (a live count cannot simply add one).
-    if #gone > 0 then out[i] = 2 end
+    if ARGV[a + 3 * i] ~= 'en' then redis.call('HSET', KEYS[k + 2], ARGV[a + 3 * i - 1], ARGV[a + 3 * i]) end
+    local oldest = redis.call('ZRANGE', KEYS[k + 1], 0, 0, 'WITHSCORES')
+    if tonumber(oldest[2]) < cutoff or redis.call('ZCARD', KEYS[k + 1]) > keep then out[i] = 3 end
   end
+end
+return out`);
+
+/**
+ * Trims inboxes to their retention and size. KEYS per user (index, seen, read, archived, snoozed,
+ * clicked, locales); ARGV the oldest score kept and the most items kept. What is trimmed leaves the
+ * state sets too, so they hold nothing the index does not. Returns, per user, 1 if anything went.
+ */
+const TRIM = new RedisScript(`
+local cutoff = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
+local out = {}
+for i = 1, #KEYS / 7 do
+  local k = (i - 1) * 7
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[k + 1], '-inf', '(' .. cutoff)
+  local over = redis.call('ZCARD', KEYS[k + 1]) - #gone - keep
+  if over > 0 then
+    local oldest = redis.call('ZRANGE', KEYS[k + 1], #gone, #gone + over - 1)
+    for _, id in ipairs(oldest) do gone[#gone + 1] = id end
+  end
+  -- In slices: unpack() has a limit on what it spreads.
+  for from = 1, #gone, 1000 do
+    local slice = { unpack(gone, from, math.min(#gone, from + 999)) }
+    redis.call('ZREM', KEYS[k + 1], unpack(slice))
+    for s = 2, 6 do redis.call(s == 5 and 'ZREM' or 'SREM', KEYS[k + s], unpack(slice)) end
+    redis.call('HDEL', KEYS[k + 7], unpack(slice))
+  end
+  out[i] = #gone > 0 and 1 or 0
 end
 return out`);
 
@@ -421,8 +436,8 @@ export class InboxStore {
     entries: { userId: string; locale: string; requestId: string; createdAt: number }[],
   ): Promise<boolean[]> {
     if (entries.length === 0) return [];
-    // One script call stores the content, adds every reference and trims each inbox: far less
-    // client work than commands per recipient (a password reset is one command).
+    // One script call stores the content and adds every reference (a password reset is one command);
+    // only inboxes that went over their size or retention are trimmed, by a second.
     const keys: string[] = [];
     const args: (string | number)[] = [contents.length, this.contentTtlSeconds];
     for (const { locale, content } of contents) {
@@ -430,19 +445,28 @@ export class InboxStore {
       args.push(locale, JSON.stringify(content));
     }
     for (const e of entries) {
-      keys.push(...Object.values(this.keys(tenant, e.userId)));
+      const k = this.keys(tenant, e.userId);
+      keys.push(k.index, k.locales);
       args.push(e.createdAt, e.requestId, e.locale);
     }
-    args.push(this.now() - this.retentionMs, this.maxItems);
-    const answers = (await ADD_AND_TRIM.run(this.redis, keys, args)) as number[];
+    const cutoff = this.now() - this.retentionMs;
+    args.push(cutoff, this.maxItems);
+    const answers = (await ADD.run(this.redis, keys, args)) as number[];
     const added = answers.map((n) => n >= 1);
+    const full = entries.filter((_, i) => answers[i] === 3);
+    const madeRoom = new Set<string>();
+    if (full.length) {
+      const users = [...new Set(full.map((e) => e.userId))];
+      const gone = (await TRIM.run(this.redis, users.flatMap((u) => Object.values(this.keys(tenant, u))), [cutoff, this.maxItems])) as number[];
+      users.forEach((u, i) => { if (gone[i] === 1) madeRoom.add(u); });
+    }
     if (this.opts.events) {
       const byRequest = new Map<string, { users: string[]; at: number; trimmed: Set<string> }>();
       entries.forEach((e, i) => {
         if (!added[i]) return;
         const group = byRequest.get(e.requestId) ?? { users: [], at: e.createdAt, trimmed: new Set<string>() };
         group.users.push(e.userId);
-        if (answers[i] === 2) group.trimmed.add(e.userId);
+        if (madeRoom.has(e.userId)) group.trimmed.add(e.userId);
         byRequest.set(e.requestId, group);
       });
       for (const [requestId, { users, at, trimmed }] of byRequest) this.opts.events.delivered(tenant, users, requestId, at, trimmed);
