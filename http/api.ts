@@ -11,7 +11,7 @@ import { requestIdFor } from '../runtime/ids.js';
 import { publishRequest } from '../runtime/producer.js';
 import type { TemplateStore } from '../runtime/templates.js';
 import { allows, type ApiKey, type ApiKeys, type ApiScope } from '../stores/api-keys.js';
-import { takeTokens } from '../stores/rate-limits.js';
+import { takeTokens, TokenCredit } from '../stores/rate-limits.js';
 import type { Topology } from '../streams/topology.js';
 import { listenOn } from './server.js';
 import { RequestStatuses } from '../stores/request-status.js';
@@ -115,6 +115,8 @@ const USER_TOKEN_ROUTES = /^\/v1\/users\/:userId\/notifications(\/|$)/;
 export class ApiServer {
   readonly app: FastifyInstance;
   private readonly now: () => number;
+  /** Per-key and per-user rate tokens taken from Redis in blocks (one call per block, not per request). */
+  private readonly credit = new TokenCredit();
 
   constructor(private readonly parts: ApiParts) {
     this.now = parts.now ?? Date.now;
@@ -434,8 +436,9 @@ export class ApiServer {
     this.prefetchView(req, verdict.tenant, verdict.userId);
     const perSecond = this.parts.userTokenRatePerSecond ?? 50;
     const { keys } = this.parts.topology;
-    const waitMs = await takeTokens(this.parts.redis, [[keys.internal('rate', 'u', verdict.tenant, verdict.userId), { perSecond, burst: perSecond }]],
-      keys.internal('rate', 'pause', 'u'), Date.now(), 1);
+    const bucket = keys.internal('rate', 'u', verdict.tenant, verdict.userId);
+    const waitMs = await this.credit.take(bucket, 1, perSecond, (n) =>
+      takeTokens(this.parts.redis, [[bucket, { perSecond, burst: perSecond }]], keys.internal('rate', 'pause', 'u'), Date.now(), n));
     if (waitMs > 0) {
       const seconds = Math.max(1, Math.ceil(waitMs / 1000));
       reply.header('retry-after', String(seconds)).header('ratelimit-limit', String(perSecond)).header('ratelimit-remaining', '0').header('ratelimit-reset', String(seconds));
@@ -484,7 +487,9 @@ export class ApiServer {
     if (userId !== undefined && userIdSchema.safeParse(userId).success) this.prefetchView(req, key.tenant, userId);
     const { keys } = this.parts.topology;
     const rate = { perSecond: key.ratePerSecond, burst: key.ratePerSecond };
-    const waitMs = await takeTokens(this.parts.redis, [[keys.internal('rate', 'k', key.id), rate]], keys.internal('rate', 'pause', `k:${key.id}`), Date.now(), 1);
+    const bucket = keys.internal('rate', 'k', key.id);
+    const waitMs = await this.credit.take(bucket, 1, key.ratePerSecond, (n) =>
+      takeTokens(this.parts.redis, [[bucket, rate]], keys.internal('rate', 'pause', `k:${key.id}`), Date.now(), n));
     reply.header('ratelimit-limit', String(key.ratePerSecond));
     if (waitMs > 0) {
       const seconds = Math.max(1, Math.ceil(waitMs / 1000));

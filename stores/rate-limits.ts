@@ -51,6 +51,61 @@ export async function takeTokens(redis: Redis, buckets: [string, Rate][], pauseK
   return Number(await TAKE.run(redis, [...buckets.map(([k]) => k), pauseKey], args));
 }
 
+/**
+ * Tokens taken ahead from a shared bucket in blocks and spent in this process within a second, so
+ * Redis sees one call per block instead of one per take. A block is at most a tenth of the bucket's
+ * rate (and 20), so what a process holds back from the others is small; more than the shared limit
+ * is never spent. One block is fetched at a time per bucket: concurrent takes wait for it rather
+ * than each taking a block of their own.
+ */
+export class TokenCredit {
+  private readonly credit = new Map<string, { tokens: number; until: number }>();
+  private readonly fetching = new Map<string, Promise<number>>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /**
+   * Takes `count` tokens of bucket `key` (rate `perSecond`): from credit when there is enough, else
+   * a block from `fromRedis(n)` (which takes n tokens from the shared bucket: 0, or the ms to wait).
+   * Returns 0 or the ms to wait.
+   */
+  async take(key: string, count: number, perSecond: number, fromRedis: (n: number) => Promise<number>): Promise<number> {
+    for (;;) {
+      if (this.spend(key, count)) return 0;
+      const inFlight = this.fetching.get(key);
+      if (!inFlight) break;
+      // Someone is fetching a block for this bucket: it may cover this take too.
+      if ((await inFlight.catch(() => 1)) > 0) break;
+    }
+    const block = Math.max(count, Math.min(20, Math.floor(perSecond / 10)));
+    const fetch = fromRedis(block).then((wait) => {
+      if (wait === 0) {
+        const held = this.credit.get(key);
+        const now = this.now();
+        this.credit.set(key, { tokens: (held && held.until > now ? held.tokens : 0) + block, until: now + 1_000 });
+        if (this.credit.size > 10_000) this.credit.delete(this.credit.keys().next().value!);
+      }
+      return wait;
+    });
+    this.fetching.set(key, fetch);
+    let wait: number;
+    try {
+      wait = await fetch;
+    } finally {
+      if (this.fetching.get(key) === fetch) this.fetching.delete(key);
+    }
+    if (wait > 0) return block > count ? fromRedis(count) : wait;
+    return this.spend(key, count) ? 0 : this.take(key, count, perSecond, fromRedis);
+  }
+
+  private spend(key: string, count: number): boolean {
+    const c = this.credit.get(key);
+    if (!c || c.until <= this.now() || c.tokens < count) return false;
+    c.tokens -= count;
+    return true;
+  }
+}
+
 export class RateLimiter {
   constructor(
     private readonly redis: Redis,
@@ -58,10 +113,12 @@ export class RateLimiter {
     private readonly providerRates: Record<string, Rate>,
     private readonly tenantRate?: Rate,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.credit = new TokenCredit(now);
+  }
 
   /** Tokens taken ahead from Redis and not used yet, per provider+tenant (spent within a second). */
-  private readonly credit = new Map<string, { tokens: number; until: number }>();
+  private readonly credit: TokenCredit;
 
   /**
    * Takes `count` tokens for a provider and a tenant; returns 0, or the ms to wait before trying
@@ -69,18 +126,7 @@ export class RateLimiter {
    * block rather than one per message.
    */
   async take(provider: string, tenant: string, count: number): Promise<number> {
-    const key = `${provider}\u0000${tenant}`;
-    const now = this.now();
-    const c = this.credit.get(key);
-    if (c && c.until > now && c.tokens >= count) {
-      c.tokens -= count;
-      return 0;
-    }
-    const block = Math.max(count, Math.min(20, Math.floor(this.blockLimit(provider) / 10)));
-    const wait = await this.takeFromRedis(provider, tenant, block);
-    if (wait > 0) return block > count ? this.takeFromRedis(provider, tenant, count) : wait;
-    this.credit.set(key, { tokens: block - count, until: now + 1_000 });
-    return 0;
+    return this.credit.take(`${provider}\u0000${tenant}`, count, this.blockLimit(provider), (n) => this.takeFromRedis(provider, tenant, n));
   }
 
   /** A provider's configured rate; `twilio2` and `twilio-sandbox` use `twilio`'s. */
