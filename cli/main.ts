@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { loadConfig, ConfigError, type Config } from '../runtime/config.js';
+import { loadConfig, ConfigError, sandboxDir, type Config } from '../runtime/config.js';
 import { createLogger } from '../runtime/logger.js';
 import { connectClickHouse, connectNats, connectRedis, connectRedisOrFail, type Nats } from '../runtime/connections.js';
 import type { Redis } from 'ioredis';
@@ -11,20 +11,17 @@ import { publishRequest } from '../runtime/producer.js';
 import { describeIssues, directoryRecordSchema, requestSchema, tenantSchema, tiers, type Tier } from '../schemas/index.js';
 import { applyAll, sqlString } from '../streams/apply.js';
 import { pipelineGraph, topologyOf } from '../pipeline/graph.js';
-import { InboxStore } from '../stores/inbox.js';
+import { InboxStore, inboxOptions } from '../stores/inbox.js';
 import { readInbox } from '../stores/inbox-view.js';
 import { recordsFromFlags, type DirectorySetFlags } from './directory-set.js';
 import type { UserView } from '../stores/directory.js';
-import { readMailbox } from '../sinks/smtp-catcher.js';
-import { inboxOptions, sandboxDir } from '../sinks/providers.js';
 import type { FakeRecord } from '../sinks/fakes/script.js';
-import { Pipeline, stageDeps } from '../pipeline/host.js';
-import { Metrics } from '../pipeline/metrics.js';
+// The pipeline, its provider libraries and the replay load only in the commands that run them: a
+// `herald api` process (one per replica, each holding thousands of streams) is lighter without them.
+import type { Pipeline } from '../pipeline/host.js';
 import { isListening, startServer, stopDetached, urlOf, type ServerName } from '../servers/local-servers.js';
 import { parseDuration, parseSince } from './duration.js';
 import { formatFunnel, queryFunnel } from './funnel.js';
-import { replay } from '../pipeline/replay.js';
-import { runDemo } from './demo.js';
 import { answerPrimary, defaultWorkerCount, isWorker, serversOnThisMachine, shareMetrics, superviseWorkers } from '../pipeline/workers.js';
 import { progress } from './progress.js';
 import { Kvm } from '@nats-io/kv';
@@ -188,10 +185,13 @@ program
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
-    const demo = () => { if (pipeline) runDemo(pipeline, apiBase).catch((err) => log.error({ err }, 'demo failed')); };
+    const demo = () => {
+      if (pipeline) import('./demo.js').then(({ runDemo }) => runDemo(pipeline!, apiBase)).catch((err) => log.error({ err }, 'demo failed'));
+    };
     if (isWorker()) {
       answerPrimary({ deps: () => pipeline && { nats: pipeline.nats.nc, redis: pipeline.redis, clickhouse: pipeline.clickhouse }, demo, stop });
     }
+    const { Pipeline } = await import('../pipeline/host.js');
     pipeline = await Pipeline.start(cfg, log, { stages, tiers: tierList });
     if (isWorker()) shareMetrics(pipeline.metrics.registry);
     // The pipeline runs whether or not the port is free: a second `herald run` on one machine is normal.
@@ -440,8 +440,9 @@ program
   .command('mailbox')
   .description('list the emails the local SMTP catcher received (when no SMTP_URL is set)')
   .option('--json', 'machine-readable output')
-  .action((o: { json?: boolean }) => {
+  .action(async (o: { json?: boolean }) => {
     const cfg = config();
+    const { readMailbox } = await import('../sinks/smtp-catcher.js');
     const mails = readMailbox(path.join(cfg.dataDir, 'mailbox'));
     print(!!o.json, mails, () => mails.length === 0 ? '(mailbox empty)' :
       mails.map((m) => `${new Date(m.received_at).toISOString()}  to ${m.to.join(', ')}  "${m.subject}"  ${m.file}`).join('\n'));
@@ -507,6 +508,7 @@ program
     const ch = connectClickHouse(cfg);
     try {
       const topology = topologyOf(cfg);
+      const [{ stageDeps }, { Metrics }, { replay }] = await Promise.all([import('../pipeline/host.js'), import('../pipeline/metrics.js'), import('../pipeline/replay.js')]);
       const deps = await stageDeps(cfg, topology, nats, redis, ch, {}, new Metrics());
       const bar = progress('replaying', 'requests', !o.json && process.stderr.isTTY === true);
       const started = Date.now();

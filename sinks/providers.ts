@@ -4,19 +4,22 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Config } from '../runtime/config.js';
+import { sandboxDir, type Config } from '../runtime/config.js';
 import type { Channel } from '../schemas/index.js';
 import { ApnsSink } from './apns.js';
 import { EmailSink } from './email.js';
 import { FailoverSink } from './failover.js';
 import { FcmSink } from './fcm.js';
 import { InAppSink } from './inapp.js';
-import { InboxStore, type InboxOptions } from '../stores/inbox.js';
+import { InboxStore, inboxOptions } from '../stores/inbox.js';
 import { PushSink, type PushProviders } from './push.js';
 import type { Sink } from './sink.js';
 import { SmsSink } from './sms.js';
 import { GuardedSink, type BreakerGuard, type RateGuard } from './guarded.js';
 import { SmtpCatcher } from './smtp-catcher.js';
+
+// Where they live now (the API and operator commands read them without loading any provider library).
+export { inboxOptions, sandboxDir };
 import { ApnsFake } from './fakes/apns-fake.js';
 import { FcmFake, FAKE_FCM_ACCESS_TOKEN } from './fakes/fcm-fake.js';
 import { TwilioFake } from './fakes/twilio-fake.js';
@@ -33,7 +36,6 @@ export interface ProviderSet {
 const SANDBOX_TWILIO = { sid: 'ACsandbox0000000000000000000000000', token: 'sandbox-token', from: '+15005550006' };
 
 /** Where sandbox fakes record what they received (`herald sandbox` reads it). */
-export const sandboxDir = (config: Config) => path.join(config.dataDir, 'sandbox');
 
 /**
  * Builds a sink per channel from the configured credentials. A channel without credentials gets the
@@ -41,9 +43,6 @@ export const sandboxDir = (config: Config) => path.join(config.dataDir, 'sandbox
  * with one clear log line (`off`), in which case its deliveries get a failed receipt saying so.
  */
 /** The inbox's settings from the configuration. */
-export function inboxOptions(config: Config): InboxOptions {
-  return { retentionMs: config.inboxRetentionMs, maxItems: config.inboxMaxItems };
-}
 
 export async function buildProviders(
   config: Config, redis: Redis, keys: KeySpace, log: Logger, guards: { breaker?: BreakerGuard; limiter?: RateGuard; inbox?: InboxStore } = {},

@@ -126,6 +126,11 @@ export interface InboxOptions {
 
 const DAY = 86_400_000;
 
+/** The inbox's retention and size, from the configuration. */
+export function inboxOptions(config: { inboxRetentionMs: number; inboxMaxItems: number }): InboxOptions {
+  return { retentionMs: config.inboxRetentionMs, maxItems: config.inboxMaxItems };
+}
+
 /**
  * Stores content and adds one reference per inbox, in one call. KEYS: the content hashes (c of
  * them), then per user (index, locales). ARGV: c, the content TTL, per content hash (locale, JSON);
