@@ -219,7 +219,11 @@ program
       return;
     }
     let parts: { nats: Nats; redis: Redis; clickhouse: ClickHouseClient; api: ApiServer } | undefined;
+    let stopping = false;
     const stop = () => {
+      // SIGINT, the primary's SIGTERM and its disconnect may all come: drain once.
+      if (stopping) return;
+      stopping = true;
       if (!parts) process.exit(0);
       const { api, nats, redis, clickhouse } = parts;
       api.close().then(() => nats.nc.drain()).then(() => clickhouse.close()).then(() => { redis.disconnect(); process.exit(0); }, () => process.exit(1));

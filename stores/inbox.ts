@@ -223,6 +223,15 @@ local snoozed = {}
 local z = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
 for i = 1, #z, 2 do snoozed[z[i]] = tonumber(z[i + 1]) end
 
+-- Ids in byte order, as Redis orders equal scores: Lua's own < follows the server's locale.
+local function before(x, y)
+  for p = 1, math.min(#x, #y) do
+    local bx, by = string.byte(x, p), string.byte(y, p)
+    if bx ~= by then return bx < by end
+  end
+  return #x < #y
+end
+
 local ids, scores, topics, have = {}, {}, {}, {}
 -- Own entries first: they win over a broadcast of the same id, as do earlier topics over later.
 local own = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, maxItems)
@@ -257,7 +266,7 @@ for i = 1, #ids do order[i] = i end
 if merged then
   table.sort(order, function(x, y)
     if scores[x] ~= scores[y] then return scores[x] > scores[y] end
-    return ids[x] > ids[y]
+    return before(ids[y], ids[x])
   end)
 end
 local n = math.min(#order, maxItems)
@@ -293,7 +302,7 @@ if mode == 'page' then
   for k = 1, n do
     local i = order[k]
     local id = ids[i]
-    local ok = afterScore == nil or scores[i] < afterScore or (scores[i] == afterScore and id < afterId)
+    local ok = afterScore == nil or scores[i] < afterScore or (scores[i] == afterScore and before(id, afterId))
     ok = ok and ((archived[id] or false) == wantArchived) and not hidden(id)
     if ok and status == 'unread' then ok = not read[id] end
     if ok and status == 'unseen' then ok = not (seen[id] or read[id]) end
@@ -309,7 +318,7 @@ elseif mode == 'since' then
   for k = n, 1, -1 do
     local i = order[k]
     local id = ids[i]
-    if (scores[i] > afterScore or (scores[i] == afterScore and id > afterId)) and not archived[id] and not hidden(id) then
+    if (scores[i] > afterScore or (scores[i] == afterScore and before(afterId, id))) and not archived[id] and not hidden(id) then
       found = found + 1
       if found > limit then break end
       emit(i)
@@ -462,7 +471,10 @@ export class InboxStore {
     const madeRoom = new Set<string>();
     if (full.length) {
       const users = [...new Set(full.map((e) => e.userId))];
-      const gone = (await TRIM.run(this.redis, users.flatMap((u) => Object.values(this.keys(tenant, u))), [cutoff, this.maxItems])) as number[];
+      // The references are stored: a failed trim must not fail the write (a retry would find them
+      // there and take them for repeats). The inbox's next delivery flags it again, and reads cap it meanwhile.
+      const gone = (await TRIM.run(this.redis, users.flatMap((u) => Object.values(this.keys(tenant, u))), [cutoff, this.maxItems])
+        .catch(() => users.map(() => 1))) as number[];
       users.forEach((u, i) => { if (gone[i] === 1) madeRoom.add(u); });
     }
     if (this.opts.events) {

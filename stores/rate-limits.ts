@@ -74,14 +74,17 @@ export class TokenCredit {
       if (this.spend(key, count)) return 0;
       const inFlight = this.fetching.get(key);
       if (!inFlight) break;
-      // Someone is fetching a block for this bucket: it may cover this take too.
-      if ((await inFlight.catch(() => 1)) > 0) break;
+      // Someone is fetching a block for this bucket: it may cover this take too. If the bucket had
+      // no block to give, ask for just this take.
+      if ((await inFlight.catch(() => 1)) > 0) return fromRedis(count);
     }
     const block = Math.max(count, Math.min(20, Math.floor(perSecond / 10)));
     const fetch = fromRedis(block).then((wait) => {
       if (wait === 0) {
         const held = this.credit.get(key);
         const now = this.now();
+        // Deleted first, so the bucket moves to the newest end and the oldest is what gets evicted.
+        this.credit.delete(key);
         this.credit.set(key, { tokens: (held && held.until > now ? held.tokens : 0) + block, until: now + 1_000 });
         if (this.credit.size > 10_000) this.credit.delete(this.credit.keys().next().value!);
       }

@@ -34,6 +34,9 @@ const TERMINAL = new Set(['delivered', 'failed', 'suppressed', 'cancelled', 'exp
 /** How long a receipt id is (`receiptId`): a list of them goes to Redis as one string. */
 const ID_LENGTH = 22;
 
+/** Users of one receipt per bulk unit. */
+const IDS_PER_UNIT = 5_000;
+
 /** Keys and arguments per script call: well under what RedisScript takes. */
 const MAX_ARGS_PER_CALL = 30_000;
 
@@ -168,8 +171,14 @@ export class RequestStatuses {
       // Room for this receipt's meta and keys too.
       if (call.size() + 40 >= MAX_ARGS_PER_CALL) await flush();
       if (r.user_ids && r.channel !== 'push') {
-        // Each user counts once per step, whichever receipt (or how many) named them.
-        call.units.push(call.slot(r), '*', field, terminal, r.user_ids.map((user) => receiptId(r, user)).join(''));
+        // Each user counts once per step, whichever receipt (or how many) named them. Their ids weigh
+        // on a call as arguments would: a call's script time stays bounded.
+        for (let i = 0; i < r.user_ids.length; i += IDS_PER_UNIT) {
+          const users = r.user_ids.slice(i, i + IDS_PER_UNIT);
+          if (call.size() + users.length + 40 >= MAX_ARGS_PER_CALL) await flush();
+          call.units.push(call.slot(r), '*', field, terminal, users.map((user) => receiptId(r, user)).join(''));
+          call.ids += users.length;
+        }
       } else {
         const users = r.user_ids ?? [r.user_id];
         for (const user of users) {
@@ -208,7 +217,9 @@ export class RequestStatuses {
       keys,
       units: [] as (string | number)[],
       meta: [] as (string | number)[],
-      size(): number { return keys.length + this.units.length + this.meta.length; },
+      /** Receipt ids carried inside bulk units. */
+      ids: 0,
+      size(): number { return keys.length + this.units.length + this.meta.length + this.ids; },
       slot: (r: StoredReceipt): number => {
         const id = `${r.tenant}\u0000${r.request_id}`;
         let slot = slots.get(id);

@@ -35,6 +35,15 @@ describe('rate tokens taken ahead in blocks', () => {
     expect(b.tokens).toBe(0);
   });
 
+  it('asks for single tokens, not more blocks, once the shared bucket has no block to give', async () => {
+    const { b, fromRedis } = bucket(5);
+    const credit = new TokenCredit();
+    const waits = await Promise.all(Array.from({ length: 10 }, () => credit.take('k', 1, 1_000, fromRedis)));
+    expect(waits.filter((w) => w === 0)).toHaveLength(5);
+    // One refused block, then one call per take.
+    expect(b.calls).toBe(11);
+  });
+
   it('takes one token at a time for a slow bucket (10/s: a block of one), so its limit is exact', async () => {
     const { b, fromRedis } = bucket(10);
     const credit = new TokenCredit();
