@@ -105,4 +105,3 @@ export async function serversIdle(pids: Record<string, number>): Promise<void> {
     if (busy() - before < 50) return;
   }
 }
-

@@ -195,10 +195,10 @@ export class ConfigError extends Error {
   }
 }
 
-/** Parses the environment (or the given record) once; reports every problem together. */
-/** Where the sandbox fakes of APNs, FCM and Twilio record what they received. */
+/** Where the sandbox fakes of APNs, FCM and Twilio record what they received (`herald sandbox` reads it). */
 export const sandboxDir = (config: Config): string => path.join(config.dataDir, 'sandbox');
 
+/** Parses the environment (or the given record) once; reports every problem together. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {

@@ -18,8 +18,6 @@ import { SmsSink } from './sms.js';
 import { GuardedSink, type BreakerGuard, type RateGuard } from './guarded.js';
 import { SmtpCatcher } from './smtp-catcher.js';
 
-// Where they live now (the API and operator commands read them without loading any provider library).
-export { inboxOptions, sandboxDir };
 import { ApnsFake } from './fakes/apns-fake.js';
 import { FcmFake, FAKE_FCM_ACCESS_TOKEN } from './fakes/fcm-fake.js';
 import { TwilioFake } from './fakes/twilio-fake.js';
@@ -35,15 +33,11 @@ export interface ProviderSet {
 
 const SANDBOX_TWILIO = { sid: 'ACsandbox0000000000000000000000000', token: 'sandbox-token', from: '+15005550006' };
 
-/** Where sandbox fakes record what they received (`herald sandbox` reads it). */
-
 /**
  * Builds a sink per channel from the configured credentials. A channel without credentials gets the
  * local fake of its provider in sandbox mode (`HERALD_SANDBOX=auto`, the default), or is disabled
  * with one clear log line (`off`), in which case its deliveries get a failed receipt saying so.
  */
-/** The inbox's settings from the configuration. */
-
 export async function buildProviders(
   config: Config, redis: Redis, keys: KeySpace, log: Logger, guards: { breaker?: BreakerGuard; limiter?: RateGuard; inbox?: InboxStore } = {},
 ): Promise<ProviderSet> {
