@@ -30,8 +30,11 @@ export interface ReceiptKey {
  * the funnel counts each id once.
  */
 export function receiptId(r: ReceiptKey, unit: string): string {
-  return sha256(`${r.tenant}\u0000${r.request_id}\u0000${r.stage}\u0000${r.status}\u0000${r.channel}\u0000${unit}`).slice(0, 22);
+  return sha256(`${r.tenant}\u0000${r.request_id}\u0000${r.stage}\u0000${r.status}\u0000${r.channel}\u0000${unit}`).slice(0, RECEIPT_ID_LENGTH);
 }
+
+/** How long a receipt id is: lists of them travel as one string, cut at this width. */
+export const RECEIPT_ID_LENGTH = 22;
 
 /** The unit a push receipt counts: one device of a user, named without its token. */
 export function deviceUnit(userId: string, token: string): string {

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { receiptId, sha256 } from '../runtime/ids.js';
+import { RECEIPT_ID_LENGTH, receiptId, sha256 } from '../runtime/ids.js';
 import { LAST_CHUNK_REASON, type StoredReceipt } from '../schemas/index.js';
 import { execOrThrow } from './directory.js';
 import type { KeySpace } from './keys.js';
@@ -30,9 +30,6 @@ export interface NotificationStatus {
 
 /** Outcomes that end a recipient's delivery on a channel (deferred and dispatched do not). */
 const TERMINAL = new Set(['delivered', 'failed', 'suppressed', 'cancelled', 'expired', 'dead_lettered']);
-
-/** How long a receipt id is (`receiptId`): a list of them goes to Redis as one string. */
-const ID_LENGTH = 22;
 
 /** Users of one receipt per bulk unit. */
 const IDS_PER_UNIT = 5_000;
@@ -67,8 +64,8 @@ while ARGV[i] ~= '|' do
   local k = tonumber(ARGV[i]) * 3
   if ARGV[i + 1] == '*' then
     local ids, fresh, slice = ARGV[i + 4], 0, {}
-    for at = 1, #ids, ${ID_LENGTH} do
-      slice[#slice + 1] = string.sub(ids, at, at + ${ID_LENGTH - 1})
+    for at = 1, #ids, ${RECEIPT_ID_LENGTH} do
+      slice[#slice + 1] = string.sub(ids, at, at + ${RECEIPT_ID_LENGTH - 1})
       if #slice == 1000 then fresh = fresh + redis.call('SADD', KEYS[k - 1], unpack(slice)); slice = {} end
     end
     if #slice > 0 then fresh = fresh + redis.call('SADD', KEYS[k - 1], unpack(slice)) end
@@ -180,12 +177,12 @@ export class RequestStatuses {
           call.ids += users.length;
         }
       } else {
-        const users = r.user_ids ?? [r.user_id];
-        for (const user of users) {
+        // One unit, or a push list: push is done per recipient, not per device, so each needs its done-set entry.
+        const units = r.user_ids ? r.user_ids.map((user) => ({ unit: user, user, count: 1 })) : [{ unit: r.unit ?? r.user_id, user: r.user_id, count: r.count }];
+        for (const u of units) {
           if (call.size() + 46 >= MAX_ARGS_PER_CALL) await flush();
-          // Push is done per recipient, not per device: its done-set decides, not the terminal count.
-          const pushUser = terminal && r.channel === 'push' && user ? userHash(user) : '';
-          call.units.push(call.slot(r), receiptId(r, r.user_ids ? user! : (r.unit ?? r.user_id)), field, r.user_ids ? 1 : r.count, pushUser ? '' : terminal, pushUser);
+          const pushUser = terminal && r.channel === 'push' && u.user ? userHash(u.user) : '';
+          call.units.push(call.slot(r), receiptId(r, u.unit), field, u.count, pushUser ? '' : terminal, pushUser);
         }
       }
       const k = call.slot(r);
