@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { Logger } from 'pino';
 import { checkRequest } from '../processors/validate.js';
-import { describeIssues, deviceRecordSchema, directoryRecordSchema, userIdSchema, userRecordSchema, type DirectoryRecord } from '../schemas/index.js';
+import { describeIssues, deviceRecordSchema, directoryRecordSchema, userRecordSchema, type DirectoryRecord } from '../schemas/index.js';
 import type { Cancellations } from '../stores/cancellations.js';
 import { Directory } from '../stores/directory.js';
 import { requestIdFor } from '../runtime/ids.js';
@@ -88,20 +88,8 @@ declare module 'fastify' {
     apiKey?: ApiKey;
     /** Or the user token: it reaches that user's inbox only. */
     user?: UserPrincipal;
-    /** The inbox view of the user an inbox route acts on, read while the rate limit is checked. */
-    inboxView?: PrefetchedView;
   }
 }
-
-/** An inbox view read ahead, for the tenant and user it was read for. */
-export interface PrefetchedView {
-  tenant: string;
-  userId: string;
-  view: Promise<InboxView>;
-}
-
-/** Inbox routes that read the user's view (the stream reads its own, when it opens). */
-const VIEW_ROUTES = /^\/v1\/users\/:userId\/notifications(\/:id(\/click)?|\/mark-all)?$/;
 
 /** Routes a user token may call (for its own user only). */
 const USER_TOKEN_ROUTES = /^\/v1\/users\/:userId\/notifications(\/|$)/;
@@ -433,12 +421,9 @@ export class ApiServer {
     if (!USER_TOKEN_ROUTES.test(req.routeOptions.url ?? '') || params.userId !== verdict.userId) {
       return problem(reply, 403, 'Forbidden', 'a user token reaches only its own user\'s notifications');
     }
-    this.prefetchView(req, verdict.tenant, verdict.userId);
     const perSecond = this.parts.userTokenRatePerSecond ?? 50;
     const { keys } = this.parts.topology;
-    const bucket = keys.internal('rate', 'u', verdict.tenant, verdict.userId);
-    const waitMs = await this.credit.take(bucket, 1, perSecond, (n) =>
-      takeTokens(this.parts.redis, [[bucket, { perSecond, burst: perSecond }]], keys.internal('rate', 'pause', 'u'), Date.now(), n));
+    const waitMs = await this.takeRate(keys.internal('rate', 'u', verdict.tenant, verdict.userId), keys.internal('rate', 'pause', 'u'), perSecond);
     if (waitMs > 0) {
       const seconds = Math.max(1, Math.ceil(waitMs / 1000));
       reply.header('retry-after', String(seconds)).header('ratelimit-limit', String(perSecond)).header('ratelimit-remaining', '0').header('ratelimit-reset', String(seconds));
@@ -447,15 +432,10 @@ export class ApiServer {
     req.user = verdict;
   }
 
-  /**
-   * Starts reading the view an inbox route will need, so it goes to Redis with the rate-limit check
-   * (one round trip instead of two). Only a read: a refused request just drops it.
-   */
-  private prefetchView(req: FastifyRequest, tenant: string, userId: string): void {
-    if (!VIEW_ROUTES.test(req.routeOptions.url ?? '')) return;
-    const view = this.viewOf(tenant, userId);
-    view.catch(() => undefined);
-    req.inboxView = { tenant, userId, view };
+  /** One request's token from a bucket shared by every replica (`perSecond`, bursting as much): 0, or the ms to wait. */
+  private takeRate(bucket: string, pauseKey: string, perSecond: number): Promise<number> {
+    return this.credit.take(bucket, 1, perSecond, (n) =>
+      takeTokens(this.parts.redis, [[bucket, { perSecond, burst: perSecond }]], pauseKey, Date.now(), n));
   }
 
   private viewOf(tenant: string, userId: string): Promise<InboxView> {
@@ -483,13 +463,8 @@ export class ApiServer {
       reply.header('www-authenticate', 'Bearer error="invalid_token"');
       return problem(reply, 401, 'Unauthorized', 'this key is unknown or revoked');
     }
-    const userId = (req.params as { userId?: string }).userId;
-    if (userId !== undefined && userIdSchema.safeParse(userId).success) this.prefetchView(req, key.tenant, userId);
     const { keys } = this.parts.topology;
-    const rate = { perSecond: key.ratePerSecond, burst: key.ratePerSecond };
-    const bucket = keys.internal('rate', 'k', key.id);
-    const waitMs = await this.credit.take(bucket, 1, key.ratePerSecond, (n) =>
-      takeTokens(this.parts.redis, [[bucket, rate]], keys.internal('rate', 'pause', `k:${key.id}`), Date.now(), n));
+    const waitMs = await this.takeRate(keys.internal('rate', 'k', key.id), keys.internal('rate', 'pause', `k:${key.id}`), key.ratePerSecond);
     reply.header('ratelimit-limit', String(key.ratePerSecond));
     if (waitMs > 0) {
       const seconds = Math.max(1, Math.ceil(waitMs / 1000));

@@ -56,12 +56,6 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
     return { tenant: req.apiKey.tenant, userId: parsed.data };
   };
 
-  /** The view of the user acted on: the one read ahead with the rate-limit check, if it is for them. */
-  const viewFor = (req: FastifyRequest, who: { tenant: string; userId: string }): Promise<InboxView> => {
-    const ahead = req.inboxView;
-    return ahead && ahead.tenant === who.tenant && ahead.userId === who.userId ? ahead.view : parts.viewOf(who.tenant, who.userId);
-  };
-
   const parse = <S extends z.ZodType>(schema: S, value: unknown, reply: FastifyReply, what: string): z.output<S> | null => {
     const parsed = schema.safeParse(value ?? {});
     if (parsed.success) return parsed.data;
@@ -93,7 +87,7 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
     const query = parse(feedQuerySchema, req.query, reply, 'query');
     if (!query) return reply;
     if (query.cursor && !decodeInboxCursor(query.cursor)) return problem(reply, 400, 'Bad request', 'cursor: not a cursor this API gave out', ['cursor: not a cursor this API gave out']);
-    const view = await viewFor(req, who);
+    const view = await parts.viewOf(who.tenant, who.userId);
     const page = await parts.inbox.feed(who.tenant, who.userId, view, query);
     return reply.send({ data: page.items.map(itemJson), counts: page.counts, next_cursor: page.next_cursor });
   });
@@ -115,7 +109,7 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
     const who = subject(req, reply, 'directory');
     if (!who) return reply;
     if (!notificationIdSchema.safeParse(req.params.id).success) return problem(reply, 400, 'Bad request', 'id: 1 to 128 characters', ['id: 1 to 128 characters']);
-    const view = await viewFor(req, who);
+    const view = await parts.viewOf(who.tenant, who.userId);
     const done = await parts.inbox.update(who.tenant, who.userId, view, req.params.id, patch,
       (items) => parts.receipt(items.flatMap((i) => engagement(who.tenant, who.userId, i, i.firsts))));
     if (!done) return problem(reply, 404, 'Not found', `no notification "${req.params.id}" in this inbox`);
@@ -144,7 +138,7 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
       if (!Number.isFinite(beforeMs)) return problem(reply, 400, 'Invalid mark-all', 'before: a cursor or an ISO date-time', ['before: a cursor or an ISO date-time']);
     }
     const what = body.seen ? 'seen' : body.read ? 'read' : 'archived';
-    const view = await viewFor(req, who);
+    const view = await parts.viewOf(who.tenant, who.userId);
     const updated = await parts.inbox.markAll(who.tenant, who.userId, view, what, beforeMs,
       (items) => parts.receipt(items.flatMap((i) => engagement(who.tenant, who.userId, i, i.firsts))));
     const counts = await parts.inbox.counts(who.tenant, who.userId, view);
