@@ -197,7 +197,7 @@ return out`);
  * (score, then id, descending), at most the feed's size; the counts over all of it; and a selection
  * of its entries. KEYS: index, seen, read, archived, snoozed, then per topic its broadcasts and their
  * categories. ARGV: now, the oldest score kept, the most items, the most broadcasts read per topic,
- * the visibility (none, shown, n, n × (category, shown)), then the selection:
+ * the visibility (none, shown, n, n × (category, shown); only broadcasts need it), then the selection:
  *   page  after-score after-id archived status limit — the feed's next page (after a cursor)
  *   since after-score after-id limit — what arrived after a cursor, oldest first
  *   item  id — one entry
@@ -219,6 +219,8 @@ local function members(key)
   return t
 end
 local seen, read, archived = members(KEYS[2]), members(KEYS[3]), members(KEYS[4])
+-- Read implies seen.
+for id in pairs(read) do seen[id] = true end
 local snoozed = {}
 local z = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
 for i = 1, #z, 2 do snoozed[z[i]] = tonumber(z[i + 1]) end
@@ -280,7 +282,7 @@ for k = 1, n do
   local id = ids[order[k]]
   if not archived[id] and not hidden(id) then
     total = total + 1
-    if not (seen[id] or read[id]) then unseen = unseen + 1 end
+    if not seen[id] then unseen = unseen + 1 end
     if not read[id] then unread = unread + 1 end
   end
 end
@@ -289,7 +291,7 @@ local out = { unseen, unread, total, n, 0 }
 local function emit(i)
   local id = ids[i]
   local flags = 0
-  if seen[id] or read[id] then flags = flags + 1 end
+  if seen[id] then flags = flags + 1 end
   if read[id] then flags = flags + 2 end
   if archived[id] then flags = flags + 4 end
   out[#out + 1] = id; out[#out + 1] = scores[i]; out[#out + 1] = flags; out[#out + 1] = snoozed[id] or -1; out[#out + 1] = topics[i]
@@ -305,7 +307,7 @@ if mode == 'page' then
     local ok = afterScore == nil or scores[i] < afterScore or (scores[i] == afterScore and before(id, afterId))
     ok = ok and ((archived[id] or false) == wantArchived) and not hidden(id)
     if ok and status == 'unread' then ok = not read[id] end
-    if ok and status == 'unseen' then ok = not (seen[id] or read[id]) end
+    if ok and status == 'unseen' then ok = not seen[id] end
     if ok then
       found = found + 1
       if found > limit then out[5] = 1; break end
@@ -329,18 +331,13 @@ elseif mode == 'item' then
     if ids[order[k]] == ARGV[a + 1] then emit(order[k]); break end
   end
 elseif mode == 'mark' then
-  local before, what = tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local upTo, what = tonumber(ARGV[a + 1]), ARGV[a + 2]
+  -- Marking read marks seen too, and read implies seen: pending is just "not yet <what>".
+  local done = what == 'read' and read or what == 'seen' and seen or archived
   for k = 1, n do
     local i = order[k]
     local id = ids[i]
-    if (before == nil or scores[i] <= before) and not hidden(id) and (what == 'archived' or not archived[id]) then
-      local isSeen = seen[id] or read[id]
-      local pending
-      if what == 'read' then pending = not isSeen or not read[id]
-      elseif what == 'seen' then pending = not isSeen
-      else pending = not archived[id] end
-      if pending then emit(i) end
-    end
+    if (upTo == nil or scores[i] <= upTo) and not hidden(id) and (what == 'archived' or not archived[id]) and not done[id] then emit(i) end
   end
 elseif mode == 'list' then
   for k = 1, math.min(n, tonumber(ARGV[a + 1])) do emit(order[k]) end
@@ -528,11 +525,12 @@ export class InboxStore {
     const topics = view?.topics ?? [];
     const keys = [k.index, k.seen, k.read, k.archived, k.snoozed];
     for (const topic of topics) keys.push(this.broadcastKey(tenant, topic), this.broadcastCategories(tenant, topic));
-    const visibility = view?.visibility ?? { none: false, shown: true, categories: {} };
+    // Visibility applies to broadcasts alone: a user in no topic sends none of their preference rules.
+    const visibility = topics.length && view ? view.visibility : { none: false, shown: true, categories: {} };
     const rules = Object.entries(visibility.categories);
+    const now = this.now();
     const args: (string | number)[] = [
-      this.now(), this.now() - this.retentionMs, this.maxItems, BROADCASTS_READ,
-      visibility.none ? 1 : 0, visibility.shown ? 1 : 0, rules.length,
+      now, now - this.retentionMs, this.maxItems, BROADCASTS_READ, visibility.none ? 1 : 0, visibility.shown ? 1 : 0, rules.length,
     ];
     for (const [category, shown] of rules) args.push(category, shown ? 1 : 0);
     switch (selection.mode) {
