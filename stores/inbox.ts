@@ -180,12 +180,13 @@ for i = 1, #KEYS / 7 do
     local oldest = redis.call('ZRANGE', KEYS[k + 1], #gone, #gone + over - 1)
     for _, id in ipairs(oldest) do gone[#gone + 1] = id end
   end
-  -- In slices: unpack() has a limit on what it spreads.
+  -- In slices: unpack() has a limit on what it spreads. The index goes last: a script that fails
+  -- midway (Redis keeps what it did) leaves state of items still listed, never a listed item lost.
   for from = 1, #gone, 1000 do
     local slice = { unpack(gone, from, math.min(#gone, from + 999)) }
-    redis.call('ZREM', KEYS[k + 1], unpack(slice))
     for s = 2, 6 do redis.call(s == 5 and 'ZREM' or 'SREM', KEYS[k + s], unpack(slice)) end
     redis.call('HDEL', KEYS[k + 7], unpack(slice))
+    redis.call('ZREM', KEYS[k + 1], unpack(slice))
   end
   out[i] = #gone > 0 and 1 or 0
 end

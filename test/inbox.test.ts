@@ -329,6 +329,22 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
     const idle = new InboxStore(h.redis, h.topology.keys, { maxItems: 5, retentionMs: 10 * HOUR, now: () => Date.now() + 11 * HOUR });
     expect((await idle.feed('acme', 'pager', undefined)).counts).toEqual({ unseen: 0, unread: 0, total: 0 });
   });
+
+  it('keeps a delivery that was stored when trimming its inbox then fails, and trims at the next one', async () => {
+    const store = new InboxStore(h.redis, h.topology.keys, { maxItems: 2, now });
+    const write = (ids: string[]) => store.write('acme', ids.map((id) => ({ locale: 'en', content: { id, category: 'c', title: id, body: 'b', created_at: Date.now() } })),
+      ids.map((id, i) => ({ userId: 'jammed', locale: 'en', requestId: id, createdAt: Date.now() + i })));
+    // A state key of the wrong type makes the trim fail (WRONGTYPE) after the references are stored.
+    const clicked = h.topology.keys.tenant('acme', 'inbox-click', 'jammed');
+    await h.redis.set(clicked, 'not a set');
+    expect(await write(['j-1', 'j-2', 'j-3'])).toEqual([true, true, true]);
+    // Stored once: a retry finds them there; reads stay within the size meanwhile.
+    expect(await write(['j-1', 'j-2', 'j-3'])).toEqual([false, false, false]);
+    expect((await store.feed('acme', 'jammed', undefined)).items.map((i) => i.id)).toEqual(['j-3', 'j-2']);
+    await h.redis.del(clicked);
+    expect(await write(['j-4'])).toEqual([true]);
+    expect(await h.redis.zrange(h.topology.keys.tenant('acme', 'inbox', 'jammed'), 0, -1)).toEqual(['j-3', 'j-4']);
+  });
 });
 
 describe('live inbox updates across processes', () => {
