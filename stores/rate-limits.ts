@@ -79,7 +79,7 @@ export class TokenCredit {
       if ((await inFlight.catch(() => 1)) > 0) return fromRedis(count);
     }
     const block = Math.max(count, Math.min(20, Math.floor(perSecond / 10)));
-    const fetch = fromRedis(block).then((wait) => {
+    const taking = fromRedis(block).then((wait) => {
       if (wait === 0) {
         const held = this.credit.get(key);
         const now = this.now();
@@ -90,12 +90,12 @@ export class TokenCredit {
       }
       return wait;
     });
-    this.fetching.set(key, fetch);
+    this.fetching.set(key, taking);
     let wait: number;
     try {
-      wait = await fetch;
+      wait = await taking;
     } finally {
-      if (this.fetching.get(key) === fetch) this.fetching.delete(key);
+      if (this.fetching.get(key) === taking) this.fetching.delete(key);
     }
     if (wait > 0) return block > count ? fromRedis(count) : wait;
     return this.spend(key, count) ? 0 : this.take(key, count, perSecond, fromRedis);
