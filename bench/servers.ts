@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, startServer, stopAttached, type RunningServer } from '../servers/local-servers.js';
+import { childPids, freePort, startServer, stopAttached, type RunningServer } from '../servers/local-servers.js';
 
 /** Starts NATS, Redis and ClickHouse on free ports in a temp dir for one benchmark run. */
 export async function benchServers(): Promise<{ env: Record<string, string>; pids: Record<string, number>; stop: () => Promise<void> }> {
@@ -58,11 +58,7 @@ export function cpuMs(pid: number): number {
 
 /** A process and its descendants (the workers of `herald run --workers N`). */
 export function processTree(pid: number): number[] {
-  let children: number[] = [];
-  try {
-    children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch { /* gone */ }
-  return [pid, ...children.flatMap(processTree)];
+  return [pid, ...childPids(pid).flatMap(processTree)];
 }
 
 /** CPU ms of a process and its live descendants together. */

@@ -30,6 +30,15 @@ export interface RunningServer {
   process?: ChildProcess;
 }
 
+/** A process's children (Linux /proc), none once it is gone: the workers of a `--workers N` primary. */
+export function childPids(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();

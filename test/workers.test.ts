@@ -1,8 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../servers/local-servers.js';
+import { childPids, freePort } from '../servers/local-servers.js';
 import { HeraldProcess, envFor } from './child.js';
 import { eventually, Harness } from './harness.js';
 
@@ -75,10 +74,6 @@ describe('herald api --workers 2', () => {
     await h?.close();
   });
 
-  const childrenOf = (pid: number) => {
-    try { return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; }
-  };
-
   it('serves the API from two processes on one port, replaces a killed one while the other answers, and drains both on SIGTERM', async () => {
     const port = await freePort();
     const started = spawn(path.join(import.meta.dirname, '..', 'bin', 'herald.js'), ['api', '--workers', '2'], {
@@ -88,8 +83,8 @@ describe('herald api --workers 2', () => {
     const exited = new Promise<number | null>((resolve) => started.once('exit', (code) => resolve(code)));
     // With a timeout, as any client has: a connection the primary was handing to the worker as it died hangs.
     const docs = () => fetch(`http://127.0.0.1:${port}/v1/openapi.json`, { signal: AbortSignal.timeout(3_000) }).then((r) => r.status, () => 0);
-    await eventually(async () => (await docs()) === 200 && childrenOf(started.pid!).length === 2, 'two workers answering', 60_000, 200);
-    const workers = childrenOf(started.pid!);
+    await eventually(async () => (await docs()) === 200 && childPids(started.pid!).length === 2, 'two workers answering', 60_000, 200);
+    const workers = childPids(started.pid!);
     expect(new Set(workers).size).toBe(2);
 
     process.kill(workers[0], 'SIGKILL');
@@ -97,12 +92,12 @@ describe('herald api --workers 2', () => {
     const during = await Promise.all(Array.from({ length: 20 }, () => docs()));
     expect(during.filter((s) => s === 200).length).toBeGreaterThan(0);
     await eventually(() => {
-      const now = childrenOf(started.pid!);
+      const now = childPids(started.pid!);
       return now.length === 2 && !now.includes(workers[0]);
     }, 'a new worker in place of the killed one', 60_000, 200);
     await eventually(async () => (await docs()) === 200, 'answers after the replacement', 30_000, 200);
 
-    const survivors = childrenOf(started.pid!);
+    const survivors = childPids(started.pid!);
     started.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(survivors.filter(alive)).toEqual([]);
