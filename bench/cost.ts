@@ -2,7 +2,7 @@
 // Herald and in each server at a paced rate, and latency per stage from the receipts. The figures
 // to improve when transactional latency under load misses its target.
 import { publishRequest } from '../runtime/producer.js';
-import { benchServers, cpuMs, fmt, printTable } from './servers.js';
+import { benchServers, cpuMs, fmt, natsMessages, printTable } from './servers.js';
 import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
 
 const RATE = Number(process.env.BENCH_RATE ?? 1_000);
@@ -25,6 +25,7 @@ try {
   for (const phase of ['warm', 'measure']) {
     log(`${phase}: ${fmt(RATE)} requests/s for ${SECONDS} s …`);
     const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMs(pid)]));
+    const messagesBefore = await natsMessages(servers.natsMonitor);
     const t0 = performance.now();
     for (let i = 0; i < total; i++) {
       const wait = t0 + (i * 1000) / RATE - performance.now();
@@ -42,6 +43,9 @@ try {
         const used = cpuMs(pid) - before[name];
         rows.push([`CPU of ${name}`, `${fmt((used / total) * 1000)} µs/request`, `${fmt((used / wall) * 100)} % of a core`]);
       }
+      // Includes the load generator's publishes and its watch on delivered receipts.
+      const messages = await natsMessages(servers.natsMonitor);
+      rows.push(['NATS messages in / out', `${fmt((messages.in - messagesBefore.in) / total, 1)} / ${fmt((messages.out - messagesBefore.out) / total, 1)} per request`, '']);
     }
   }
   const stages = await (await bench.ch.query({

@@ -6,7 +6,15 @@ import { fileURLToPath } from 'node:url';
 import { childPids, freePort, startServer, stopAttached, type RunningServer } from '../servers/local-servers.js';
 
 /** Starts NATS, Redis and ClickHouse on free ports in a temp dir for one benchmark run. */
-export async function benchServers(): Promise<{ env: Record<string, string>; pids: Record<string, number>; stop: () => Promise<void> }> {
+/** Servers started for one benchmark run; `natsMonitor` is NATS's monitoring URL (varz, connz). */
+export interface BenchServers {
+  env: Record<string, string>;
+  pids: Record<string, number>;
+  natsMonitor: string;
+  stop: () => Promise<void>;
+}
+
+export async function benchServers(): Promise<BenchServers> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-bench-'));
   const [np, nm, rp, cp, ct] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const servers: RunningServer[] = await Promise.all([
@@ -20,6 +28,7 @@ export async function benchServers(): Promise<{ env: Record<string, string>; pid
       HERALD_DATA_DIR: path.join(root, 'herald'), HERALD_HTTP_PORT: '0', HERALD_SMTP_CATCHER_PORT: '0', LOG_LEVEL: 'warn',
     },
     pids: Object.fromEntries(servers.map((s) => [s.name, s.pid])),
+    natsMonitor: `http://127.0.0.1:${nm}`,
     stop: async () => {
       await Promise.all(servers.map(stopAttached));
       fs.rmSync(root, { recursive: true, force: true });
@@ -100,4 +109,10 @@ export async function serversIdle(pids: Record<string, number>): Promise<void> {
     await new Promise((r) => setTimeout(r, 500));
     if (busy() - before < 50) return;
   }
+}
+
+/** NATS's message counters (every connection's, both ways) from its monitoring endpoint. */
+export async function natsMessages(monitor: string): Promise<{ in: number; out: number }> {
+  const varz = await (await fetch(`${monitor}/varz`)).json() as { in_msgs: number; out_msgs: number };
+  return { in: varz.in_msgs, out: varz.out_msgs };
 }
