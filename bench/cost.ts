@@ -1,6 +1,7 @@
 // `npm run bench:cost`: what one single-recipient transactional request costs: CPU per request in
 // Herald and in each server at a paced rate, and latency per stage from the receipts. The figures
 // to improve when transactional latency under load misses its target.
+import type { Redis } from 'ioredis';
 import { publishRequest } from '../runtime/producer.js';
 import { benchServers, cpuMs, fmt, natsMessages, printTable } from './servers.js';
 import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
@@ -8,6 +9,12 @@ import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from '
 const RATE = Number(process.env.BENCH_RATE ?? 1_000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const log = (s: string) => process.stderr.write(`${s}\n`);
+
+/** Commands Redis has run, per command, from INFO commandstats (this run's own INFO calls included). */
+async function redisCommands(redis: Redis): Promise<Map<string, number>> {
+  const info = await redis.info('commandstats');
+  return new Map([...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1], Number(m[2])]));
+}
 
 const servers = await benchServers();
 try {
@@ -26,6 +33,7 @@ try {
     log(`${phase}: ${fmt(RATE)} requests/s for ${SECONDS} s …`);
     const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMs(pid)]));
     const messagesBefore = await natsMessages(servers.natsMonitor);
+    const commandsBefore = await redisCommands(bench.redis);
     const t0 = performance.now();
     for (let i = 0; i < total; i++) {
       const wait = t0 + (i * 1000) / RATE - performance.now();
@@ -45,6 +53,9 @@ try {
       }
       // Includes the load generator's publishes and its watch on delivered receipts.
       const messages = await natsMessages(servers.natsMonitor);
+      const commands = await redisCommands(bench.redis);
+      const perRequest = [...commands].map(([name, n]) => [name, (n - (commandsBefore.get(name) ?? 0)) / total] as const).filter(([, n]) => n >= 0.05).sort((a, b) => b[1] - a[1]);
+      rows.push(['Redis commands', `${fmt(perRequest.reduce((n, [, c]) => n + c, 0), 1)} per request`, perRequest.map(([name, n]) => `${name} ${fmt(n, 1)}`).join(', ')]);
       rows.push(['NATS messages in / out', `${fmt((messages.in - messagesBefore.in) / total, 1)} / ${fmt((messages.out - messagesBefore.out) / total, 1)} per request`, '']);
     }
   }

@@ -31,6 +31,9 @@ export interface NotificationStatus {
 /** Outcomes that end a recipient's delivery on a channel (deferred and dispatched do not). */
 const TERMINAL = new Set(['delivered', 'failed', 'suppressed', 'cancelled', 'expired', 'dead_lettered']);
 
+/** How a status field takes a new value: always, or only when lower or higher than the one kept. */
+type MetaMode = 'set' | 'min' | 'max';
+
 /** Users of one receipt per bulk unit. */
 const IDS_PER_UNIT = 5_000;
 
@@ -91,9 +94,13 @@ i = i + 1
 while i <= #ARGV do
   local k = tonumber(ARGV[i]) * 3
   local mode, field, value = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local old = redis.call('HGET', KEYS[k - 2], field)
-  if mode == 'set' or old == false or (mode == 'min' and tonumber(value) < tonumber(old)) or (mode == 'max' and tonumber(value) > tonumber(old)) then
+  if mode == 'set' then
     redis.call('HSET', KEYS[k - 2], field, value)
+  else
+    local old = redis.call('HGET', KEYS[k - 2], field)
+    if old == false or (mode == 'min' and tonumber(value) < tonumber(old)) or (mode == 'max' and tonumber(value) > tonumber(old)) then
+      redis.call('HSET', KEYS[k - 2], field, value)
+    end
   end
   i = i + 4
 end
@@ -158,7 +165,7 @@ export class RequestStatuses {
   async record(receipts: StoredReceipt[]): Promise<void> {
     let call = this.newCall();
     const flush = async () => {
-      if (call.keys.length) await RECORD.run(this.redis, call.keys, [...call.units, '|', ...call.meta]);
+      if (call.keys.length) await RECORD.run(this.redis, call.keys, [...call.units, '|', ...call.metaArgs()]);
       call = this.newCall();
     };
     for (const r of receipts) {
@@ -189,19 +196,20 @@ export class RequestStatuses {
       if (r.stage === 'resolve' && r.status === 'resolved') {
         call.units.push(k, receiptId(r, `recipients:${r.unit ?? ''}`), 'recipients', r.count, '', '');
         // A list of users resolves at once; a topic says so with its last page.
-        if (!r.unit || r.unit === 'end' || r.reason === LAST_CHUNK_REASON) call.meta.push(k, 'set', 'resolved_all', '1');
+        if (!r.unit || r.unit === 'end' || r.reason === LAST_CHUNK_REASON) call.meta(k, 'set', 'resolved_all', '1');
       }
-      if (r.stage === 'resolve' && r.status === 'cancelled') call.meta.push(k, 'set', 'resolved_all', '1');
+      if (r.stage === 'resolve' && r.status === 'cancelled') call.meta(k, 'set', 'resolved_all', '1');
       if (r.stage === 'validate') {
-        call.meta.push(k, 'set', 'tier', r.tier, k, 'set', 'category', r.category);
+        call.meta(k, 'set', 'tier', r.tier);
+        call.meta(k, 'set', 'category', r.category);
         if (r.status === 'accepted') {
-          call.meta.push(k, 'min', 'accepted', r.ts);
-          if (r.channels) call.meta.push(k, 'set', 'channels', r.channels.join(','));
+          call.meta(k, 'min', 'accepted', r.ts);
+          if (r.channels) call.meta(k, 'set', 'channels', r.channels.join(','));
         }
-        if (r.status === 'deferred' && r.reason.startsWith('send_at ')) call.meta.push(k, 'set', 'send_at', r.reason.slice('send_at '.length));
-        if (r.status === 'rejected' || r.status === 'expired') call.meta.push(k, 'set', 'reason', r.reason.slice(0, 500));
+        if (r.status === 'deferred' && r.reason.startsWith('send_at ')) call.meta(k, 'set', 'send_at', r.reason.slice('send_at '.length));
+        if (r.status === 'rejected' || r.status === 'expired') call.meta(k, 'set', 'reason', r.reason.slice(0, 500));
       }
-      call.meta.push(k, 'max', 'updated', r.ts);
+      call.meta(k, 'max', 'updated', r.ts);
     }
     await flush();
   }
@@ -210,13 +218,23 @@ export class RequestStatuses {
   private newCall() {
     const slots = new Map<string, number>();
     const keys: string[] = [];
+    /** Per request slot and field: one mode and value, however many receipts set it (the script reads and writes each once). */
+    const meta = new Map<string, { k: number; mode: MetaMode; field: string; value: string | number }>();
     return {
       keys,
       units: [] as (string | number)[],
-      meta: [] as (string | number)[],
       /** Receipt ids carried inside bulk units. */
       ids: 0,
-      size(): number { return keys.length + this.units.length + this.meta.length + this.ids; },
+      size(): number { return keys.length + this.units.length + meta.size * 4 + this.ids; },
+      meta(k: number, mode: MetaMode, field: string, value: string | number): void {
+        const id = `${k} ${field}`;
+        const had = meta.get(id);
+        if (had && ((mode === 'max' && Number(value) <= Number(had.value)) || (mode === 'min' && Number(value) >= Number(had.value)))) return;
+        meta.set(id, { k, mode, field, value });
+      },
+      metaArgs(): (string | number)[] {
+        return [...meta.values()].flatMap((m) => [m.k, m.mode, m.field, m.value]);
+      },
       slot: (r: StoredReceipt): number => {
         const id = `${r.tenant}\u0000${r.request_id}`;
         let slot = slots.get(id);
