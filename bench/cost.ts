@@ -12,8 +12,10 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 
 /** Commands Redis has run, per command, from INFO commandstats (this run's own INFO calls included). */
 async function redisCommands(redis: Redis): Promise<Map<string, number>> {
-  const info = await redis.info('commandstats');
-  return new Map([...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1], Number(m[2])]));
+  const info = `${await redis.info('commandstats')}\n${await redis.info('stats')}`;
+  const counts = new Map([...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1], Number(m[2])]));
+  for (const m of info.matchAll(/^total_net_(input|output)_bytes:(\d+)/gm)) counts.set(`bytes ${m[1]}`, Number(m[2]));
+  return counts;
 }
 
 const servers = await benchServers();
@@ -54,7 +56,9 @@ try {
       // Includes the load generator's publishes and its watch on delivered receipts.
       const messages = await natsMessages(servers.natsMonitor);
       const commands = await redisCommands(bench.redis);
-      const perRequest = [...commands].map(([name, n]) => [name, (n - (commandsBefore.get(name) ?? 0)) / total] as const).filter(([, n]) => n >= 0.05).sort((a, b) => b[1] - a[1]);
+      const delta = (name: string) => ((commands.get(name) ?? 0) - (commandsBefore.get(name) ?? 0)) / total;
+      const perRequest = [...commands.keys()].filter((name) => !name.startsWith('bytes ')).map((name) => [name, delta(name)] as const).filter(([, n]) => n >= 0.05).sort((a, b) => b[1] - a[1]);
+      rows.push(['Redis bytes in / out', `${fmt(delta('bytes input'))} / ${fmt(delta('bytes output'))} per request`, '']);
       rows.push(['Redis commands', `${fmt(perRequest.reduce((n, [, c]) => n + c, 0), 1)} per request`, perRequest.map(([name, n]) => `${name} ${fmt(n, 1)}`).join(', ')]);
       rows.push(['NATS messages in / out', `${fmt((messages.in - messagesBefore.in) / total, 1)} / ${fmt((messages.out - messagesBefore.out) / total, 1)} per request`, '']);
     }

@@ -288,6 +288,30 @@ for k = 1, n do
   end
 end
 
+-- Content comes with what is selected when asked for (a prefix given): a page is one call.
+local contentPrefix, localesKey, userLocale = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+a = a + 3
+-- As stores/keys.ts keyPart: % and : escaped.
+local function keyPart(id)
+  if string.find(id, '[%%:]') then return (string.gsub(string.gsub(id, '%%', '%%25'), ':', '%%3A')) end
+  return id
+end
+-- An own entry in the locale it was rendered in for this user, a broadcast in the user's locale;
+-- then that locale's language, the fallback, any locale there is.
+local function contentOf(id, topic)
+  local key = contentPrefix .. keyPart(id)
+  local wanted = userLocale
+  if topic == 0 and localesKey ~= '' then wanted = redis.call('HGET', localesKey, id) or 'en' end
+  local v = redis.call('HGET', key, wanted)
+  if not v then
+    local language = string.match(wanted, '^[^-_]*')
+    if language ~= wanted then v = redis.call('HGET', key, language) end
+  end
+  if not v then v = redis.call('HGET', key, '*') end
+  if not v then v = redis.call('HVALS', key)[1] end
+  return v or ''
+end
+
 local out = { unseen, unread, total, n, 0 }
 local function emit(i)
   local id = ids[i]
@@ -296,6 +320,7 @@ local function emit(i)
   if read[id] then flags = flags + 2 end
   if archived[id] then flags = flags + 4 end
   out[#out + 1] = id; out[#out + 1] = scores[i]; out[#out + 1] = flags; out[#out + 1] = snoozed[id] or -1; out[#out + 1] = topics[i]
+  if contentPrefix ~= '' then out[#out + 1] = contentOf(id, topics[i]) end
 end
 local mode = ARGV[a]
 if mode == 'page' then
@@ -354,6 +379,13 @@ type Selection =
   | { mode: 'list'; limit: number }
   | { mode: 'none' };
 
+/** Content read with the selection, in the user's locale (see SNAPSHOT's contentOf). */
+interface ContentWanted {
+  locale: string;
+  /** Own entries are read in the locale they were rendered in for this user. */
+  ownLocales: boolean;
+}
+
 /** A snapshot's counts, how many entries the feed holds, and the entries selected. */
 interface Snapshot {
   counts: InboxCounts;
@@ -361,6 +393,8 @@ interface Snapshot {
   /** A page has a next one. */
   more: boolean;
   refs: Ref[];
+  /** Per ref, its content's JSON ('' when gone), when content was asked for. */
+  contents: string[];
 }
 
 /** Broadcast member lists are capped at what a feed could ever show. */
@@ -521,7 +555,7 @@ export class InboxStore {
    * them; its counts; and the entries `selection` picks. Past the retention is gone even before a
    * new delivery trims it (an idle inbox's badge must not count it).
    */
-  private async snapshot(tenant: string, userId: string, view: InboxView | undefined, selection: Selection): Promise<Snapshot> {
+  private async snapshot(tenant: string, userId: string, view: InboxView | undefined, selection: Selection, content?: ContentWanted): Promise<Snapshot> {
     const k = this.keys(tenant, userId);
     const topics = view?.topics ?? [];
     const keys = [k.index, k.seen, k.read, k.archived, k.snoozed];
@@ -534,6 +568,8 @@ export class InboxStore {
       now, now - this.retentionMs, this.maxItems, BROADCASTS_READ, visibility.none ? 1 : 0, visibility.shown ? 1 : 0, rules.length,
     ];
     for (const [category, shown] of rules) args.push(category, shown ? 1 : 0);
+    if (content) args.push(`${this.keySpace.tenant(tenant, 'notif')}:`, content.ownLocales ? k.locales : '', content.locale);
+    else args.push('', '', '');
     switch (selection.mode) {
       case 'page':
         args.push('page', selection.after?.score ?? '', selection.after?.id ?? '', selection.archived ? 1 : 0, selection.status, selection.limit);
@@ -546,7 +582,10 @@ export class InboxStore {
     }
     const out = (await SNAPSHOT.run(this.redis, keys, args)) as (string | number)[];
     const refs: Ref[] = [];
-    for (let i = 5; i < out.length; i += 5) {
+    const contents: string[] = [];
+    const stride = content ? 6 : 5;
+    for (let i = 5; i < out.length; i += stride) {
+      if (content) contents.push(out[i + 5] as string);
       const flags = out[i + 2] as number;
       const snoozedUntil = out[i + 3] as number;
       const topic = out[i + 4] as number;
@@ -556,7 +595,7 @@ export class InboxStore {
       });
     }
     return {
-      counts: { unseen: out[0] as number, unread: out[1] as number, total: out[2] as number }, size: out[3] as number, more: out[4] === 1, refs,
+      counts: { unseen: out[0] as number, unread: out[1] as number, total: out[2] as number }, size: out[3] as number, more: out[4] === 1, refs, contents,
     };
   }
 
@@ -578,16 +617,28 @@ export class InboxStore {
       const byLocale = contents[i];
       const wanted = rendered.get(r.id) ?? locale;
       const raw = byLocale[wanted] ?? byLocale[wanted.split(/[-_]/)[0]] ?? byLocale['*'] ?? Object.values(byLocale)[0];
-      if (!raw) return;
-      const c = JSON.parse(raw) as InboxContent;
-      out.push({
-        id: r.id, category: c.category, tier: c.tier ?? '', title: c.title, body: c.body,
-        action_url: c.action_url ?? null, data: c.data ?? null, created_at: r.score,
-        seen: r.seen, read: r.read, archived: r.archived, snoozed_until: r.snoozedUntil !== null && r.snoozedUntil > this.now() ? r.snoozedUntil : null,
-        cursor: encodeCursor(r.score, r.id),
-      });
+      if (raw) out.push(this.toItem(r, raw));
     });
     return out;
+  }
+
+  /** A snapshot's refs with the content read beside them (a ref whose content is gone is left out). */
+  private itemsOf(snap: Snapshot): InboxItem[] {
+    const out: InboxItem[] = [];
+    snap.refs.forEach((r, i) => {
+      if (snap.contents[i]) out.push(this.toItem(r, snap.contents[i]));
+    });
+    return out;
+  }
+
+  private toItem(r: Ref, raw: string): InboxItem {
+    const c = JSON.parse(raw) as InboxContent;
+    return {
+      id: r.id, category: c.category, tier: c.tier ?? '', title: c.title, body: c.body,
+      action_url: c.action_url ?? null, data: c.data ?? null, created_at: r.score,
+      seen: r.seen, read: r.read, archived: r.archived, snoozed_until: r.snoozedUntil !== null && r.snoozedUntil > this.now() ? r.snoozedUntil : null,
+      cursor: encodeCursor(r.score, r.id),
+    };
   }
 
   /**
@@ -598,8 +649,8 @@ export class InboxStore {
     const after = query.cursor ? decodeInboxCursor(query.cursor) : null;
     const snap = await this.snapshot(tenant, userId, view, {
       mode: 'page', after, archived: query.archived ?? false, status: query.status ?? 'all', limit: query.limit ?? 20,
-    });
-    const items = await this.items(tenant, userId, snap.refs, view?.locale ?? 'en');
+    }, { locale: view?.locale ?? 'en', ownLocales: true });
+    const items = this.itemsOf(snap);
     const last = snap.refs[snap.refs.length - 1];
     return { items, counts: snap.counts, next_cursor: snap.more && last ? encodeCursor(last.score, last.id) : null };
   }
@@ -619,8 +670,7 @@ export class InboxStore {
   async since(tenant: string, userId: string, view: InboxView | undefined, cursor: string, limit = 100): Promise<InboxItem[]> {
     const after = decodeInboxCursor(cursor);
     if (!after) return [];
-    const { refs } = await this.snapshot(tenant, userId, view, { mode: 'since', after, limit });
-    return this.items(tenant, userId, refs, view?.locale ?? 'en');
+    return this.itemsOf(await this.snapshot(tenant, userId, view, { mode: 'since', after, limit }, { locale: view?.locale ?? 'en', ownLocales: true }));
   }
 
   /**

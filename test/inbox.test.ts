@@ -314,6 +314,28 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
     await other.close();
   });
 
+  it('reads each item in the locale it was rendered in, a broadcast in the user\'s (then its language, the fallback, any), whatever its id', async () => {
+    const store = new InboxStore(h.redis, h.topology.keys, { now });
+    const content = (id: string, title: string) => ({ id, category: 'c', title, body: 'b', created_at: 1 });
+    const at = Date.now();
+    await store.write('acme', [
+      { locale: 'de', content: content('own:1%', 'de') }, { locale: 'en', content: content('own:1%', 'en') }, { locale: '*', content: content('own:1%', 'any') },
+      { locale: 'pt-BR', content: content('own-2', 'pt-BR') },
+    ], [{ userId: 'poly', locale: 'de', requestId: 'own:1%', createdAt: at }, { userId: 'poly', locale: 'fr', requestId: 'own-2', createdAt: at + 1 }]);
+    await store.writeBroadcast('acme', 'polyglots', 'b:1', [{ locale: 'es', content: content('b:1', 'es') }, { locale: '*', content: content('b:1', 'any') }], at + 2);
+    await store.writeBroadcast('acme', 'polyglots', 'b%2', [{ locale: 'en', content: content('b%2', 'en') }], at + 3);
+    const view = { topics: ['polyglots'], locale: 'es-MX', visibility: { none: false, shown: true, categories: {} }, visible: () => true };
+    const page = await store.feed('acme', 'poly', view, { limit: 10 });
+    expect(page.items.map((i) => [i.id, i.title])).toEqual([['b%2', 'en'], ['b:1', 'es'], ['own-2', 'pt-BR'], ['own:1%', 'de']]);
+    // The same choice as reading one item's content alone (the live-update path).
+    for (const item of page.items) {
+      const alone = await store.contentItem('acme', item.id, item.created_at, view.locale, item.id.startsWith('own') ? 'poly' : undefined);
+      expect(alone?.title).toBe(item.title);
+    }
+    const since = await store.since('acme', 'poly', view, page.items[3].cursor);
+    expect(since.map((i) => i.title)).toEqual(['pt-BR', 'es', 'en']);
+  });
+
   it('keeps at most the newest items and drops old ones, their state too, counts still right', async () => {
     const store = new InboxStore(h.redis, h.topology.keys, { maxItems: 5, retentionMs: 10 * HOUR, now });
     const write = (ids: string[], at: number) => store.write('acme', ids.map((id) => ({ locale: 'en', content: { id, category: 'c', title: id, body: 'b', created_at: at } })),
