@@ -100,7 +100,7 @@ export function pipelineGraph(wiring: Wiring = 'chained', options: GraphOptions 
         name: 'loader', def: receiptLoaderStage, reads: 'receipts', subject: 'receipt', maxAckPending: 20_000,
         // ClickHouse outages are waited out (deferred), so attempts only count inserts it refused.
         run: (_tier, s) => ({
-          pullBatch: 500, concurrency: 1, maxBatch: 200, lingerMs: 1_000, batchConcurrency: 2, ackWaitMs: s.ackWaitMs,
+          pullBatch: 500, concurrency: 1, maxBatch: 200, lingerMs: 200, batchConcurrency: 2, ackWaitMs: s.ackWaitMs,
           maxAttempts: 1_000_000, backoffBaseMs: s.retry.backoffBaseMs, backoffCapMs: 30_000,
         }),
       },

@@ -77,13 +77,16 @@ describe('herald api --workers 2', () => {
   it('serves the API from two processes on one port, replaces a killed one while the other answers, and drains both on SIGTERM', async () => {
     const port = await freePort();
     const started = spawn(path.join(import.meta.dirname, '..', 'bin', 'herald.js'), ['api', '--workers', '2'], {
-      env: { ...process.env, ...envFor(h.config, { HERALD_API_PORT: String(port), HERALD_API_HOST: '127.0.0.1' }) }, stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, ...envFor(h.config, { HERALD_API_PORT: String(port), HERALD_API_HOST: '127.0.0.1', LOG_LEVEL: 'info' }) }, stdio: ['ignore', 'pipe', 'inherit'],
     });
     child = started;
+    // The primary says when every worker is serving: a worker that exists may still be loading.
+    let logged = '';
+    started.stdout!.on('data', (d: Buffer) => { logged += d.toString(); });
     const exited = new Promise<number | null>((resolve) => started.once('exit', (code) => resolve(code)));
     // With a timeout, as any client has: a connection the primary was handing to the worker as it died hangs.
     const docs = () => fetch(`http://127.0.0.1:${port}/v1/openapi.json`, { signal: AbortSignal.timeout(3_000) }).then((r) => r.status, () => 0);
-    await eventually(async () => (await docs()) === 200 && childPids(started.pid!).length === 2, 'two workers answering', 60_000, 200);
+    await eventually(async () => logged.includes('2 workers running') && (await docs()) === 200 && childPids(started.pid!).length === 2, 'two workers answering', 60_000, 200);
     const workers = childPids(started.pid!);
     expect(new Set(workers).size).toBe(2);
 
