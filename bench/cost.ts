@@ -1,22 +1,14 @@
 // `npm run bench:cost`: what one single-recipient transactional request costs: CPU per request in
 // Herald and in each server at a paced rate, and latency per stage from the receipts. The figures
 // to improve when transactional latency under load misses its target.
-import type { Redis } from 'ioredis';
 import { publishRequest } from '../runtime/producer.js';
-import { benchServers, cpuMs, fmt, natsMessages, printTable } from './servers.js';
+import { benchServers, cpuMs, fmt, natsMessages, printTable, redisCommands, redisPerUnit } from './servers.js';
 import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
 
 const RATE = Number(process.env.BENCH_RATE ?? 1_000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
-/** Commands Redis has run, per command, from INFO commandstats (this run's own INFO calls included). */
-async function redisCommands(redis: Redis): Promise<Map<string, number>> {
-  const info = `${await redis.info('commandstats')}\n${await redis.info('stats')}`;
-  const counts = new Map([...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1], Number(m[2])]));
-  for (const m of info.matchAll(/^total_net_(input|output)_bytes:(\d+)/gm)) counts.set(`bytes ${m[1]}`, Number(m[2]));
-  return counts;
-}
 
 const servers = await benchServers();
 try {
@@ -56,10 +48,9 @@ try {
       // Includes the load generator's publishes and its watch on delivered receipts.
       const messages = await natsMessages(servers.natsMonitor);
       const commands = await redisCommands(bench.redis);
-      const delta = (name: string) => ((commands.get(name) ?? 0) - (commandsBefore.get(name) ?? 0)) / total;
-      const perRequest = [...commands.keys()].filter((name) => !name.startsWith('bytes ')).map((name) => [name, delta(name)] as const).filter(([, n]) => n >= 0.05).sort((a, b) => b[1] - a[1]);
-      rows.push(['Redis bytes in / out', `${fmt(delta('bytes input'))} / ${fmt(delta('bytes output'))} per request`, '']);
-      rows.push(['Redis commands', `${fmt(perRequest.reduce((n, [, c]) => n + c, 0), 1)} per request`, perRequest.map(([name, n]) => `${name} ${fmt(n, 1)}`).join(', ')]);
+      const redis = redisPerUnit(commandsBefore, commands, total);
+      rows.push(['Redis bytes in / out', `${fmt(redis.bytesIn)} / ${fmt(redis.bytesOut)} per request`, '']);
+      rows.push(['Redis commands', `${fmt(redis.commands, 1)} per request`, redis.top]);
       rows.push(['NATS messages in / out', `${fmt((messages.in - messagesBefore.in) / total, 1)} / ${fmt((messages.out - messagesBefore.out) / total, 1)} per request`, '']);
     }
   }

@@ -4,7 +4,7 @@
 import { publishRequest } from '../runtime/producer.js';
 import type { DirectoryRecord } from '../schemas/index.js';
 import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
-import { benchServers, cpuMs, fmt, maxPeakRssMb, maxRssMb, percentile, printTable, runChild, serversIdle, treeCpuMs } from './servers.js';
+import { benchServers, cpuMs, fmt, maxPeakRssMb, maxRssMb, percentile, printTable, redisCommands, redisPerUnit, runChild, serversIdle, treeCpuMs } from './servers.js';
 
 const SINGLE = Number(process.env.BENCH_SINGLE ?? 30_000);
 const FANOUT = Number(process.env.BENCH_FANOUT ?? 100_000);
@@ -56,12 +56,15 @@ try {
     let cpuStart = snapshot();
     let wallStart = performance.now();
     let heraldCpuPerDelivery = 0;
-    const endPhase = (name: string, deliveries: number) => {
+    let redisStart = new Map<string, number>();
+    const endPhase = async (name: string, deliveries: number) => {
       const now = snapshot();
+      const redis = redisPerUnit(redisStart, await redisCommands(bench.redis), deliveries);
       const wall = (performance.now() - wallStart) / 1000;
       const cpu = Object.entries(now).map(([k, v]) => `${k} ${((v - cpuStart[k as keyof typeof cpuStart]) / wall * 100).toFixed(0)}%`).join(', ');
       heraldCpuPerDelivery = ((now.herald - cpuStart.herald) * 1e6) / deliveries;
       log(`  ${name} (${workers} worker${workers > 1 ? 's' : ''}): largest herald process RSS ${phasePeak.toFixed(0)} MB; herald CPU ${fmt(heraldCpuPerDelivery)} µs/delivery; CPU of one core: ${cpu}`);
+      log(`    Redis per delivery: ${fmt(redis.commands, 1)} commands (${redis.top}), ${fmt(redis.bytesIn)} bytes in`);
       phasePeak = 0;
       cpuStart = now;
       wallStart = performance.now();
@@ -69,6 +72,7 @@ try {
     // Each phase starts with nothing left over from the last (receipts loading, batches in flight).
     const startPhase = async () => {
       await quiesce(nats, topology);
+      redisStart = await redisCommands(bench.redis);
       cpuStart = snapshot();
       wallStart = performance.now();
     };
@@ -90,7 +94,7 @@ try {
     }
     await watch.waitFor(tenant('single'), SINGLE, 600_000);
     const singlePerSec = SINGLE / ((lastSeen.get(tenant('single'))! - t0) / 1000);
-    endPhase('single-recipient', SINGLE);
+    await endPhase('single-recipient', SINGLE);
     const singleCpu = heraldCpuPerDelivery;
 
     await startPhase();
@@ -110,7 +114,7 @@ try {
     await watch.waitFor(tenant('fan'), FANOUT, 600_000);
     clearInterval(trace);
     const fanPerSec = FANOUT / ((lastSeen.get(tenant('fan'))! - t1) / 1000);
-    endPhase('fan-out', FANOUT);
+    await endPhase('fan-out', FANOUT);
     const fanCpu = heraldCpuPerDelivery;
 
     let lat: number[] = [];
@@ -129,7 +133,7 @@ try {
       }
       await watch.waitFor(tenant('lat'), total, 120_000);
       lat = latencies.get(tenant('lat'))!.sort((a, b) => a - b);
-      endPhase('latency', total);
+      await endPhase('latency', total);
     }
     const rss = maxPeakRssMb(herald.pid!);
     clearInterval(rssSampler);

@@ -1,3 +1,4 @@
+import type { Redis } from 'ioredis';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -5,7 +6,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { childPids, freePort, startServer, stopAttached, type RunningServer } from '../servers/local-servers.js';
 
-/** Starts NATS, Redis and ClickHouse on free ports in a temp dir for one benchmark run. */
 /** Servers started for one benchmark run; `natsMonitor` is NATS's monitoring URL (varz, connz). */
 export interface BenchServers {
   env: Record<string, string>;
@@ -14,6 +14,7 @@ export interface BenchServers {
   stop: () => Promise<void>;
 }
 
+/** Starts NATS, Redis and ClickHouse on free ports in a temp dir for one benchmark run. */
 export async function benchServers(): Promise<BenchServers> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-bench-'));
   const [np, nm, rp, cp, ct] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
@@ -109,6 +110,27 @@ export async function serversIdle(pids: Record<string, number>): Promise<void> {
     await new Promise((r) => setTimeout(r, 500));
     if (busy() - before < 50) return;
   }
+}
+
+/** Commands Redis has run, per command (scripts' own calls included), and its network bytes, from INFO. */
+export async function redisCommands(redis: Redis): Promise<Map<string, number>> {
+  const info = `${await redis.info('commandstats')}\n${await redis.info('stats')}`;
+  const counts = new Map([...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1], Number(m[2])]));
+  for (const m of info.matchAll(/^total_net_(input|output)_bytes:(\d+)/gm)) counts.set(`bytes ${m[1]}`, Number(m[2]));
+  return counts;
+}
+
+/** What Redis did between two `redisCommands` readings, per unit of work (a request, a delivery). */
+export function redisPerUnit(before: Map<string, number>, after: Map<string, number>, units: number) {
+  const delta = (name: string) => ((after.get(name) ?? 0) - (before.get(name) ?? 0)) / units;
+  const each = [...after.keys()].filter((name) => !name.startsWith('bytes ')).map((name) => [name, delta(name)] as const)
+    .filter(([, n]) => n >= 0.05).sort((a, b) => b[1] - a[1]);
+  return {
+    commands: each.reduce((n, [, c]) => n + c, 0),
+    /** The commands run most, with their number per unit. */
+    top: each.slice(0, 10).map(([name, n]) => `${name} ${fmt(n, 1)}`).join(', '),
+    bytesIn: delta('bytes input'), bytesOut: delta('bytes output'),
+  };
 }
 
 /** NATS's message counters (every connection's, both ways) from its monitoring endpoint. */

@@ -58,6 +58,8 @@ local i = 1
 -- Counts are summed per status hash and field, then written once each: a fan-out's thousand units
 -- are a thousand SADDs and a few HINCRBYs, not three thousand commands.
 local sums = {}
+-- Push-done sets written to: only those need their expiry renewed.
+local pushed = {}
 local function add(k, field, n)
   local byField = sums[k]
   if not byField then byField = {}; sums[k] = byField end
@@ -82,7 +84,7 @@ while ARGV[i] ~= '|' do
       local n = tonumber(ARGV[i + 3])
       add(k - 2, ARGV[i + 2], n)
       if ARGV[i + 4] ~= '' then add(k - 2, ARGV[i + 4], n) end
-      if ARGV[i + 5] ~= '' then redis.call('SADD', KEYS[k], ARGV[i + 5]) end
+      if ARGV[i + 5] ~= '' then redis.call('SADD', KEYS[k], ARGV[i + 5]); pushed[k] = true end
     end
     i = i + 6
   end
@@ -91,11 +93,15 @@ for k, byField in pairs(sums) do
   for field, n in pairs(byField) do redis.call('HINCRBY', KEYS[k], field, n) end
 end
 i = i + 1
+-- Fields set outright go in one HSET per status hash.
+local sets = {}
 while i <= #ARGV do
   local k = tonumber(ARGV[i]) * 3
   local mode, field, value = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if mode == 'set' then
-    redis.call('HSET', KEYS[k - 2], field, value)
+    local pairs_ = sets[k - 2]
+    if not pairs_ then pairs_ = {}; sets[k - 2] = pairs_ end
+    pairs_[#pairs_ + 1] = field; pairs_[#pairs_ + 1] = value
   else
     local old = redis.call('HGET', KEYS[k - 2], field)
     if old == false or (mode == 'min' and tonumber(value) < tonumber(old)) or (mode == 'max' and tonumber(value) > tonumber(old)) then
@@ -104,10 +110,11 @@ while i <= #ARGV do
   end
   i = i + 4
 end
+for k, fields in pairs(sets) do redis.call('HSET', KEYS[k], unpack(fields)) end
 for k = 1, #KEYS, 3 do
   redis.call('EXPIRE', KEYS[k], ${STATUS_TTL_S})
   redis.call('EXPIRE', KEYS[k + 1], ${SEEN_TTL_S})
-  redis.call('EXPIRE', KEYS[k + 2], ${STATUS_TTL_S})
+  if pushed[k + 2] then redis.call('EXPIRE', KEYS[k + 2], ${STATUS_TTL_S}) end
 end
 return 1`);
 
