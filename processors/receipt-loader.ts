@@ -25,16 +25,33 @@ export function toRows(r: StoredReceipt) {
   return r.user_ids.map((user) => ({ receipt_id: receiptId(r, user), ...base, user_id: user, count: 1 }));
 }
 
+/** The columns of `rowsText`, in its order (an insert names them). */
+export const ROW_COLUMNS = [
+  'receipt_id', 'event_time', 'event_ms', 'event_date', 'stage', 'status', 'request_id', 'tenant', 'tier', 'category',
+  'channel', 'provider', 'reason', 'attempt', 'latency_ms', 'user_id', 'count',
+] as const;
+
+const TSV_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' };
+
+/** A value as one TabSeparated field: backslash, tab, newline, carriage return and NUL escaped. */
+export function tsvField(value: string | number): string {
+  const text = String(value);
+  return /[\\\t\n\r\0]/.test(text) ? text.replace(/[\\\t\n\r\0]/g, (c) => TSV_ESCAPES[c]) : text;
+}
+
 /**
- * The rows of `toRows` as JSONEachRow text. What a fan-out receipt's rows share is encoded once;
- * each listed user adds only their receipt id and name.
+ * The rows of `toRows` as TabSeparated text in ROW_COLUMNS order: half the bytes of JSONEachRow,
+ * and parsed by ClickHouse far faster. What a fan-out receipt's rows share is encoded once; each
+ * listed user adds only their receipt id and name.
  */
 export function rowsText(r: StoredReceipt): string {
-  const shared = JSON.stringify(baseRow(r)).slice(1, -1);
+  const b = baseRow(r);
+  const shared = [b.event_time, b.event_ms, b.event_date, b.stage, b.status, b.request_id, b.tenant, b.tier, b.category,
+    b.channel, b.provider, b.reason, b.attempt, b.latency_ms].map(tsvField).join('\t');
   // Receipt ids are base64url: nothing in them needs escaping.
-  if (!r.user_ids) return `{"receipt_id":"${receiptId(r, r.unit ?? r.user_id)}",${shared},"user_id":${JSON.stringify(r.user_id)},"count":${r.count}}\n`;
+  if (!r.user_ids) return `${receiptId(r, r.unit ?? r.user_id)}\t${shared}\t${tsvField(r.user_id)}\t${r.count}\n`;
   let text = '';
-  for (const user of r.user_ids) text += `{"receipt_id":"${receiptId(r, user)}",${shared},"user_id":${JSON.stringify(user)},"count":1}\n`;
+  for (const user of r.user_ids) text += `${receiptId(r, user)}\t${shared}\t${tsvField(user)}\t1\n`;
   return text;
 }
 
@@ -60,7 +77,7 @@ function baseRow(r: StoredReceipt) {
   return {
     event_time: Math.floor(r.ts / 1000),
     event_ms: r.ts % 1000,
-    // ClickHouse 18.16 does not fill DEFAULT columns on JSONEachRow inserts: send the date.
+    // ClickHouse 18.16 does not fill DEFAULT columns on some inserts: send the date.
     event_date: new Date(r.ts).toISOString().slice(0, 10),
     stage: r.stage,
     status: r.status,
@@ -95,7 +112,7 @@ export const receiptLoaderStage: StageDefinition<ReceiptBatch, never, z.infer<ty
           // go would stall every other stage of the process for a tenth of a second. Streamed as text
           // chunks, not one object per row: per-row stream steps cost more than the rows.
           const result = await deps.clickhouse.exec({
-            query: `INSERT INTO ${deps.clickhouseDatabase}.receipts FORMAT JSONEachRow`,
+            query: `INSERT INTO ${deps.clickhouseDatabase}.receipts (${ROW_COLUMNS.join(', ')}) FORMAT TabSeparated`,
             values: Readable.from(bodyOf(batches), { objectMode: false }),
           });
           await drainStream(result.stream);

@@ -5,6 +5,9 @@ import { publishRaw } from '../runtime/producer.js';
 import { applyAll } from '../streams/apply.js';
 import { Housekeeping } from '../pipeline/housekeeping.js';
 import { Metrics } from '../pipeline/metrics.js';
+import { receiptLoaderStage } from '../processors/receipt-loader.js';
+import { receiptSchema } from '../schemas/index.js';
+import type { StageDeps } from '../pipeline/deps.js';
 import { envFor, HeraldProcess } from './child.js';
 import { eventually, Harness } from './harness.js';
 import { inboxSizes, loadTopic, memberId } from './topics.js';
@@ -158,6 +161,19 @@ describe('exact receipts: the one limit, watched', () => {
   // 64 MB in all: RECEIPTS gets a fifth (about 13 MB). No pipeline runs, so no loader takes anything.
   beforeAll(async () => { h = await Harness.create('backlog', { HERALD_STORAGE_BUDGET_MB: '64' }); });
   afterAll(async () => h?.close());
+
+  it('loads receipts whose text holds tabs, newlines, backslashes, quotes, NULs and any script, exactly as sent', async () => {
+    const odd = ['tab\there', 'line\nbreak\r\n', 'back\\slash \\t', "quote ' \" `", 'nul\0byte', 'ü 😀 中文'];
+    const loader = receiptLoaderStage.create({}, { clickhouse: h.clickhouse, clickhouseDatabase: h.config.clickhouseDatabase } as StageDeps);
+    await loader.processBatch!([{ receipts: odd.map((text, i) => receiptSchema.parse({
+      ts: 1_780_000_000_000 + i, stage: 'dispatch', status: 'failed', request_id: 'odd', tenant: 'acme', tier: 'social', category: text, user_ids: [text, `u${i}`], reason: text,
+    })) }], {} as never);
+    const rows = await (await h.clickhouse.query({
+      query: `SELECT user_id, reason, category FROM ${h.config.clickhouseDatabase}.receipts WHERE request_id = 'odd' ORDER BY event_ms, user_id`, format: 'JSONEachRow',
+    })).json<{ user_id: string; reason: string; category: string }>();
+    expect(rows.filter((r) => !r.user_id.startsWith('u')).map((r) => [r.user_id, r.reason, r.category])).toEqual(odd.map((t) => [t, t, t]));
+    expect(rows).toHaveLength(odd.length * 2);
+  });
 
   it('measures the loader\'s backlog against RECEIPTS\' room, and counts and logs receipts dropped unloaded', async () => {
     const metrics = new Metrics();

@@ -1,20 +1,29 @@
 import { describe, expect, it } from 'vitest';
-import { rowsText, toRows } from '../../processors/receipt-loader.js';
+import { ROW_COLUMNS, rowsText, toRows } from '../../processors/receipt-loader.js';
 import { receiptSchema } from '../../schemas/index.js';
 
+const UNESCAPE: Record<string, string> = { '\\': '\\', t: '\t', n: '\n', r: '\r', 0: '\0' };
+
+/** One TabSeparated line back into its fields, as ClickHouse reads them. */
+function fields(line: string): string[] {
+  return line.split('\t').map((f) => f.replace(/\\(.)/g, (_, c: string) => UNESCAPE[c] ?? c));
+}
+
 describe('receipt loader rows', () => {
-  it('writes as JSONEachRow text exactly the rows toRows makes, one line each', () => {
+  it('writes as TabSeparated text exactly the rows toRows makes, one line each, in ROW_COLUMNS order', () => {
     const receipts = [
       { ts: 1_780_000_000_123, stage: 'dispatch', status: 'delivered', request_id: 'r1', tenant: 'acme', tier: 'transactional', category: 'otp', channel: 'email', provider: 'smtp', user_id: 'u"1', latency_ms: 12 },
-      { ts: 1_780_000_000_999, stage: 'dispatch', status: 'delivered', request_id: 'r2', tenant: 'acme', tier: 'marketing', category: 'launch', channel: 'inapp', user_ids: ['a', 'b\\c', 'ü\n', '😀'] },
-      { ts: 1_780_000_001_000, stage: 'resolve', status: 'resolved', request_id: 'r3', tenant: 't', tier: 'social', category: 'x', unit: 'chunk:3', count: 500, reason: 'said "no"\n\ttwice', attempt: 70_000 },
+      { ts: 1_780_000_000_999, stage: 'dispatch', status: 'delivered', request_id: 'r2', tenant: 'acme', tier: 'marketing', category: 'launch', channel: 'inapp', user_ids: ['a', 'b\\c', 'ü\n', '😀', 't\tab\r\0'] },
+      { ts: 1_780_000_001_000, stage: 'resolve', status: 'resolved', request_id: 'r3', tenant: 't', tier: 'social', category: 'x', unit: 'chunk:3', count: 500, reason: 'said "no"\n\ttwice \\ back', attempt: 70_000 },
     ].map((r) => receiptSchema.parse(r));
     for (const r of receipts) {
       const text = rowsText(r);
       expect(text.endsWith('\n')).toBe(true);
-      const lines = text.slice(0, -1).split('\n').map((line) => JSON.parse(line));
-      expect(lines).toEqual(toRows(r));
+      const rows = text.slice(0, -1).split('\n').map((line) => Object.fromEntries(fields(line).map((v, i) => [ROW_COLUMNS[i], v])));
+      const expected = toRows(r).map((row) => Object.fromEntries(Object.entries(row).map(([k, v]) => [k, String(v)])));
+      expect(rows).toEqual(expected);
     }
-    expect(rowsText(receipts[1]).split('\n')).toHaveLength(5);
+    expect(rowsText(receipts[1]).split('\n')).toHaveLength(6);
+    expect(new Set(ROW_COLUMNS)).toEqual(new Set(Object.keys(toRows(receipts[0])[0])));
   });
 });
