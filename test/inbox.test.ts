@@ -354,8 +354,11 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
 
   it('keeps a delivery that was stored when trimming its inbox then fails, and trims at the next one', async () => {
     const store = new InboxStore(h.redis, h.topology.keys, { maxItems: 2, now });
+    // Arrival times that only go forward, however fast the writes come (a retry keeps its first time).
+    let arrived = Date.now();
+    const times = new Map<string, number>();
     const write = (ids: string[]) => store.write('acme', ids.map((id) => ({ locale: 'en', content: { id, category: 'c', title: id, body: 'b', created_at: Date.now() } })),
-      ids.map((id, i) => ({ userId: 'jammed', locale: 'en', requestId: id, createdAt: Date.now() + i })));
+      ids.map((id) => ({ userId: 'jammed', locale: 'en', requestId: id, createdAt: times.get(id) ?? times.set(id, ++arrived).get(id)! })));
     // A state key of the wrong type makes the trim fail (WRONGTYPE) after the references are stored.
     const clicked = h.topology.keys.tenant('acme', 'inbox-click', 'jammed');
     await h.redis.set(clicked, 'not a set');
