@@ -559,7 +559,7 @@ export class ApiServer {
         }));
       },
       get userTokens() { return (made.userTokens ??= new UserTokens(parts.redis, parts.topology.keys, 1_000, self.now)); },
-      get receipts() { return (made.receipts ??= new ReceiptPublisher(parts.js, parts.topology, { log: parts.log, statuses: self.statuses })); },
+      get receipts() { return (made.receipts ??= new ReceiptPublisher(parts.js, parts.topology, { log: parts.log })); },
     };
   }
 }

@@ -38,7 +38,7 @@ export interface StageDeps {
   quietChannels: Channel[];
   /** Longest one wait for a deferred delivery lasts before the clock is read again. */
   deferRecheckMs: number;
-  /** Each request's status; the receipt publishers record every receipt into it. */
+  /** Each request's status, fed from receipts (the tracker node). */
   statuses?: RequestStatuses;
   /** The clock; tests replace it. */
   now: () => number;

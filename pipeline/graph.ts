@@ -8,6 +8,7 @@ import { receiptLoaderStage } from '../processors/receipt-loader.js';
 import { resolveStage } from '../processors/resolve.js';
 import { validateStage } from '../processors/validate.js';
 import { scheduleStage, wakeStage } from '../processors/wake.js';
+import { statusTrackerStage } from '../processors/status-tracker.js';
 import type { StageDeps } from './deps.js';
 import type { RunnerOptions } from './runner.js';
 import type { StageDefinition } from './stage.js';
@@ -102,6 +103,14 @@ export function pipelineGraph(wiring: Wiring = 'chained', options: GraphOptions 
         run: (_tier, s) => ({
           pullBatch: 500, concurrency: 1, maxBatch: 200, lingerMs: 200, batchConcurrency: 2, ackWaitMs: s.ackWaitMs,
           maxAttempts: 1_000_000, backoffBaseMs: s.retry.backoffBaseMs, backoffCapMs: 30_000,
+        }),
+      },
+      {
+        name: 'tracker', def: statusTrackerStage, reads: 'receipts', subject: 'receipt', maxAckPending: 20_000,
+        // A short linger: a request's status is fresh within a second of each step.
+        run: (_tier, s) => ({
+          pullBatch: 500, concurrency: 1, maxBatch: 200, lingerMs: 20, batchConcurrency: 2, ackWaitMs: s.ackWaitMs,
+          maxAttempts: s.retry.maxAttempts, backoffBaseMs: s.retry.backoffBaseMs, backoffCapMs: 30_000,
         }),
       },
     ],

@@ -107,7 +107,7 @@ export class Pipeline {
     const nats = await connectNats(config, 'herald-pipeline');
     const redis = connectRedis(config);
     const clickhouse = connectClickHouse(config);
-    const receipts = new ReceiptPublisher(nats.js, topology, { log, statuses: new RequestStatuses(redis, topology.keys) });
+    const receipts = new ReceiptPublisher(nats.js, topology, { log });
     const pipeline = new Pipeline(config, topology, nats, redis, clickhouse, log, receipts, {});
     try {
       const kvm = new Kvm(nats.js);

@@ -1,8 +1,7 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { nuid } from '@nats-io/nuid';
-import { ReplyError } from 'ioredis';
 import type { Logger } from 'pino';
-import { withReceiptDefaults, type Receipt, type StoredReceipt } from '../schemas/index.js';
+import type { Receipt } from '../schemas/index.js';
 import { scrub } from '../runtime/scrub.js';
 import type { Topology } from '../streams/topology.js';
 
@@ -16,21 +15,8 @@ export interface ReceiptPublisherOptions {
   maxBytes?: number;
   /** Wait before a failed publish is tried again. @default 500 */
   retryMs?: number;
-  /**
-   * Where each request's status is kept (stores/request-status.ts): the receipts are recorded there
-   * as they are published, and `flush()` waits for both, so a status is fresh when its step is done.
-   */
-  statuses?: StatusRecorder;
   log?: Logger;
 }
-
-/** Records receipts into request statuses; idempotent per receipt id (a retry counts nothing twice). */
-export interface StatusRecorder {
-  record(receipts: StoredReceipt[]): Promise<void>;
-}
-
-/** Tries of a status record that Redis refused (a script error, not an outage) before it is given up on. */
-const REFUSED_RECORD_TRIES = 3;
 
 /** One message of receipts, named once: a retry republishes it under the same msgID. */
 interface Chunk {
@@ -42,18 +28,14 @@ interface Chunk {
 /** What one flush produced, and who waits for all of it to be stored. */
 interface Flush {
   chunks: Chunk[];
-  /** Receipts still to record in request statuses (none once recorded). */
-  statuses?: StoredReceipt[];
-  /** Tries of that record Redis refused so far. */
-  refused?: number;
   waiters: { resolve: () => void; reject: (e: unknown) => void }[];
 }
 
 /**
  * Collects receipts from every in-flight message of a process and publishes them in batches, one
- * message per status (`notify.receipt.<status>`), each cut to at most `maxBytes`, and records them
- * in request statuses when given a store. `flush()` resolves once everything added before the call
- * has a PubAck (and is recorded), which is what lets the runner ack inputs only after their receipts. A message JetStream did not take is retried alone, under its
+ * message per status (`notify.receipt.<status>`), each cut to at most `maxBytes`. `flush()`
+ * resolves once everything added before the call has a PubAck, which is what lets the runner ack
+ * inputs only after their receipts. A message JetStream did not take is retried alone, under its
  * first msgID, so what was stored is never stored twice; failures are logged.
  */
 export class ReceiptPublisher {
@@ -129,42 +111,27 @@ export class ReceiptPublisher {
       waiters.forEach((w) => w.resolve());
       return;
     }
-    this.send({ chunks: this.chunksOf(receipts), statuses: this.opts.statuses && receipts.map(withReceiptDefaults), waiters });
+    this.send({ chunks: this.chunksOf(receipts), waiters });
   }
 
-  /**
-   * Publishes the chunks not yet stored and records the statuses not yet recorded, side by side;
-   * retries only what failed, until all is done.
-   */
+  /** Publishes the chunks not yet stored; retries only those that failed, until all are stored. */
   private send(flush: Flush): void {
     const done = (async () => {
-      const [results, recordError] = await Promise.all([
-        Promise.allSettled(flush.chunks.map((c) => this.js.publish(c.subject, c.body, { msgID: c.msgID }))),
-        flush.statuses && this.opts.statuses!.record(flush.statuses).then(() => undefined, (err: unknown) => err ?? new Error('status record failed')),
-      ]);
+      const results = await Promise.allSettled(flush.chunks.map((c) => this.js.publish(c.subject, c.body, { msgID: c.msgID })));
       const failed = flush.chunks.filter((_, i) => results[i].status === 'rejected');
-      let statuses = recordError ? flush.statuses : undefined;
-      const refused = (flush.refused ?? 0) + (recordError instanceof ReplyError ? 1 : 0);
-      if (statuses && refused >= REFUSED_RECORD_TRIES) {
-        // A script error repeats however often it is tried: holding the pipeline for it would stop
-        // every delivery. The receipts themselves are stored; only GET status misses these steps.
-        this.opts.log?.error({ err: recordError, receipts: statuses.length }, 'request statuses not recorded: Redis refused them');
-        statuses = undefined;
-      }
-      if (failed.length === 0 && !statuses) {
+      if (failed.length === 0) {
         flush.waiters.forEach((w) => w.resolve());
         return;
       }
-      const firstFailed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-      const err = firstFailed?.reason ?? recordError;
-      this.opts.log?.warn({ err, failed: failed.length, of: flush.chunks.length, statusesRecorded: !statuses }, 'receipts not stored or statuses not recorded; retrying those');
+      const first = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      this.opts.log?.warn({ err: first.reason, failed: failed.length, of: flush.chunks.length }, 'receipts not stored; retrying those');
       if (this.closed) {
-        flush.waiters.forEach((w) => w.reject(err));
+        flush.waiters.forEach((w) => w.reject(first.reason));
         return;
       }
       // Their inputs stay unacked meanwhile, so nothing moves on without its receipts.
       await new Promise((r) => setTimeout(r, this.retryMs));
-      this.send({ chunks: failed, statuses, refused, waiters: flush.waiters });
+      this.send({ chunks: failed, waiters: flush.waiters });
     })();
     this.inFlight.add(done);
     void done.finally(() => this.inFlight.delete(done));

@@ -54,7 +54,7 @@ export async function replay(
   }
   const lastSequence = Math.min(opts.toSeq ?? info.state.last_seq, info.state.last_seq);
   const id = `replay_${nuid.next()}`;
-  const receipts = new ReceiptPublisher(nats.js, topology, { log, statuses: deps.statuses });
+  const receipts = new ReceiptPublisher(nats.js, topology, { log });
   const assembly = new Assembly({
     graph, topology, deps, receipts, metrics: new Metrics(), log,
     settings: { ackWaitMs: config.ackWaitMs, retry: config.retry },

@@ -130,7 +130,7 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
         }
         if (page.length < config.chunkSize) break;
       }
-      // The request status ends a request's fan-out at its last chunk; a topic that shrank while
+      // The status tracker ends a request's fan-out at its last chunk; a topic that shrank while
       // being paged never reached "last", so it says so in a row of its own (count 0).
       if (!lastSaid && !cancelled) receipt(v, ctx, 0, `fan-out complete: ${at.members} members`, 'end');
       if (key) {

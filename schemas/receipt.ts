@@ -46,25 +46,13 @@ export const receiptSchema = z.strictObject({
    */
   unit: z.string().max(200).optional(),
   /**
-   * On validate's `accepted`: the channels the request goes out on, so the request status knows
+   * On validate's `accepted`: the channels the request goes out on, so the status tracker knows
    * when every recipient is done. Not a ClickHouse column.
    */
   channels: z.array(z.string()).max(16).optional(),
 });
 export type Receipt = z.input<typeof receiptSchema>;
 export type StoredReceipt = z.output<typeof receiptSchema>;
-
-/**
- * A receipt Herald made, as a consumer of RECEIPTS parses it: the schema's defaults filled in,
- * without validating again what our own stages built.
- */
-export function withReceiptDefaults(r: Receipt): StoredReceipt {
-  return {
-    ...r,
-    channel: r.channel ?? '', provider: r.provider ?? '', user_id: r.user_id ?? '', reason: r.reason ?? '',
-    attempt: r.attempt ?? 1, latency_ms: r.latency_ms ?? 0, count: r.count ?? 1,
-  };
-}
 
 /** notify.receipt.<status>: receipts travel in batches, never one message each on hot paths. */
 export const receiptBatchSchema = z.strictObject({ receipts: z.array(receiptSchema).min(1) });

@@ -132,8 +132,8 @@ return false`);
 const userHash = (user: string) => sha256(user).slice(0, 16);
 
 /**
- * Per-request status in Redis, fed from the receipts as they are published (pipeline/receipt-publisher.ts),
- * so it is fresh when each step is done, long before ClickHouse has loaded them. Each receipt id is counted once, so a
+ * Per-request status in Redis, fed from the receipts (the tracker node) so it is fresh within a
+ * second of each step, long before ClickHouse has loaded them. Each receipt id is counted once, so a
  * receipt emitted again after a crash changes nothing; push counts a recipient done once whatever
  * number of devices they have.
  */

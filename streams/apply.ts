@@ -7,7 +7,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import type { Nats } from '../runtime/connections.js';
 import { msToNs, type Topology } from './topology.js';
 
-export type ApplyAction = 'created' | 'updated' | 'unchanged' | 'removed';
+export type ApplyAction = 'created' | 'updated' | 'unchanged';
 export interface ApplyResult { kind: 'stream' | 'consumer' | 'kv' | 'clickhouse'; name: string; action: ApplyAction; changed?: string[] }
 
 /** Keys of `want` whose values differ from `have` (arrays compared as sets of values, order kept). */
@@ -138,26 +138,7 @@ async function splitIntake(jsm: JetStreamManager, topology: Topology, log: Parti
   return [{ kind: 'stream', name: topology.requestsStream, action: 'updated', changed: ['subjects (now the log of the per-tier intake streams)'] }];
 }
 
-/** Nodes that read RECEIPTS once and are gone from the graph, with where their work went. */
-const RETIRED_RECEIPT_NODES: Record<string, string> = {
-  tracker: 'request statuses are recorded where receipts are published',
-};
-
-/** Deletes the durables of retired nodes: left in place, they would hold RECEIPTS' state for no reader. */
-async function retireConsumers(jsm: JetStreamManager, topology: Topology): Promise<ApplyResult[]> {
-  const results: ApplyResult[] = [];
-  for (const [node, why] of Object.entries(RETIRED_RECEIPT_NODES)) {
-    const name = topology.durable(node);
-    const removed = await jsm.consumers.delete(topology.receiptsStream, name).catch((err: Error) => {
-      if (/not found/i.test(err.message)) return false;
-      throw err;
-    });
-    if (removed) results.push({ kind: 'consumer', name, action: 'removed', changed: [why] });
-  }
-  return results;
-}
-
-/** Creates or updates every stream, consumer, KV bucket and ClickHouse table, and removes retired consumers. Idempotent. */
+/** Creates or updates every stream, consumer, KV bucket and ClickHouse table. Idempotent. */
 export async function applyAll(nats: Nats, topology: Topology, ch?: ClickHouseClient, database?: string): Promise<ApplyResult[]> {
   const streams = topology.streams(nats.nc.info?.max_payload);
   const results: ApplyResult[] = await splitIntake(nats.jsm, topology, streams.find((s) => s.name === topology.requestsStream)!);
@@ -166,7 +147,6 @@ export async function applyAll(nats: Nats, topology: Topology, ch?: ClickHouseCl
     results.push(await applyStream(nats.jsm, stream));
   }
   for (const { stream, config } of topology.consumers()) results.push(await applyConsumer(nats.jsm, stream, config));
-  results.push(...(await retireConsumers(nats.jsm, topology)));
   for (const bucket of topology.buckets()) results.push(await applyBucket(nats, bucket.name, bucket.ttlMs, bucket.history, bucket.replicas, bucket.maxBytes));
   if (ch && database) results.push(...(await applyClickHouse(ch, database)));
   return results;

@@ -34,7 +34,7 @@ describe('operator commands give straight answers', () => {
     const cases: [string[], RegExp][] = [
       [['inbox', 'u1', '--tenant', 'acme', '--limit', 'abc'], /--limit must be a whole number of at least 1, not "abc"/],
       [['inbox', 'u1', '--tenant', 'acme', '--limit', '-5'], /--limit must be a whole number of at least 1, not "-5"/],
-      [['dlq', 'redrive', '--stage', 'nope'], /--stage: unknown stage "nope" \(stages: validate, resolve, filter, schedule, wake, batch, dispatch, loader\)/],
+      [['dlq', 'redrive', '--stage', 'nope'], /--stage: unknown stage "nope" \(stages: validate, resolve, filter, schedule, wake, batch, dispatch, loader, tracker\)/],
       [['dlq', 'redrive', '--seq', 'abc'], /--seq must be a whole number of at least 1, not "abc"/],
       [['dlq', 'redrive', '--seq', '999999'], /no dead letter #999999/],
       [['dlq', 'show', '999999'], /no dead letter #999999/],

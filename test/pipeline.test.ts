@@ -1,4 +1,3 @@
-import { AckPolicy } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { publishRaw } from '../runtime/producer.js';
 import { listDeadLetters } from '../streams/dead-letters.js';
@@ -126,14 +125,5 @@ describe('pipeline against real NATS, Redis, ClickHouse and SMTP', () => {
     expect(dlq.action).toBe('updated');
     expect(dlq.changed).toEqual(['max_bytes']);
     expect((await h.nats.jsm.streams.info(name)).config.max_bytes).toBe(before.config.max_bytes);
-  });
-
-  it('apply removes the durable of the retired tracker node, once', async () => {
-    const tracker = h.topology.durable('tracker');
-    await h.nats.jsm.consumers.add(h.topology.receiptsStream, { durable_name: tracker, ack_policy: AckPolicy.Explicit, filter_subject: h.topology.receipt('*') });
-    const results = await applyAll(h.nats, h.topology);
-    expect(results.filter((r) => r.action === 'removed').map((r) => r.name)).toEqual([tracker]);
-    await expect(h.nats.jsm.consumers.info(h.topology.receiptsStream, tracker)).rejects.toThrow(/not found/);
-    expect((await applyAll(h.nats, h.topology)).filter((r) => r.action !== 'unchanged')).toEqual([]);
   });
 });

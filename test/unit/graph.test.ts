@@ -24,9 +24,9 @@ describe('the pipeline graph', () => {
       expect(durables).toContain('schedule_marketing notify.scheduled.marketing');
       expect(durables).toContain('dispatch_push_social notify.deliver.push.social');
       expect(durables).toContain('loader notify.receipt.*');
-      // 7 tiered nodes (dispatch 4 partitions → 10 consumers) × 3 tiers + the loader (statuses are
-      // recorded where receipts are published, not by a consumer of their own).
-      expect(durables).toHaveLength(10 * 3 + 1);
+      expect(durables).toContain('tracker notify.receipt.*');
+      // 7 tiered nodes (dispatch 4 partitions → 10 consumers) × 3 tiers + the loader and the tracker.
+      expect(durables).toHaveLength(10 * 3 + 2);
       // Held work never counts against a cap that due work needs.
       const held = topology.consumers().filter((c) => /^(schedule|wake)_/.test(c.config.durable_name!));
       expect(held.map((c) => c.config.max_ack_pending)).toEqual(Array(6).fill(-1));

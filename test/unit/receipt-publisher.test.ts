@@ -4,9 +4,7 @@ import { pipelineGraph } from '../../pipeline/graph.js';
 import { ReceiptPublisher } from '../../pipeline/receipt-publisher.js';
 import { DeadLetterWriter } from '../../pipeline/dead-letters.js';
 import { Metrics } from '../../pipeline/metrics.js';
-import { ReplyError } from 'ioredis';
-import type { Logger } from 'pino';
-import { receiptSchema, withReceiptDefaults, type Receipt, type StoredReceipt } from '../../schemas/index.js';
+import type { Receipt } from '../../schemas/index.js';
 import { maxRequestBytes, Topology } from '../../streams/topology.js';
 
 const receipt = (i: number, status: Receipt['status'] = 'suppressed'): Receipt => ({
@@ -62,63 +60,6 @@ describe('the receipts publisher', () => {
     expect([...counts.entries()].filter(([, n]) => n > 1)).toEqual([[failed, 2]]);
     expect(fake.stored.size).toBe(counts.size);
     await publisher.close();
-  });
-});
-
-/** A status store whose record calls fail as `outcome` says for the n-th call (1-based). */
-function fakeStatuses(outcome: (n: number) => Error | undefined) {
-  const calls: StoredReceipt[][] = [];
-  return {
-    calls,
-    record: async (receipts: StoredReceipt[]) => {
-      calls.push(receipts);
-      await new Promise((r) => setTimeout(r, 5));
-      const err = outcome(calls.length);
-      if (err) throw err;
-    },
-  };
-}
-
-describe('the receipts publisher with request statuses', () => {
-  it('records what it publishes, with the schema\'s defaults, and resolves flush only once a failed record succeeded', async () => {
-    const fake = fakeJetStream(1024 * 1024, () => false);
-    const statuses = fakeStatuses((n) => (n === 1 ? new Error('connection lost') : undefined));
-    const publisher = new ReceiptPublisher(fake.js, new Topology(pipelineGraph().nodes), { lingerMs: 1, retryMs: 10, statuses });
-    const single: Receipt = { ts: 5, stage: 'dispatch', status: 'delivered', request_id: 'r1', tenant: 't', tier: 'transactional', category: 'otp', channel: 'email' };
-    publisher.add(single);
-    publisher.add(receipt(2));
-    let flushed = false;
-    const flush = publisher.flush().then(() => { flushed = true; });
-    await new Promise((r) => setTimeout(r, 8));
-    expect(statuses.calls).toHaveLength(1);
-    expect(flushed).toBe(false);
-    await flush;
-    expect(statuses.calls).toHaveLength(2);
-    expect(statuses.calls[1]).toEqual([receiptSchema.parse(single), receiptSchema.parse(receipt(2))]);
-    // The receipts were stored the first time: only the record was tried again.
-    expect(fake.tries).toHaveLength(fake.stored.size);
-    await publisher.close();
-  });
-
-  it('gives up on a record Redis refuses after three tries, logging it, and does not hold the receipts for it', async () => {
-    const fake = fakeJetStream(1024 * 1024, () => false);
-    const statuses = fakeStatuses(() => new ReplyError('ERR Error running script'));
-    const errors: string[] = [];
-    const log = { warn() {}, error: (_o: unknown, msg: string) => errors.push(msg) } as unknown as Logger;
-    const publisher = new ReceiptPublisher(fake.js, new Topology(pipelineGraph().nodes), { lingerMs: 1, retryMs: 10, statuses, log });
-    publisher.add(receipt(1));
-    await publisher.flush();
-    expect(statuses.calls).toHaveLength(3);
-    expect(errors).toEqual(['request statuses not recorded: Redis refused them']);
-    expect(fake.stored.size).toBe(1);
-    await publisher.close();
-  });
-
-  it('fills in exactly the defaults the receipt schema does', () => {
-    const least: Receipt = { ts: 1, stage: 's', status: 'accepted', request_id: 'r', tenant: 't', tier: 'social', category: 'c' };
-    expect(withReceiptDefaults(least)).toEqual(receiptSchema.parse(least));
-    const full = receiptSchema.parse({ ...least, channel: 'sms', provider: 'twilio', user_id: 'u', reason: 'x', attempt: 3, latency_ms: 9, count: 4, unit: 'u#1', user_ids: ['a'], channels: ['sms'] });
-    expect(withReceiptDefaults(full)).toEqual(full);
   });
 });
 
