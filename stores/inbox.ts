@@ -1,6 +1,6 @@
 import type { KeySpace } from './keys.js';
 import type { Redis } from 'ioredis';
-import { execOrThrow, hgetallMany } from './directory.js';
+import { execOrThrow } from './directory.js';
 import { RedisScript } from './scripts.js';
 
 /** One notification in a user's in-app inbox (the short form operators and tests read). */
@@ -208,6 +208,41 @@ return out`);
  * Returns unseen, unread, total, size, more (1: the page has a next one), then per selected entry:
  * id, score, flags (1 seen, 2 read, 4 archived), snoozed until (-1: not), topic (0: own, else its place).
  */
+/**
+ * Lua: which stored content an entry shows (`contentOf(id, topic)`, '' when gone), given
+ * `contentPrefix`, `localesKey` ('' for none) and `userLocale`. The one place the locale rule lives.
+ */
+const CONTENT_OF = `
+-- As stores/keys.ts keyPart: % and : escaped.
+local function keyPart(id)
+  if string.find(id, '[%%:]') then return (string.gsub(string.gsub(id, '%%', '%%25'), ':', '%%3A')) end
+  return id
+end
+-- An own entry in the locale it was rendered in for this user, a broadcast in the user's locale;
+-- then that locale's language, the fallback, any locale there is.
+local function contentOf(id, topic)
+  local key = contentPrefix .. keyPart(id)
+  local wanted = userLocale
+  if topic == 0 and localesKey ~= '' then wanted = redis.call('HGET', localesKey, id) or 'en' end
+  local v = redis.call('HGET', key, wanted)
+  if not v then
+    local language = string.match(wanted, '^[^-_]*')
+    if language ~= wanted then v = redis.call('HGET', key, language) end
+  end
+  if not v then v = redis.call('HGET', key, '*') end
+  if not v then v = redis.call('HVALS', key)[1] end
+  return v or ''
+end
+`;
+
+/** Content for entries outside a snapshot. ARGV: content prefix, locales key, user locale, then per entry (id, topic: 0 own). */
+const CONTENT = new RedisScript(`
+local contentPrefix, localesKey, userLocale = ARGV[1], ARGV[2], ARGV[3]
+${CONTENT_OF}
+local out = {}
+for i = 4, #ARGV, 2 do out[#out + 1] = contentOf(ARGV[i], tonumber(ARGV[i + 1])) end
+return out`);
+
 const SNAPSHOT = new RedisScript(`
 local now, cutoff, maxItems, perTopic = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local none, shown, nrules = ARGV[5] == '1', ARGV[6] == '1', tonumber(ARGV[7])
@@ -291,27 +326,7 @@ end
 -- Content comes with what is selected when asked for (a prefix given): a page is one call.
 local contentPrefix, localesKey, userLocale = ARGV[a], ARGV[a + 1], ARGV[a + 2]
 a = a + 3
--- As stores/keys.ts keyPart: % and : escaped.
-local function keyPart(id)
-  if string.find(id, '[%%:]') then return (string.gsub(string.gsub(id, '%%', '%%25'), ':', '%%3A')) end
-  return id
-end
--- An own entry in the locale it was rendered in for this user, a broadcast in the user's locale;
--- then that locale's language, the fallback, any locale there is.
-local function contentOf(id, topic)
-  local key = contentPrefix .. keyPart(id)
-  local wanted = userLocale
-  if topic == 0 and localesKey ~= '' then wanted = redis.call('HGET', localesKey, id) or 'en' end
-  local v = redis.call('HGET', key, wanted)
-  if not v then
-    local language = string.match(wanted, '^[^-_]*')
-    if language ~= wanted then v = redis.call('HGET', key, language) end
-  end
-  if not v then v = redis.call('HGET', key, '*') end
-  if not v then v = redis.call('HVALS', key)[1] end
-  return v or ''
-end
-
+${CONTENT_OF}
 local out = { unseen, unread, total, n, 0 }
 local function emit(i)
   local id = ids[i]
@@ -568,7 +583,7 @@ export class InboxStore {
       now, now - this.retentionMs, this.maxItems, BROADCASTS_READ, visibility.none ? 1 : 0, visibility.shown ? 1 : 0, rules.length,
     ];
     for (const [category, shown] of rules) args.push(category, shown ? 1 : 0);
-    if (content) args.push(`${this.keySpace.tenant(tenant, 'notif')}:`, content.ownLocales ? k.locales : '', content.locale);
+    if (content) args.push(...this.contentArgs(tenant, content.ownLocales ? userId : undefined, content.locale));
     else args.push('', '', '');
     switch (selection.mode) {
       case 'page':
@@ -599,31 +614,22 @@ export class InboxStore {
     };
   }
 
-  /**
-   * Reads content for refs: an own entry in the locale it was rendered in for this user, a broadcast
-   * in the user's locale (then its language, then the fallback); any locale there is rather than none.
-   */
+  /** Reads content for refs, by the locale rule of CONTENT_OF (own entries only when the user is known). */
   private async items(tenant: string, userId: string | undefined, refs: Ref[], locale: string): Promise<InboxItem[]> {
     if (refs.length === 0) return [];
-    const own = userId === undefined ? [] : refs.filter((r) => r.topic === undefined);
-    const [contents, locales] = await Promise.all([
-      hgetallMany(this.redis, refs.map((r) => this.contentKey(tenant, r.id))),
-      own.length ? this.redis.hmget(this.keys(tenant, userId!).locales, ...own.map((r) => r.id)) : Promise.resolve([]),
-    ]);
-    const rendered = new Map<string, string>();
-    locales.forEach((l, i) => rendered.set(own[i].id, l ?? 'en'));
-    const out: InboxItem[] = [];
-    refs.forEach((r, i) => {
-      const byLocale = contents[i];
-      const wanted = rendered.get(r.id) ?? locale;
-      const raw = byLocale[wanted] ?? byLocale[wanted.split(/[-_]/)[0]] ?? byLocale['*'] ?? Object.values(byLocale)[0];
-      if (raw) out.push(this.toItem(r, raw));
-    });
-    return out;
+    const args: (string | number)[] = [...this.contentArgs(tenant, userId, locale)];
+    for (const r of refs) args.push(r.id, r.topic === undefined ? 0 : 1);
+    const contents = (await CONTENT.run(this.redis, [], args)) as string[];
+    return this.itemsOf({ refs, contents });
+  }
+
+  /** Where content lives and in which locale it is read (CONTENT_OF's first arguments). */
+  private contentArgs(tenant: string, userId: string | undefined, locale: string): [string, string, string] {
+    return [`${this.keySpace.tenant(tenant, 'notif')}:`, userId === undefined ? '' : this.keys(tenant, userId).locales, locale];
   }
 
   /** A snapshot's refs with the content read beside them (a ref whose content is gone is left out). */
-  private itemsOf(snap: Snapshot): InboxItem[] {
+  private itemsOf(snap: Pick<Snapshot, 'refs' | 'contents'>): InboxItem[] {
     const out: InboxItem[] = [];
     snap.refs.forEach((r, i) => {
       if (snap.contents[i]) out.push(this.toItem(r, snap.contents[i]));
