@@ -34,7 +34,7 @@ import { UserTokens } from '../stores/user-tokens.js';
 import { freePort } from '../servers/local-servers.js';
 import { connectBench, quiesce, startHerald } from './herald-child.js';
 import type { ClientCommand, ClientReply } from './inbox-sse-client.js';
-import { benchServers, cpuMs, fmt, percentile, printTable, treeCpuMs } from './servers.js';
+import { benchServers, cpuMs, fmt, percentile, printTable, redisCommands, redisPerUnit, treeCpuMs } from './servers.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = Number(process.env.BENCH_INBOX_SECONDS ?? 10);
@@ -230,6 +230,7 @@ try {
       const statuses = new Map<string, number>();
       let next = 0;
       const cpu0 = snapshot();
+      const commands0 = await redisCommands(redis);
       const t0 = performance.now();
       const result = await autocannon({
         url: feedBase, connections: FEED_CONNECTIONS, pipelining: 1, duration: seconds, timeout: 30,
@@ -246,7 +247,9 @@ try {
       if (result.errors || result.timeouts) tally(statuses, `connection error/timeout (${result.errors + result.timeouts})`);
       const answers = [...statuses.values()].reduce((a, b) => a + b, 0);
       const cpu1 = snapshot();
+      const commands = redisPerUnit(commands0, await redisCommands(redis), Math.max(1, answers));
       return {
+        commands,
         statuses, answers, perSecond: (n: number) => n / elapsed, p50: result.latency.p50, p99: result.latency.p99,
         cpuUs: Object.fromEntries(Object.keys(feedCpu).map((k) => [k, ((cpu1[k] - cpu0[k]) * 1000) / Math.max(1, answers)])),
       };
@@ -408,7 +411,10 @@ try {
     ['answers by status', ...feedRounds.flatMap((r) => [statusList(r.feed.statuses), statusList(r.trivial.statuses)])],
     ['non-2xx (feed)', ...feedRounds.flatMap((r) => [f(r.feed.answers - r.feedOk), ''])],
     ...feedRounds[0].cpuNames.map((name) => [`CPU µs per answer: ${name}`, ...feedRounds.flatMap((r) => [us(r.feed.cpuUs[name]), us(r.trivial.cpuUs[name])])]),
+    ['Redis commands per answer (scripts\' inner ones included)', ...feedRounds.flatMap((r) => [f(r.feed.commands.commands, 1), f(r.trivial.commands.commands, 1)])],
+    ['Redis bytes in / out per answer', ...feedRounds.flatMap((r) => [`${f(r.feed.commands.bytesIn)} / ${f(r.feed.commands.bytesOut)}`, ''])],
   ]);
+  for (const r of feedRounds) console.log(`Redis per feed answer, ${r.workers} worker(s): ${r.feed.commands.topTimed}`);
 
   const rounds = [round1, round2];
   const per = (pick: (r: typeof round1) => string) => rounds.map((r) => (r ? pick(r) : 'not sent (`herald api` gone)'));

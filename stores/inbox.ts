@@ -193,24 +193,10 @@ end
 return out`);
 
 /**
- * One consistent snapshot of a user's feed, computed where the data is, so a read moves only the
- * page it shows: own entries and (merged) the visible broadcasts of their topics, newest first
- * (score, then id, descending), at most the feed's size; the counts over all of it; and a selection
- * of its entries. KEYS: index, seen, read, archived, snoozed, then per topic its broadcasts and their
- * categories. ARGV: now, the oldest score kept, the most items, the most broadcasts read per topic,
- * the visibility (none, shown, n, n × (category, shown); only broadcasts need it), then the selection:
- *   page  after-score after-id archived status limit — the feed's next page (after a cursor)
- *   since after-score after-id limit — what arrived after a cursor, oldest first
- *   item  id — one entry
- *   mark  before what — entries a mark-all changes
- *   list  limit — the first entries, whatever their state
- *   none — counts only
- * Returns unseen, unread, total, size, more (1: the page has a next one), then per selected entry:
- * id, score, flags (1 seen, 2 read, 4 archived), snoozed until (-1: not), topic (0: own, else its place).
- */
-/**
- * Lua: which stored content an entry shows (`contentOf(id, topic)`, '' when gone), given
- * `contentPrefix`, `localesKey` ('' for none) and `userLocale`. The one place the locale rule lives.
+ * Lua: which stored content entries show, given `contentPrefix`, `localesKey` ('' for none) and
+ * `userLocale`: `contentsOf(ids, topics)` gives, per entry, its content's JSON ('' when gone). The
+ * one place the locale rule lives. One HMGET reads every own entry's locale: inside a script, each
+ * call costs about a microsecond whatever it does.
  */
 const CONTENT_OF = `
 -- As stores/keys.ts keyPart: % and : escaped.
@@ -220,18 +206,28 @@ local function keyPart(id)
 end
 -- An own entry in the locale it was rendered in for this user, a broadcast in the user's locale;
 -- then that locale's language, the fallback, any locale there is.
-local function contentOf(id, topic)
-  local key = contentPrefix .. keyPart(id)
-  local wanted = userLocale
-  if topic == 0 and localesKey ~= '' then wanted = redis.call('HGET', localesKey, id) or 'en' end
-  local v = redis.call('HGET', key, wanted)
-  if not v then
-    local language = string.match(wanted, '^[^-_]*')
-    if language ~= wanted then v = redis.call('HGET', key, language) end
+local function contentsOf(ids, topics)
+  local wanted, own, names = {}, {}, {}
+  for i = 1, #ids do
+    if topics[i] == 0 and localesKey ~= '' then own[#own + 1] = i; names[#names + 1] = ids[i] else wanted[i] = userLocale end
   end
-  if not v then v = redis.call('HGET', key, '*') end
-  if not v then v = redis.call('HVALS', key)[1] end
-  return v or ''
+  if #names > 0 then
+    local got = redis.call('HMGET', localesKey, unpack(names))
+    for j, i in ipairs(own) do wanted[i] = got[j] or 'en' end
+  end
+  local out = {}
+  for i = 1, #ids do
+    local key = contentPrefix .. keyPart(ids[i])
+    local v = redis.call('HGET', key, wanted[i])
+    if not v then
+      local language = string.match(wanted[i], '^[^-_]*')
+      if language ~= wanted[i] then v = redis.call('HGET', key, language) end
+    end
+    if not v then v = redis.call('HGET', key, '*') end
+    if not v then v = redis.call('HVALS', key)[1] end
+    out[i] = v or ''
+  end
+  return out
 end
 `;
 
@@ -239,10 +235,33 @@ end
 const CONTENT = new RedisScript(`
 local contentPrefix, localesKey, userLocale = ARGV[1], ARGV[2], ARGV[3]
 ${CONTENT_OF}
-local out = {}
-for i = 4, #ARGV, 2 do out[#out + 1] = contentOf(ARGV[i], tonumber(ARGV[i + 1])) end
-return out`);
+local ids, topics = {}, {}
+for i = 4, #ARGV, 2 do ids[#ids + 1] = ARGV[i]; topics[#topics + 1] = tonumber(ARGV[i + 1]) end
+return contentsOf(ids, topics)`);
 
+/**
+ * One consistent snapshot of a user's feed, computed where the data is, so a read moves only the
+ * page it shows: own entries and (merged) the visible broadcasts of their topics, newest first
+ * (score, then id, descending), at most the feed's size; the counts over all of it; and a selection
+ * of its entries. KEYS: index, seen, read, archived, snoozed, then per topic its broadcasts and their
+ * categories. ARGV: now, the oldest score kept, the most items, the most broadcasts read per topic,
+ * the visibility (none, shown, n, n × (category, shown); only broadcasts need it), the content
+ * wanted (prefix, locales key, user locale; an empty prefix: none), then the selection:
+ *   page  after-score after-id archived status limit — the feed's next page (after a cursor)
+ *   since after-score after-id limit — what arrived after a cursor, oldest first
+ *   item  id — one entry
+ *   mark  before what — entries a mark-all changes
+ *   list  limit — the first entries, whatever their state
+ *   none — counts only
+ * Returns unseen, unread, total, size, more (1: the page has a next one), then per selected entry:
+ * id, score, flags (1 seen, 2 read, 4 archived), snoozed until (-1: not), topic (0: own, else its
+ * place), and its content when wanted.
+ *
+ * Without broadcasts to merge (most feeds), the index is read without its scores: Redis formats each
+ * score as text for a script, which cost more than all the rest of a page read. The feed is then
+ * the index's top ranks, a cursor's place is found with ZCOUNT, and only the selected entries' scores
+ * are read, in one range.
+ */
 const SNAPSHOT = new RedisScript(`
 local now, cutoff, maxItems, perTopic = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local none, shown, nrules = ARGV[5] == '1', ARGV[6] == '1', tonumber(ARGV[7])
@@ -270,44 +289,67 @@ local function before(x, y)
   return #x < #y
 end
 
-local ids, scores, topics, have = {}, {}, {}, {}
--- Own entries first: they win over a broadcast of the same id, as do earlier topics over later.
-local own = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, maxItems)
-for i = 1, #own, 2 do
-  ids[#ids + 1] = own[i]; scores[#scores + 1] = tonumber(own[i + 1]); topics[#topics + 1] = 0; have[own[i]] = true
-end
-local merged = false
-for t = 6, #KEYS, 2 do
+-- The visible broadcasts of the user's topics, earlier topics first.
+local candidates = {}
+for t = 6, none and 0 or #KEYS, 2 do
   local list = redis.call('ZREVRANGEBYSCORE', KEYS[t], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, perTopic)
   if #list > 0 then
     local names = {}
     for i = 1, #list, 2 do names[#names + 1] = list[i] end
     local categories = redis.call('HMGET', KEYS[t + 1], unpack(names))
     for i = 1, #names do
-      local id = names[i]
-      if not have[id] then
-        local visible = false
-        if not none then
-          local rule = rules[categories[i] or '']
-          if rule == nil then visible = shown else visible = rule end
-        end
-        if visible then
-          ids[#ids + 1] = id; scores[#scores + 1] = tonumber(list[2 * i]); topics[#topics + 1] = (t - 4) / 2; have[id] = true
-          merged = true
-        end
-      end
+      local rule = rules[categories[i] or '']
+      if rule == nil then rule = shown end
+      if rule then candidates[#candidates + 1] = { names[i], tonumber(list[2 * i]), (t - 4) / 2 } end
     end
   end
 end
-local order = {}
-for i = 1, #ids do order[i] = i end
-if merged then
-  table.sort(order, function(x, y)
-    if scores[x] ~= scores[y] then return scores[x] > scores[y] end
-    return before(ids[y], ids[x])
-  end)
+
+-- The feed in order: ids[k], and (once known) scores[k] and topics[k]; n entries.
+local n = math.min(redis.call('ZCOUNT', KEYS[1], cutoff, '+inf'), maxItems)
+local ids, scores, topics = {}, nil, nil
+if #candidates == 0 then
+  if n > 0 then ids = redis.call('ZREVRANGE', KEYS[1], 0, n - 1) end
+else
+  -- Merging needs every score. Own entries win over a broadcast of the same id, as do earlier topics over later.
+  local all, have, merged = {}, {}, false
+  if n > 0 then
+    local own = redis.call('ZREVRANGE', KEYS[1], 0, n - 1, 'WITHSCORES')
+    for i = 1, #own, 2 do all[#all + 1] = { own[i], tonumber(own[i + 1]), 0 }; have[own[i]] = true end
+  end
+  for _, c in ipairs(candidates) do
+    if not have[c[1]] then all[#all + 1] = c; have[c[1]] = true; merged = true end
+  end
+  if merged then
+    table.sort(all, function(x, y)
+      if x[2] ~= y[2] then return x[2] > y[2] end
+      return before(y[1], x[1])
+    end)
+  end
+  n = math.min(#all, maxItems)
+  scores, topics = {}, {}
+  for k = 1, n do ids[k] = all[k][1]; scores[k] = all[k][2]; topics[k] = all[k][3] end
 end
-local n = math.min(#order, maxItems)
+
+-- How many entries come before the point (score s, id) in feed order: newer ones, and those plus
+-- the entry itself (an id given) or those at s (none given).
+local function place(s, sText, id)
+  local newer, upto = 0, 0
+  if scores then
+    for k = 1, n do
+      if scores[k] > s or (id and scores[k] == s and before(id, ids[k])) then newer = newer + 1; upto = upto + 1
+      elseif scores[k] == s and (not id or ids[k] == id) then upto = upto + 1 end
+    end
+    return newer, upto
+  end
+  newer = redis.call('ZCOUNT', KEYS[1], '(' .. sText, '+inf')
+  upto = newer
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], sText, sText)) do
+    if id and before(id, m) then newer = newer + 1; upto = upto + 1 elseif not id or m == id then upto = upto + 1 end
+  end
+  -- Past the feed's size (or before the retention) is all the feed.
+  return math.min(newer, n), math.min(upto, n)
+end
 
 local function hidden(id)
   local until_ = snoozed[id]
@@ -315,7 +357,7 @@ local function hidden(id)
 end
 local unseen, unread, total = 0, 0, 0
 for k = 1, n do
-  local id = ids[order[k]]
+  local id = ids[k]
   if not archived[id] and not hidden(id) then
     total = total + 1
     if not seen[id] then unseen = unseen + 1 end
@@ -323,65 +365,88 @@ for k = 1, n do
   end
 end
 
--- Content comes with what is selected when asked for (a prefix given): a page is one call.
 local contentPrefix, localesKey, userLocale = ARGV[a], ARGV[a + 1], ARGV[a + 2]
 a = a + 3
 ${CONTENT_OF}
-local out = { unseen, unread, total, n, 0 }
-local function emit(i)
-  local id = ids[i]
-  local flags = 0
-  if seen[id] then flags = flags + 1 end
-  if read[id] then flags = flags + 2 end
-  if archived[id] then flags = flags + 4 end
-  out[#out + 1] = id; out[#out + 1] = scores[i]; out[#out + 1] = flags; out[#out + 1] = snoozed[id] or -1; out[#out + 1] = topics[i]
-  if contentPrefix ~= '' then out[#out + 1] = contentOf(id, topics[i]) end
-end
+local picked = {}
+local more = 0
 local mode = ARGV[a]
 if mode == 'page' then
-  local afterScore, afterId = tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local first = 1
+  if ARGV[a + 1] ~= '' then
+    local _, upto = place(tonumber(ARGV[a + 1]), ARGV[a + 1], ARGV[a + 2])
+    first = upto + 1
+  end
   local wantArchived, status, limit = ARGV[a + 3] == '1', ARGV[a + 4], tonumber(ARGV[a + 5])
-  local found = 0
-  for k = 1, n do
-    local i = order[k]
-    local id = ids[i]
-    local ok = afterScore == nil or scores[i] < afterScore or (scores[i] == afterScore and before(id, afterId))
-    ok = ok and ((archived[id] or false) == wantArchived) and not hidden(id)
+  for k = first, n do
+    local id = ids[k]
+    local ok = ((archived[id] or false) == wantArchived) and not hidden(id)
     if ok and status == 'unread' then ok = not read[id] end
     if ok and status == 'unseen' then ok = not seen[id] end
     if ok then
-      found = found + 1
-      if found > limit then out[5] = 1; break end
-      emit(i)
+      if #picked == limit then more = 1; break end
+      picked[#picked + 1] = k
     end
   end
 elseif mode == 'since' then
-  local afterScore, afterId, limit = tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
-  local found = 0
-  for k = n, 1, -1 do
-    local i = order[k]
-    local id = ids[i]
-    if (scores[i] > afterScore or (scores[i] == afterScore and before(afterId, id))) and not archived[id] and not hidden(id) then
-      found = found + 1
-      if found > limit then break end
-      emit(i)
+  local newer = place(tonumber(ARGV[a + 1]), ARGV[a + 1], ARGV[a + 2])
+  local limit = tonumber(ARGV[a + 3])
+  for k = newer, 1, -1 do
+    local id = ids[k]
+    if not archived[id] and not hidden(id) then
+      if #picked == limit then break end
+      picked[#picked + 1] = k
     end
   end
 elseif mode == 'item' then
   for k = 1, n do
-    if ids[order[k]] == ARGV[a + 1] then emit(order[k]); break end
+    if ids[k] == ARGV[a + 1] then picked[1] = k; break end
   end
 elseif mode == 'mark' then
-  local upTo, what = tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local first = 1
+  if ARGV[a + 1] ~= '' then
+    -- At or before the time: everything after what is newer than it.
+    first = place(tonumber(ARGV[a + 1]), ARGV[a + 1], nil) + 1
+  end
+  local what = ARGV[a + 2]
   -- Marking read marks seen too, and read implies seen: pending is just "not yet <what>".
   local done = what == 'read' and read or what == 'seen' and seen or archived
-  for k = 1, n do
-    local i = order[k]
-    local id = ids[i]
-    if (upTo == nil or scores[i] <= upTo) and not hidden(id) and (what == 'archived' or not archived[id]) and not done[id] then emit(i) end
+  for k = first, n do
+    local id = ids[k]
+    if not hidden(id) and (what == 'archived' or not archived[id]) and not done[id] then picked[#picked + 1] = k end
   end
 elseif mode == 'list' then
-  for k = 1, math.min(n, tonumber(ARGV[a + 1])) do emit(order[k]) end
+  for k = 1, math.min(n, tonumber(ARGV[a + 1])) do picked[k] = k end
+end
+
+-- The selected entries' scores, when the feed was read without them: one range of ranks.
+local scoreOf = {}
+if #picked > 0 then
+  if scores then
+    for _, k in ipairs(picked) do scoreOf[k] = scores[k] end
+  else
+    local lo, hi = picked[1], picked[1]
+    for _, k in ipairs(picked) do lo = math.min(lo, k); hi = math.max(hi, k) end
+    local ranged = redis.call('ZREVRANGE', KEYS[1], lo - 1, hi - 1, 'WITHSCORES')
+    for _, k in ipairs(picked) do scoreOf[k] = tonumber(ranged[2 * (k - lo) + 2]) end
+  end
+end
+local contents
+if contentPrefix ~= '' and #picked > 0 then
+  local pickedIds, pickedTopics = {}, {}
+  for j, k in ipairs(picked) do pickedIds[j] = ids[k]; pickedTopics[j] = topics and topics[k] or 0 end
+  contents = contentsOf(pickedIds, pickedTopics)
+end
+local out = { unseen, unread, total, n, more }
+for j, k in ipairs(picked) do
+  local id = ids[k]
+  local flags = 0
+  if seen[id] then flags = flags + 1 end
+  if read[id] then flags = flags + 2 end
+  if archived[id] then flags = flags + 4 end
+  out[#out + 1] = id; out[#out + 1] = scoreOf[k]; out[#out + 1] = flags; out[#out + 1] = snoozed[id] or -1
+  out[#out + 1] = topics and topics[k] or 0
+  if contents then out[#out + 1] = contents[j] end
 end
 return out`);
 

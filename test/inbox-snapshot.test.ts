@@ -1,0 +1,185 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { InboxStore, type InboxItem, type InboxView } from '../stores/inbox.js';
+import { KeySpace } from '../stores/keys.js';
+import { inappVisibility, shows } from '../stores/inbox-view.js';
+import type { UserProfile } from '../stores/directory.js';
+import { uniqueNamespace } from './harness.js';
+
+/** A small seeded PRNG (mulberry32): a failing case can be run again from its seed. */
+function random(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: T[]) => xs[Math.floor(next() * xs.length)], chance: (p: number) => next() < p };
+}
+
+const HOUR = 3_600_000;
+/** Ids that sort differently by bytes than by chance: case, punctuation, a multi-byte letter, key escapes. */
+const ID_PARTS = ['a', 'B', 'z', '0', '~', '-', ':', '%', 'é', 'ab', 'Z9'];
+
+interface ModelEntry { id: string; score: number; topic: number }
+
+/**
+ * A user's feed as the store's contract describes it, computed in plain TypeScript from what Redis
+ * holds: own entries within the retention, the newest `maxItems`; merged with the visible
+ * broadcasts of their topics (own entries win a shared id, earlier topics later ones); newest first
+ * by score, then id in byte order descending; at most `maxItems`.
+ */
+async function modelFeed(redis: Redis, keys: KeySpace, tenant: string, user: string, view: InboxView, now: number, retentionMs: number, maxItems: number) {
+  const cutoff = now - retentionMs;
+  const order = (x: { id: string; score: number }, y: { id: string; score: number }) => (x.score !== y.score ? y.score - x.score : Buffer.compare(Buffer.from(y.id), Buffer.from(x.id)));
+  const scored = async (key: string) => {
+    const flat = await redis.zrange(key, 0, -1, 'WITHSCORES');
+    const out: { id: string; score: number }[] = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i], score: Number(flat[i + 1]) });
+    return out.filter((e) => e.score >= cutoff);
+  };
+  const own = (await scored(keys.tenant(tenant, 'inbox', user))).map((e) => ({ ...e, topic: 0 })).sort(order).slice(0, maxItems);
+  const have = new Set(own.map((e) => e.id));
+  const all: ModelEntry[] = [...own];
+  for (const [t, topic] of view.topics.entries()) {
+    const list = (await scored(keys.tenant(tenant, 'bcast', topic))).sort(order).slice(0, 1_000);
+    const categories = await redis.hgetall(keys.tenant(tenant, 'bcast-cat', topic));
+    for (const e of list) {
+      if (have.has(e.id) || !view.visible(categories[e.id] ?? '')) continue;
+      have.add(e.id);
+      all.push({ ...e, topic: t + 1 });
+    }
+  }
+  const feed = all.sort(order).slice(0, maxItems);
+  const set = async (kind: string) => new Set(await redis.smembers(keys.tenant(tenant, kind, user)));
+  const [seen, read, archived] = [await set('inbox-seen'), await set('inbox-read'), await set('inbox-arch')];
+  for (const id of read) seen.add(id);
+  const snoozeFlat = await redis.zrange(keys.tenant(tenant, 'inbox-snooze', user), 0, -1, 'WITHSCORES');
+  const snoozed = new Map<string, number>();
+  for (let i = 0; i < snoozeFlat.length; i += 2) snoozed.set(snoozeFlat[i], Number(snoozeFlat[i + 1]));
+  const hidden = (id: string) => (snoozed.get(id) ?? -Infinity) > now;
+  const inFeed = feed.filter((e) => !archived.has(e.id) && !hidden(e.id));
+  return {
+    feed, seen, read, archived, hidden,
+    counts: { unseen: inFeed.filter((e) => !seen.has(e.id)).length, unread: inFeed.filter((e) => !read.has(e.id)).length, total: inFeed.length },
+    /** Whether x comes strictly after the point (score, id) in feed order. */
+    after: (x: ModelEntry, score: number, id: string) => x.score < score || (x.score === score && Buffer.compare(Buffer.from(x.id), Buffer.from(id)) < 0),
+  };
+}
+
+const cursorOf = (score: number, id: string) => Buffer.from(`${score}:${id}`).toString('base64url');
+const brief = (items: InboxItem[]) => items.map((i) => `${i.id}@${i.created_at}${i.seen ? 's' : ''}${i.read ? 'r' : ''}${i.archived ? 'a' : ''}`);
+
+describe('the feed snapshot agrees with a plain recount of what Redis holds', () => {
+  let redis: Redis;
+  const keys = new KeySpace(uniqueNamespace('snapshot'));
+  beforeAll(() => { redis = new Redis(inject('redisUrl')); });
+  afterAll(async () => { await redis?.quit(); });
+
+  it('pages, resumes, counts and marks exactly as the model says, over random feeds with tied scores, broadcasts, state, retention and the size cap', async () => {
+    for (let seed = 1; seed <= 24; seed++) {
+      const r = random(seed);
+      const tenant = `t${seed}`;
+      const user = 'u';
+      let now = 1_800_000_000_000;
+      const retentionMs = 10 * HOUR;
+      const maxItems = r.pick([6, 12, 40]);
+      // Written with room to spare, read with the cap: the read must apply it.
+      const writer = new InboxStore(redis, keys, { retentionMs, maxItems: 1_000, now: () => now });
+      const store = new InboxStore(redis, keys, { retentionMs, maxItems, now: () => now });
+      const ids = new Set<string>();
+      const newId = () => {
+        let id = '';
+        do id = Array.from({ length: 1 + r.int(3) }, () => r.pick(ID_PARTS)).join(''); while (ids.has(id));
+        ids.add(id);
+        return id;
+      };
+      const content = (id: string, category: string) => ({ id, category, tier: 'social', title: `T ${id}`, body: 'b', created_at: now });
+      // Scores from a few distinct times: many ties. Some fall out of the retention once the clock moves.
+      const times = Array.from({ length: 6 }, (_, i) => now - (i + 1) * HOUR);
+      const own = Array.from({ length: 5 + r.int(30) }, () => newId());
+      for (const id of own) {
+        const at = r.pick(times) + r.int(2);
+        await writer.write(tenant, [{ locale: 'en', content: content(id, r.pick(['social', 'promo'])) }], [{ userId: user, locale: 'en', requestId: id, createdAt: at }]);
+      }
+      const topics = r.chance(0.6) ? ['alpha', 'beta'].slice(0, 1 + r.int(2)) : [];
+      for (const topic of topics) {
+        for (let k = r.int(8); k > 0; k--) {
+          // Some broadcasts share an id with an own entry or the other topic's.
+          const id = r.chance(0.25) ? r.pick([...ids]) : newId();
+          await writer.writeBroadcast(tenant, topic, id, [{ locale: 'en', content: content(id, r.pick(['social', 'promo'])) }], r.pick(times) + r.int(2));
+        }
+      }
+      const profile: UserProfile = {
+        id: user, exists: true, locale: 'en', timezone: 'UTC', devices: [], hardStop: false,
+        preferences: r.chance(0.5) ? { 'inapp:promo': false } : {},
+      };
+      const visibility = inappVisibility(profile);
+      const view: InboxView = { topics, locale: 'en', visibility, visible: (c) => shows(visibility, c) };
+      // State on random entries of the feed (as the API sets it).
+      const initial = await modelFeed(redis, keys, tenant, user, view, now, retentionMs, maxItems);
+      for (const e of initial.feed) {
+        const roll = r.int(6);
+        if (roll === 1) await store.update(tenant, user, view, e.id, { seen: true });
+        if (roll === 2) await store.update(tenant, user, view, e.id, { read: true });
+        if (roll === 3) await store.update(tenant, user, view, e.id, { archived: true });
+        if (roll === 4) await store.update(tenant, user, view, e.id, { snoozed_until: now + (r.chance(0.5) ? HOUR : 60_000) });
+      }
+      // Time passes: some entries leave the retention, some snoozes end.
+      now += r.pick([0, 2 * 60_000, 5 * HOUR]);
+      const m = await modelFeed(redis, keys, tenant, user, view, now, retentionMs, maxItems);
+      const where = `seed ${seed}`;
+
+      expect(await store.counts(tenant, user, view), where).toEqual(m.counts);
+      expect((await store.feedState(tenant, user, view)).size, where).toBe(m.feed.length);
+
+      // Every filter, page by page at a random size: exactly the model's list, in its order.
+      for (const archived of [false, true]) {
+        for (const status of ['all', 'unread', 'unseen'] as const) {
+          const expected = m.feed.filter((e) => m.archived.has(e.id) === archived && !m.hidden(e.id)
+            && (status !== 'unread' || !m.read.has(e.id)) && (status !== 'unseen' || !m.seen.has(e.id)));
+          const limit = 1 + r.int(7);
+          const got: InboxItem[] = [];
+          let cursor: string | undefined;
+          for (let pages = 0; pages < 100; pages++) {
+            const page = await store.feed(tenant, user, view, { limit, archived, status, ...(cursor ? { cursor } : {}) });
+            expect(page.counts, where).toEqual(m.counts);
+            got.push(...page.items);
+            if (!page.next_cursor) break;
+            cursor = page.next_cursor;
+          }
+          const flags = (id: string) => `${m.seen.has(id) ? 's' : ''}${m.read.has(id) ? 'r' : ''}${m.archived.has(id) ? 'a' : ''}`;
+          expect(brief(got), `${where} archived=${archived} status=${status} limit=${limit}`).toEqual(expected.map((e) => `${e.id}@${e.score}${flags(e.id)}`));
+        }
+      }
+
+      // A cursor anywhere — on an entry, between tied ones, on an id that is not there, before the retention.
+      const points = [
+        ...m.feed.map((e) => ({ score: e.score, id: e.id })),
+        ...times.map((t) => ({ score: t, id: r.pick(ID_PARTS) })),
+        { score: now - retentionMs - HOUR, id: 'a' }, { score: now + HOUR, id: 'a' },
+      ];
+      for (const p of points) {
+        const cursor = cursorOf(p.score, p.id);
+        const visible = (e: ModelEntry) => !m.archived.has(e.id) && !m.hidden(e.id);
+        const older = m.feed.filter((e) => visible(e) && m.after(e, p.score, p.id));
+        const page = await store.feed(tenant, user, view, { limit: 5, cursor });
+        expect(page.items.map((i) => i.id), `${where} page after ${p.score}:${p.id}`).toEqual(older.slice(0, 5).map((e) => e.id));
+        expect(page.next_cursor !== null, `${where} more after ${p.score}:${p.id}`).toBe(older.length > 5);
+        const newer = m.feed.filter((e) => visible(e) && !m.after(e, p.score, p.id) && !(e.score === p.score && e.id === p.id)).reverse();
+        const since = await store.since(tenant, user, view, cursor, 4);
+        expect(since.map((i) => i.id), `${where} since ${p.score}:${p.id}`).toEqual(newer.slice(0, 4).map((e) => e.id));
+      }
+
+      // Mark-all read up to a time: exactly the entries at or before it not read yet (and not hidden, not archived).
+      const upTo = r.chance(0.3) ? undefined : r.pick(times) + r.int(2);
+      const pending = m.feed.filter((e) => (upTo === undefined || e.score <= upTo) && !m.hidden(e.id) && !m.archived.has(e.id) && !m.read.has(e.id));
+      expect(await store.markAll(tenant, user, view, 'read', upTo), `${where} mark-all up to ${upTo}`).toBe(pending.length);
+      const after = await modelFeed(redis, keys, tenant, user, view, now, retentionMs, maxItems);
+      expect(await store.counts(tenant, user, view), where).toEqual(after.counts);
+      for (const e of pending) expect(after.read.has(e.id), `${where} ${e.id} read`).toBe(true);
+    }
+  });
+});
