@@ -253,9 +253,9 @@ return contentsOf(ids, topics)`);
  *   mark  before what — entries a mark-all changes
  *   list  limit — the first entries, whatever their state
  *   none — counts only
- * Returns unseen, unread, total, size, more (1: the page has a next one), then per selected entry:
- * id, score, flags (1 seen, 2 read, 4 archived), snoozed until (-1: not), topic (0: own, else its
- * place), and its content when wanted.
+ * Returns a JSON array: unseen, unread, total, size, more (1: the page has a next one), then per
+ * selected entry: id, score, flags (1 seen, 2 read, 4 archived), snoozed until (-1: not), topic (0:
+ * own, else its place), and its content when wanted (null when gone).
  *
  * Without broadcasts to merge (most feeds), the index is read without its scores: Redis formats each
  * score as text for a script, which cost more than all the rest of a page read. The feed is then
@@ -278,7 +278,8 @@ local seen, read, archived = members(KEYS[2]), members(KEYS[3]), members(KEYS[4]
 for id in pairs(read) do seen[id] = true end
 local snoozed = {}
 local z = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
-for i = 1, #z, 2 do snoozed[z[i]] = tonumber(z[i + 1]) end
+local snoozeTexts = {}
+for i = 1, #z, 2 do snoozed[z[i]] = tonumber(z[i + 1]); snoozeTexts[z[i]] = z[i + 1] end
 
 -- Ids in byte order, as Redis orders equal scores: Lua's own < follows the server's locale.
 local function before(x, y)
@@ -300,14 +301,14 @@ for t = 6, none and 0 or #KEYS, 2 do
     for i = 1, #names do
       local rule = rules[categories[i] or '']
       if rule == nil then rule = shown end
-      if rule then candidates[#candidates + 1] = { names[i], tonumber(list[2 * i]), (t - 4) / 2 } end
+      if rule then candidates[#candidates + 1] = { names[i], tonumber(list[2 * i]), (t - 4) / 2, list[2 * i] } end
     end
   end
 end
 
 -- The feed in order: ids[k], and (once known) scores[k] and topics[k]; n entries.
 local n = math.min(redis.call('ZCOUNT', KEYS[1], cutoff, '+inf'), maxItems)
-local ids, scores, topics = {}, nil, nil
+local ids, scores, topics, scoreTexts = {}, nil, nil, nil
 if #candidates == 0 then
   if n > 0 then ids = redis.call('ZREVRANGE', KEYS[1], 0, n - 1) end
 else
@@ -315,7 +316,7 @@ else
   local all, have, merged = {}, {}, false
   if n > 0 then
     local own = redis.call('ZREVRANGE', KEYS[1], 0, n - 1, 'WITHSCORES')
-    for i = 1, #own, 2 do all[#all + 1] = { own[i], tonumber(own[i + 1]), 0 }; have[own[i]] = true end
+    for i = 1, #own, 2 do all[#all + 1] = { own[i], tonumber(own[i + 1]), 0, own[i + 1] }; have[own[i]] = true end
   end
   for _, c in ipairs(candidates) do
     if not have[c[1]] then all[#all + 1] = c; have[c[1]] = true; merged = true end
@@ -327,8 +328,8 @@ else
     end)
   end
   n = math.min(#all, maxItems)
-  scores, topics = {}, {}
-  for k = 1, n do ids[k] = all[k][1]; scores[k] = all[k][2]; topics[k] = all[k][3] end
+  scores, topics, scoreTexts = {}, {}, {}
+  for k = 1, n do ids[k] = all[k][1]; scores[k] = all[k][2]; topics[k] = all[k][3]; scoreTexts[k] = all[k][4] end
 end
 
 -- How many entries come before the point (score s, id) in feed order: newer ones, and those plus
@@ -419,16 +420,17 @@ elseif mode == 'list' then
   for k = 1, math.min(n, tonumber(ARGV[a + 1])) do picked[k] = k end
 end
 
--- The selected entries' scores, when the feed was read without them: one range of ranks.
+-- The selected entries' scores, when the feed was read without them: one range of ranks. Kept as
+-- the text Redis gave: a script turning numbers into text pays for a sprintf each.
 local scoreOf = {}
 if #picked > 0 then
-  if scores then
-    for _, k in ipairs(picked) do scoreOf[k] = scores[k] end
+  if scoreTexts then
+    for _, k in ipairs(picked) do scoreOf[k] = scoreTexts[k] end
   else
     local lo, hi = picked[1], picked[1]
     for _, k in ipairs(picked) do lo = math.min(lo, k); hi = math.max(hi, k) end
     local ranged = redis.call('ZREVRANGE', KEYS[1], lo - 1, hi - 1, 'WITHSCORES')
-    for _, k in ipairs(picked) do scoreOf[k] = tonumber(ranged[2 * (k - lo) + 2]) end
+    for _, k in ipairs(picked) do scoreOf[k] = ranged[2 * (k - lo) + 2] end
   end
 end
 local contents
@@ -437,18 +439,27 @@ if contentPrefix ~= '' and #picked > 0 then
   for j, k in ipairs(picked) do pickedIds[j] = ids[k]; pickedTopics[j] = topics and topics[k] or 0 end
   contents = contentsOf(pickedIds, pickedTopics)
 end
-local out = { unseen, unread, total, n, more }
+-- One JSON text (a flat array) rather than a reply of many elements, which the API's client takes
+-- far longer to parse than the one string; the stored content is JSON already and goes in as it is.
+local digits = { [0] = '0', '1', '2', '3', '4', '5', '6', '7' }
+local out = { '[', tostring(unseen), ',', tostring(unread), ',', tostring(total), ',', tostring(n), ',', digits[more] }
+local m = #out
 for j, k in ipairs(picked) do
   local id = ids[k]
   local flags = 0
   if seen[id] then flags = flags + 1 end
   if read[id] then flags = flags + 2 end
   if archived[id] then flags = flags + 4 end
-  out[#out + 1] = id; out[#out + 1] = scoreOf[k]; out[#out + 1] = flags; out[#out + 1] = snoozed[id] or -1
-  out[#out + 1] = topics and topics[k] or 0
-  if contents then out[#out + 1] = contents[j] end
+  -- An id needs escaping only for a quote, a backslash or a control character (the rare case).
+  if string.find(id, '[%c"\\\\]') then out[m + 1] = ','; out[m + 2] = cjson.encode(id); out[m + 3] = ','
+  else out[m + 1] = ',"'; out[m + 2] = id; out[m + 3] = '",' end
+  out[m + 4] = scoreOf[k]; out[m + 5] = ','; out[m + 6] = digits[flags]; out[m + 7] = ','; out[m + 8] = snoozeTexts[id] or '-1'
+  out[m + 9] = ','; out[m + 10] = topics and tostring(topics[k]) or '0'
+  m = m + 10
+  if contents then out[m + 1] = ','; out[m + 2] = contents[j] ~= '' and contents[j] or 'null'; m = m + 2 end
 end
-return out`);
+out[m + 1] = ']'
+return table.concat(out)`);
 
 /** What a snapshot picks out of the feed (see SNAPSHOT). */
 type Selection =
@@ -473,8 +484,8 @@ interface Snapshot {
   /** A page has a next one. */
   more: boolean;
   refs: Ref[];
-  /** Per ref, its content's JSON ('' when gone), when content was asked for. */
-  contents: string[];
+  /** Per ref, its content (null when gone), when content was asked for. */
+  contents: (InboxContent | null)[];
 }
 
 /** Broadcast member lists are capped at what a feed could ever show. */
@@ -660,12 +671,12 @@ export class InboxStore {
       case 'list': args.push('list', selection.limit); break;
       case 'none': args.push('none'); break;
     }
-    const out = (await SNAPSHOT.run(this.redis, keys, args)) as (string | number)[];
+    const out = JSON.parse((await SNAPSHOT.run(this.redis, keys, args)) as string) as (string | number | InboxContent | null)[];
     const refs: Ref[] = [];
-    const contents: string[] = [];
+    const contents: (InboxContent | null)[] = [];
     const stride = content ? 6 : 5;
     for (let i = 5; i < out.length; i += stride) {
-      if (content) contents.push(out[i + 5] as string);
+      if (content) contents.push(out[i + 5] as InboxContent | null);
       const flags = out[i + 2] as number;
       const snoozedUntil = out[i + 3] as number;
       const topic = out[i + 4] as number;
@@ -685,7 +696,7 @@ export class InboxStore {
     const args: (string | number)[] = [...this.contentArgs(tenant, userId, locale)];
     for (const r of refs) args.push(r.id, r.topic === undefined ? 0 : 1);
     const contents = (await CONTENT.run(this.redis, [], args)) as string[];
-    return this.itemsOf({ refs, contents });
+    return this.itemsOf({ refs, contents: contents.map((raw) => (raw ? JSON.parse(raw) as InboxContent : null)) });
   }
 
   /** Where content lives and in which locale it is read (CONTENT_OF's first arguments). */
@@ -702,8 +713,7 @@ export class InboxStore {
     return out;
   }
 
-  private toItem(r: Ref, raw: string): InboxItem {
-    const c = JSON.parse(raw) as InboxContent;
+  private toItem(r: Ref, c: InboxContent): InboxItem {
     return {
       id: r.id, category: c.category, tier: c.tier ?? '', title: c.title, body: c.body,
       action_url: c.action_url ?? null, data: c.data ?? null, created_at: r.score,

@@ -20,8 +20,8 @@ function random(seed: number) {
 }
 
 const HOUR = 3_600_000;
-/** Ids that sort differently by bytes than by chance: case, punctuation, a multi-byte letter, key escapes. */
-const ID_PARTS = ['a', 'B', 'z', '0', '~', '-', ':', '%', 'é', 'ab', 'Z9'];
+/** Ids that sort differently by bytes than by chance (case, punctuation, a multi-byte letter), need key escapes, or JSON escapes. */
+const ID_PARTS = ['a', 'B', 'z', '0', '~', '-', ':', '%', 'é', 'ab', 'Z9', '"', '\\', '\t', '/'];
 
 interface ModelEntry { id: string; score: number; topic: number }
 
