@@ -138,6 +138,7 @@ export class ApiServer {
     registerInboxRoutes(this.app, {
       get inbox() { return lazy.inbox; }, get streams() { return lazy.streams; }, get userTokens() { return lazy.userTokens; },
       viewOf: (tenant, userId) => this.viewOf(tenant, userId),
+      directoryViewOf: (tenant, userId) => this.directory.inboxView(tenant, userId, this.parts.criticalCategories ?? []),
       // Stored before the change they report is written (or the change is refused): never lost.
       receipt: async (receipts) => {
         if (receipts.length === 0) return;
@@ -333,7 +334,7 @@ export class ApiServer {
   }
 
   private get directory(): Directory {
-    return new Directory(this.parts.redis, this.parts.topology.keys);
+    return (this.made.directory ??= new Directory(this.parts.redis, this.parts.topology.keys));
   }
 
   /** An id from the path (a request's or a user's), within its bounds of 1 to 128 characters; null once a 400 is sent. */
@@ -541,7 +542,7 @@ export class ApiServer {
   }
 
   /** Parts made on first use (building the app touches none of the connections). */
-  private readonly made: { inbox?: InboxStore; streams?: InboxStreams; userTokens?: UserTokens; receipts?: ReceiptPublisher } = {};
+  private readonly made: { inbox?: InboxStore; streams?: InboxStreams; userTokens?: UserTokens; receipts?: ReceiptPublisher; directory?: Directory } = {};
   private get lazy() {
     const self = this;
     const { parts, made } = this;

@@ -5,6 +5,7 @@ import readline from 'node:readline';
 import type { Redis } from 'ioredis';
 import { describeIssues, directoryRecordSchema, type Channel, type DirectoryRecord } from '../schemas/index.js';
 import type { z } from 'zod';
+import type { DirectoryView } from './inbox.js';
 
 /** A directory record as written by hand: defaults (active, locale, timezone) may be left out. */
 export type DirectoryRecordInput = z.input<typeof directoryRecordSchema>;
@@ -210,6 +211,11 @@ export class Directory {
   /** The topics a user belongs to. */
   async topicsOf(tenant: string, userId: string): Promise<string[]> {
     return (await this.redis.smembers(this.key(tenant, 'ut', userId))).sort();
+  }
+
+  /** Where a feed read finds the user's inbox view itself (their profile and topics). */
+  inboxView(tenant: string, userId: string, criticalCategories: string[] = []): DirectoryView {
+    return { profileKey: this.key(tenant, 'u', userId), topicsKey: this.key(tenant, 'ut', userId), criticalCategories };
   }
 
   /** Removes a user from a topic (both directions). */

@@ -23,6 +23,33 @@ export function inappVisibility(profile: UserProfile, criticalCategories: string
   return { none: false, shown: p['channel:inapp'] ?? p.all ?? true, categories };
 }
 
+/**
+ * Lua: `inAppView(profileKey, topicsKey, critical)` — the same decision as `inappVisibility`, read
+ * from the directory's user hash and topic set inside a feed read's one Redis call. Returns none,
+ * shown, the categories' rules, the user's topics (unsorted) and locale. The two are held to each
+ * other by test/inbox-snapshot.test.ts over random profiles.
+ */
+export const IN_APP_VIEW = `
+local function inAppView(profileKey, topicsKey, critical)
+  local flat = redis.call('HGETALL', profileKey)
+  local p = {}
+  for i = 1, #flat, 2 do p[flat[i]] = flat[i + 1] end
+  local rules = {}
+  for field, value in pairs(p) do
+    if string.sub(field, 1, 11) == 'pref:inapp:' then rules[string.sub(field, 12)] = value == '1'
+    elseif string.sub(field, 1, 14) == 'pref:category:' then
+      local category = string.sub(field, 15)
+      if p['pref:inapp:' .. category] == nil then rules[category] = value == '1' end
+    end
+  end
+  for _, category in ipairs(critical) do rules[category] = true end
+  local default = p['pref:channel:inapp'] or p['pref:all']
+  -- A user record always sets locale; a hash holding only preferences is no user.
+  local none = p['locale'] == nil or p['hard_stop'] == '1'
+  return none, default == nil or default == '1', rules, redis.call('SMEMBERS', topicsKey), p['locale'] or 'en'
+end
+`;
+
 /** Whether a visibility shows a category. */
 export function shows(visibility: InboxVisibility, category: string): boolean {
   if (visibility.none) return false;

@@ -2,6 +2,7 @@ import type { KeySpace } from './keys.js';
 import type { Redis } from 'ioredis';
 import { execOrThrow } from './directory.js';
 import { RedisScript } from './scripts.js';
+import { IN_APP_VIEW } from './inbox-view.js';
 
 /** One notification in a user's in-app inbox (the short form operators and tests read). */
 export interface InboxEntry {
@@ -74,6 +75,17 @@ export interface InboxView {
   visibility: InboxVisibility;
   /** The same decision for one category, for live updates. */
   visible: (category: string) => boolean;
+}
+
+/**
+ * Where a feed read finds the user's view itself, in its one Redis call (topics, locale, in-app
+ * preferences: the same decision as `inappVisibility`): the directory's keys of the user.
+ */
+export interface DirectoryView {
+  profileKey: string;
+  topicsKey: string;
+  /** Categories that ignore opt-outs. */
+  criticalCategories: string[];
 }
 
 /** Which items a listing shows. */
@@ -192,6 +204,14 @@ for i = 1, #KEYS / 7 do
 end
 return out`);
 
+/** Lua: `keyPart(id)`, as stores/keys.ts keyPart: % and : escaped. */
+const KEY_PART = `
+local function keyPart(id)
+  if string.find(id, '[%%:]') then return (string.gsub(string.gsub(id, '%%', '%%25'), ':', '%%3A')) end
+  return id
+end
+`;
+
 /**
  * Lua: which stored content entries show, given `contentPrefix`, `localesKey` ('' for none) and
  * `userLocale`: `contentsOf(ids, topics)` gives, per entry, its content's JSON ('' when gone). The
@@ -199,11 +219,6 @@ return out`);
  * call costs about a microsecond whatever it does.
  */
 const CONTENT_OF = `
--- As stores/keys.ts keyPart: % and : escaped.
-local function keyPart(id)
-  if string.find(id, '[%%:]') then return (string.gsub(string.gsub(id, '%%', '%%25'), ':', '%%3A')) end
-  return id
-end
 -- An own entry in the locale it was rendered in for this user, a broadcast in the user's locale;
 -- then that locale's language, the fallback, any locale there is.
 local function contentsOf(ids, topics)
@@ -234,6 +249,7 @@ end
 /** Content for entries outside a snapshot. ARGV: content prefix, locales key, user locale, then per entry (id, topic: 0 own). */
 const CONTENT = new RedisScript(`
 local contentPrefix, localesKey, userLocale = ARGV[1], ARGV[2], ARGV[3]
+${KEY_PART}
 ${CONTENT_OF}
 local ids, topics = {}, {}
 for i = 4, #ARGV, 2 do ids[#ids + 1] = ARGV[i]; topics[#topics + 1] = tonumber(ARGV[i + 1]) end
@@ -246,7 +262,11 @@ return contentsOf(ids, topics)`);
  * of its entries. KEYS: index, seen, read, archived, snoozed, then per topic its broadcasts and their
  * categories. ARGV: now, the oldest score kept, the most items, the most broadcasts read per topic,
  * the visibility (none, shown, n, n × (category, shown); only broadcasts need it), the content
- * wanted (prefix, locales key, user locale; an empty prefix: none), then the selection:
+ * wanted (prefix, locales key, user locale; an empty prefix: none), then the selection. Or, to take
+ * the view from the directory in the same call: KEYS then go on with the user's profile and topic
+ * set, and the visibility is `directory`, where broadcasts and their categories live (key
+ * prefixes), the number of critical categories and them (the locale given is then the profile's).
+ * The selections:
  *   page  after-score after-id archived status limit — the feed's next page (after a cursor)
  *   since after-score after-id limit — what arrived after a cursor, oldest first
  *   item  id — one entry
@@ -255,7 +275,7 @@ return contentsOf(ids, topics)`);
  *   none — counts only
  * Returns a JSON array: unseen, unread, total, size, more (1: the page has a next one), then per
  * selected entry: id, score, flags (1 seen, 2 read, 4 archived), snoozed until (-1: not), topic (0:
- * own, else its place), and its content when wanted (null when gone).
+ * own, else its place among the topics), and its content when wanted (null when gone).
  *
  * Without broadcasts to merge (most feeds), the index is read without its scores: Redis formats each
  * score as text for a script, which cost more than all the rest of a page read. The feed is then
@@ -264,10 +284,34 @@ return contentsOf(ids, topics)`);
  */
 const SNAPSHOT = new RedisScript(`
 local now, cutoff, maxItems, perTopic = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local none, shown, nrules = ARGV[5] == '1', ARGV[6] == '1', tonumber(ARGV[7])
-local rules = {}
-for i = 1, nrules do rules[ARGV[6 + 2 * i]] = ARGV[7 + 2 * i] == '1' end
-local a = 8 + 2 * nrules
+-- Ids in byte order, as Redis orders equal scores: Lua's own < follows the server's locale.
+local function before(x, y)
+  for p = 1, math.min(#x, #y) do
+    local bx, by = string.byte(x, p), string.byte(y, p)
+    if bx ~= by then return bx < by end
+  end
+  return #x < #y
+end
+${KEY_PART}
+${IN_APP_VIEW}
+-- The view: which topics' broadcasts merge in (their keys), which of them are visible, and the locale.
+local none, shown, rules, topicKeys, profileLocale = false, true, {}, {}, nil
+local a
+if ARGV[5] == 'directory' then
+  local critical = {}
+  for i = 1, tonumber(ARGV[8]) do critical[i] = ARGV[8 + i] end
+  local topics
+  none, shown, rules, topics, profileLocale = inAppView(KEYS[6], KEYS[7], critical)
+  table.sort(topics, before)
+  for _, topic in ipairs(topics) do topicKeys[#topicKeys + 1] = { ARGV[6] .. keyPart(topic), ARGV[7] .. keyPart(topic) } end
+  a = 9 + #critical
+else
+  none, shown = ARGV[5] == '1', ARGV[6] == '1'
+  local nrules = tonumber(ARGV[7])
+  for i = 1, nrules do rules[ARGV[6 + 2 * i]] = ARGV[7 + 2 * i] == '1' end
+  for t = 6, #KEYS, 2 do topicKeys[#topicKeys + 1] = { KEYS[t], KEYS[t + 1] } end
+  a = 8 + 2 * nrules
+end
 local function members(key)
   local t = {}
   for _, m in ipairs(redis.call('SMEMBERS', key)) do t[m] = true end
@@ -281,27 +325,18 @@ local z = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
 local snoozeTexts = {}
 for i = 1, #z, 2 do snoozed[z[i]] = tonumber(z[i + 1]); snoozeTexts[z[i]] = z[i + 1] end
 
--- Ids in byte order, as Redis orders equal scores: Lua's own < follows the server's locale.
-local function before(x, y)
-  for p = 1, math.min(#x, #y) do
-    local bx, by = string.byte(x, p), string.byte(y, p)
-    if bx ~= by then return bx < by end
-  end
-  return #x < #y
-end
-
 -- The visible broadcasts of the user's topics, earlier topics first.
 local candidates = {}
-for t = 6, none and 0 or #KEYS, 2 do
-  local list = redis.call('ZREVRANGEBYSCORE', KEYS[t], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, perTopic)
+for t = 1, none and 0 or #topicKeys do
+  local list = redis.call('ZREVRANGEBYSCORE', topicKeys[t][1], '+inf', cutoff, 'WITHSCORES', 'LIMIT', 0, perTopic)
   if #list > 0 then
     local names = {}
     for i = 1, #list, 2 do names[#names + 1] = list[i] end
-    local categories = redis.call('HMGET', KEYS[t + 1], unpack(names))
+    local categories = redis.call('HMGET', topicKeys[t][2], unpack(names))
     for i = 1, #names do
       local rule = rules[categories[i] or '']
       if rule == nil then rule = shown end
-      if rule then candidates[#candidates + 1] = { names[i], tonumber(list[2 * i]), (t - 4) / 2, list[2 * i] } end
+      if rule then candidates[#candidates + 1] = { names[i], tonumber(list[2 * i]), t, list[2 * i] } end
     end
   end
 end
@@ -366,7 +401,7 @@ for k = 1, n do
   end
 end
 
-local contentPrefix, localesKey, userLocale = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+local contentPrefix, localesKey, userLocale = ARGV[a], ARGV[a + 1], profileLocale or ARGV[a + 2]
 a = a + 3
 ${CONTENT_OF}
 local picked = {}
@@ -506,8 +541,8 @@ export function decodeInboxCursor(cursor: string): { score: number; id: string }
 interface Ref {
   id: string;
   score: number;
-  /** The topic it came from, for a broadcast. */
-  topic?: string;
+  /** A topic's broadcast (read in the user's locale), not an own entry. */
+  broadcast: boolean;
   seen: boolean;
   read: boolean;
   archived: boolean;
@@ -646,19 +681,23 @@ export class InboxStore {
    * them; its counts; and the entries `selection` picks. Past the retention is gone even before a
    * new delivery trims it (an idle inbox's badge must not count it).
    */
-  private async snapshot(tenant: string, userId: string, view: InboxView | undefined, selection: Selection, content?: ContentWanted): Promise<Snapshot> {
+  private async snapshot(tenant: string, userId: string, view: InboxView | DirectoryView | undefined, selection: Selection, content?: ContentWanted): Promise<Snapshot> {
     const k = this.keys(tenant, userId);
-    const topics = view?.topics ?? [];
     const keys = [k.index, k.seen, k.read, k.archived, k.snoozed];
-    for (const topic of topics) keys.push(this.broadcastKey(tenant, topic), this.broadcastCategories(tenant, topic));
-    // Visibility applies to broadcasts alone: a user in no topic sends none of their preference rules.
-    const visibility = topics.length && view ? view.visibility : { none: false, shown: true, categories: {} };
-    const rules = Object.entries(visibility.categories);
     const now = this.now();
-    const args: (string | number)[] = [
-      now, now - this.retentionMs, this.maxItems, BROADCASTS_READ, visibility.none ? 1 : 0, visibility.shown ? 1 : 0, rules.length,
-    ];
-    for (const [category, shown] of rules) args.push(category, shown ? 1 : 0);
+    const args: (string | number)[] = [now, now - this.retentionMs, this.maxItems, BROADCASTS_READ];
+    if (view && 'profileKey' in view) {
+      keys.push(view.profileKey, view.topicsKey);
+      args.push('directory', `${this.keySpace.tenant(tenant, 'bcast')}:`, `${this.keySpace.tenant(tenant, 'bcast-cat')}:`, view.criticalCategories.length, ...view.criticalCategories);
+    } else {
+      const topics = view?.topics ?? [];
+      for (const topic of topics) keys.push(this.broadcastKey(tenant, topic), this.broadcastCategories(tenant, topic));
+      // Visibility applies to broadcasts alone: a user in no topic sends none of their preference rules.
+      const visibility = topics.length && view ? view.visibility : { none: false, shown: true, categories: {} };
+      const rules = Object.entries(visibility.categories);
+      args.push(visibility.none ? 1 : 0, visibility.shown ? 1 : 0, rules.length);
+      for (const [category, shown] of rules) args.push(category, shown ? 1 : 0);
+    }
     if (content) args.push(...this.contentArgs(tenant, content.ownLocales ? userId : undefined, content.locale));
     else args.push('', '', '');
     switch (selection.mode) {
@@ -681,7 +720,7 @@ export class InboxStore {
       const snoozedUntil = out[i + 3] as number;
       const topic = out[i + 4] as number;
       refs.push({
-        id: out[i] as string, score: out[i + 1] as number, topic: topic === 0 ? undefined : topics[topic - 1],
+        id: out[i] as string, score: out[i + 1] as number, broadcast: topic !== 0,
         seen: (flags & 1) !== 0, read: (flags & 2) !== 0, archived: (flags & 4) !== 0, snoozedUntil: snoozedUntil === -1 ? null : snoozedUntil,
       });
     }
@@ -694,7 +733,7 @@ export class InboxStore {
   private async items(tenant: string, userId: string | undefined, refs: Ref[], locale: string): Promise<InboxItem[]> {
     if (refs.length === 0) return [];
     const args: (string | number)[] = [...this.contentArgs(tenant, userId, locale)];
-    for (const r of refs) args.push(r.id, r.topic === undefined ? 0 : 1);
+    for (const r of refs) args.push(r.id, r.broadcast ? 1 : 0);
     const contents = (await CONTENT.run(this.redis, [], args)) as string[];
     return this.itemsOf({ refs, contents: contents.map((raw) => (raw ? JSON.parse(raw) as InboxContent : null)) });
   }
@@ -726,11 +765,11 @@ export class InboxStore {
    * A page of the feed, newest first, with counts from the same snapshot. A cursor resumes after
    * the item it names; items that arrive meanwhile are newer, so they never shift later pages.
    */
-  async feed(tenant: string, userId: string, view: InboxView | undefined, query: FeedQuery = {}): Promise<{ items: InboxItem[]; counts: InboxCounts; next_cursor: string | null }> {
+  async feed(tenant: string, userId: string, view: InboxView | DirectoryView | undefined, query: FeedQuery = {}): Promise<{ items: InboxItem[]; counts: InboxCounts; next_cursor: string | null }> {
     const after = query.cursor ? decodeInboxCursor(query.cursor) : null;
     const snap = await this.snapshot(tenant, userId, view, {
       mode: 'page', after, archived: query.archived ?? false, status: query.status ?? 'all', limit: query.limit ?? 20,
-    }, { locale: view?.locale ?? 'en', ownLocales: true });
+    }, { locale: (view && 'locale' in view ? view.locale : undefined) ?? 'en', ownLocales: true });
     const items = this.itemsOf(snap);
     const last = snap.refs[snap.refs.length - 1];
     return { items, counts: snap.counts, next_cursor: snap.more && last ? encodeCursor(last.score, last.id) : null };
@@ -759,7 +798,7 @@ export class InboxStore {
    * the user's own entry when `userId` is given, else a broadcast in `locale`.
    */
   async contentItem(tenant: string, id: string, at: number, locale: string, userId?: string): Promise<InboxItem | null> {
-    const ref: Ref = { id, score: at, seen: false, read: false, archived: false, snoozedUntil: null, ...(userId === undefined ? { topic: '' } : {}) };
+    const ref: Ref = { id, score: at, seen: false, read: false, archived: false, snoozedUntil: null, broadcast: userId === undefined };
     return (await this.items(tenant, userId, [ref], locale))[0] ?? null;
   }
 

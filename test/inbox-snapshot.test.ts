@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { InboxStore, type InboxItem, type InboxView } from '../stores/inbox.js';
 import { KeySpace } from '../stores/keys.js';
-import { inappVisibility, shows } from '../stores/inbox-view.js';
-import type { UserProfile } from '../stores/directory.js';
+import { inboxViewOf } from '../stores/inbox-view.js';
+import { Directory, type DirectoryRecordInput } from '../stores/directory.js';
 import { uniqueNamespace } from './harness.js';
 
 /** A small seeded PRNG (mulberry32): a failing case can be run again from its seed. */
@@ -78,8 +78,8 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
   beforeAll(() => { redis = new Redis(inject('redisUrl')); });
   afterAll(async () => { await redis?.quit(); });
 
-  it('pages, resumes, counts and marks exactly as the model says, over random feeds with tied scores, broadcasts, state, retention and the size cap', async () => {
-    for (let seed = 1; seed <= 24; seed++) {
+  it('pages, resumes, counts and marks exactly as the model says, over random feeds with tied scores, broadcasts, preferences, state, retention and the size cap', async () => {
+    for (let seed = 1; seed <= 60; seed++) {
       const r = random(seed);
       const tenant = `t${seed}`;
       const user = 'u';
@@ -104,20 +104,28 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
         const at = r.pick(times) + r.int(2);
         await writer.write(tenant, [{ locale: 'en', content: content(id, r.pick(['social', 'promo'])) }], [{ userId: user, locale: 'en', requestId: id, createdAt: at }]);
       }
-      const topics = r.chance(0.6) ? ['alpha', 'beta'].slice(0, 1 + r.int(2)) : [];
+      const topics = r.chance(0.6) ? ['alpha', 'beta:2'].slice(0, 1 + r.int(2)) : [];
       for (const topic of topics) {
         for (let k = r.int(8); k > 0; k--) {
           // Some broadcasts share an id with an own entry or the other topic's.
           const id = r.chance(0.25) ? r.pick([...ids]) : newId();
-          await writer.writeBroadcast(tenant, topic, id, [{ locale: 'en', content: content(id, r.pick(['social', 'promo'])) }], r.pick(times) + r.int(2));
+          await writer.writeBroadcast(tenant, topic, id, [{ locale: 'en', content: content(id, r.pick(['social', 'promo', 'news'])) }], r.pick(times) + r.int(2));
         }
       }
-      const profile: UserProfile = {
-        id: user, exists: true, locale: 'en', timezone: 'UTC', devices: [], hardStop: false,
-        preferences: r.chance(0.5) ? { 'inapp:promo': false } : {},
-      };
-      const visibility = inappVisibility(profile);
-      const view: InboxView = { topics, locale: 'en', visibility, visible: (c) => shows(visibility, c) };
+      // The user in the directory: maybe no record at all, maybe a hard stop, random in-app preferences.
+      const directory = new Directory(redis, keys);
+      const records: DirectoryRecordInput[] = topics.map((topic) => ({ type: 'topic_member', tenant, topic, user_id: user }));
+      if (r.chance(0.85)) records.push({ type: 'user', tenant, id: user, locale: r.pick(['en', 'de', 'pt-BR']) });
+      if (r.chance(0.1)) records.push({ type: 'hard_stop', tenant, user_id: user, enabled: true });
+      const rules: ['inapp' | undefined, string | undefined][] = [['inapp', undefined], [undefined, undefined], ...['promo', 'social', 'news'].flatMap((c): ['inapp' | undefined, string][] => [[undefined, c], ['inapp', c]])];
+      for (const [channel, category] of rules) {
+        if (r.chance(0.5)) records.push({ type: 'preference', tenant, user_id: user, ...(channel ? { channel } : {}), ...(category ? { category } : {}), enabled: r.chance(0.5) });
+      }
+      await directory.upsert(records);
+      const critical = r.chance(0.3) ? ['news'] : [];
+      // The view two ways: computed here (as live updates do) and read by the script from the directory (as the feed does).
+      const view: InboxView = await inboxViewOf(directory, tenant, user, critical);
+      const fromDirectory = directory.inboxView(tenant, user, critical);
       // State on random entries of the feed (as the API sets it).
       const initial = await modelFeed(redis, keys, tenant, user, view, now, retentionMs, maxItems);
       for (const e of initial.feed) {
@@ -136,7 +144,7 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
       expect((await store.feedState(tenant, user, view)).size, where).toBe(m.feed.length);
 
       // Every filter, page by page at a random size: exactly the model's list, in its order.
-      for (const archived of [false, true]) {
+      for (const [how, feedView] of [['view given', view], ['view from the directory', fromDirectory]] as const) for (const archived of [false, true]) {
         for (const status of ['all', 'unread', 'unseen'] as const) {
           const expected = m.feed.filter((e) => m.archived.has(e.id) === archived && !m.hidden(e.id)
             && (status !== 'unread' || !m.read.has(e.id)) && (status !== 'unseen' || !m.seen.has(e.id)));
@@ -144,14 +152,14 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
           const got: InboxItem[] = [];
           let cursor: string | undefined;
           for (let pages = 0; pages < 100; pages++) {
-            const page = await store.feed(tenant, user, view, { limit, archived, status, ...(cursor ? { cursor } : {}) });
+            const page = await store.feed(tenant, user, feedView, { limit, archived, status, ...(cursor ? { cursor } : {}) });
             expect(page.counts, where).toEqual(m.counts);
             got.push(...page.items);
             if (!page.next_cursor) break;
             cursor = page.next_cursor;
           }
           const flags = (id: string) => `${m.seen.has(id) ? 's' : ''}${m.read.has(id) ? 'r' : ''}${m.archived.has(id) ? 'a' : ''}`;
-          expect(brief(got), `${where} archived=${archived} status=${status} limit=${limit}`).toEqual(expected.map((e) => `${e.id}@${e.score}${flags(e.id)}`));
+          expect(brief(got), `${where} ${how} archived=${archived} status=${status} limit=${limit}`).toEqual(expected.map((e) => `${e.id}@${e.score}${flags(e.id)}`));
         }
       }
 
@@ -165,7 +173,7 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
         const cursor = cursorOf(p.score, p.id);
         const visible = (e: ModelEntry) => !m.archived.has(e.id) && !m.hidden(e.id);
         const older = m.feed.filter((e) => visible(e) && m.after(e, p.score, p.id));
-        const page = await store.feed(tenant, user, view, { limit: 5, cursor });
+        const page = await store.feed(tenant, user, r.chance(0.5) ? view : fromDirectory, { limit: 5, cursor });
         expect(page.items.map((i) => i.id), `${where} page after ${p.score}:${p.id}`).toEqual(older.slice(0, 5).map((e) => e.id));
         expect(page.next_cursor !== null, `${where} more after ${p.score}:${p.id}`).toBe(older.length > 5);
         const newer = m.feed.filter((e) => visible(e) && !m.after(e, p.score, p.id) && !(e.score === p.score && e.id === p.id)).reverse();
