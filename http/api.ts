@@ -14,6 +14,7 @@ import { allows, type ApiKey, type ApiKeys, type ApiScope } from '../stores/api-
 import { takeTokens, TokenCredit } from '../stores/rate-limits.js';
 import type { Topology } from '../streams/topology.js';
 import { listenOn } from './server.js';
+import { TurnGate } from '../runtime/turn.js';
 import { RequestStatuses } from '../stores/request-status.js';
 import { Erasures } from '../stores/erasure.js';
 import { sqlString } from '../streams/apply.js';
@@ -105,6 +106,8 @@ export class ApiServer {
   private readonly now: () => number;
   /** Per-key and per-user rate tokens taken from Redis in blocks (one call per block, not per request). */
   private readonly credit = new TokenCredit();
+  /** Sends arriving together leave together: one Redis write and one NATS write for all of them. */
+  private readonly sendGate = new TurnGate();
 
   constructor(private readonly parts: ApiParts) {
     this.now = parts.now ?? Date.now;
@@ -225,7 +228,7 @@ export class ApiServer {
   }
 
   private get statuses(): RequestStatuses {
-    return new RequestStatuses(this.parts.redis, this.parts.topology.keys);
+    return (this.made.statuses ??= new RequestStatuses(this.parts.redis, this.parts.topology.keys));
   }
 
 
@@ -508,6 +511,7 @@ export class ApiServer {
     const id = request.id ?? requestIdFor(request.tenant, request.idempotency_key);
     const statusUrl = `/v1/notifications/${encodeURIComponent(id)}`;
     const remembered = this.parts.topology.keys.internal('idem', request.tenant, request.idempotency_key);
+    await this.sendGate.pass();
     const original = await this.statuses.admit(remembered, IDEMPOTENCY_WINDOW_S, request.tenant, id,
       { tier: request.tier, category: request.category, send_at: request.send_at }, Date.now());
     if (original !== null) {
@@ -542,7 +546,7 @@ export class ApiServer {
   }
 
   /** Parts made on first use (building the app touches none of the connections). */
-  private readonly made: { inbox?: InboxStore; streams?: InboxStreams; userTokens?: UserTokens; receipts?: ReceiptPublisher; directory?: Directory } = {};
+  private readonly made: { inbox?: InboxStore; streams?: InboxStreams; userTokens?: UserTokens; receipts?: ReceiptPublisher; directory?: Directory; statuses?: RequestStatuses } = {};
   private get lazy() {
     const self = this;
     const { parts, made } = this;
