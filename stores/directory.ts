@@ -10,7 +10,8 @@ import type { DirectoryView } from './inbox.js';
 /** A directory record as written by hand: defaults (active, locale, timezone) may be left out. */
 export type DirectoryRecordInput = z.input<typeof directoryRecordSchema>;
 
-const PREF = 'pref:';
+/** Prefix of the preference flags in a user hash. */
+export const PREF = 'pref:';
 
 /** What the preference filter needs to know about one user. */
 export interface UserProfile {

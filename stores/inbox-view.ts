@@ -1,4 +1,4 @@
-import type { Directory, UserProfile } from './directory.js';
+import { PREF, preferenceField, type Directory, type UserProfile } from './directory.js';
 import type { InboxEntry, InboxStore, InboxView, InboxVisibility } from './inbox.js';
 
 /**
@@ -34,16 +34,17 @@ local function inAppView(profileKey, topicsKey, critical)
   local flat = redis.call('HGETALL', profileKey)
   local p = {}
   for i = 1, #flat, 2 do p[flat[i]] = flat[i + 1] end
+  local inappPrefix, categoryPrefix = '${PREF}inapp:', '${PREF}category:'
   local rules = {}
   for field, value in pairs(p) do
-    if string.sub(field, 1, 11) == 'pref:inapp:' then rules[string.sub(field, 12)] = value == '1'
-    elseif string.sub(field, 1, 14) == 'pref:category:' then
-      local category = string.sub(field, 15)
-      if p['pref:inapp:' .. category] == nil then rules[category] = value == '1' end
+    if string.sub(field, 1, #inappPrefix) == inappPrefix then rules[string.sub(field, #inappPrefix + 1)] = value == '1'
+    elseif string.sub(field, 1, #categoryPrefix) == categoryPrefix then
+      local category = string.sub(field, #categoryPrefix + 1)
+      if p[inappPrefix .. category] == nil then rules[category] = value == '1' end
     end
   end
   for _, category in ipairs(critical) do rules[category] = true end
-  local default = p['pref:channel:inapp'] or p['pref:all']
+  local default = p['${PREF}${preferenceField('inapp')}'] or p['${PREF}${preferenceField()}']
   -- A user record always sets locale; a hash holding only preferences is no user.
   local none = p['locale'] == nil or p['hard_stop'] == '1'
   return none, default == nil or default == '1', rules, redis.call('SMEMBERS', topicsKey), p['locale'] or 'en'
