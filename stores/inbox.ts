@@ -4,6 +4,12 @@ import { execOrThrow } from './directory.js';
 import { RedisScript } from './scripts.js';
 import { IN_APP_VIEW } from './inbox-view.js';
 
+/**
+ * A feed merges the broadcasts of at most this many of the user's topics (the first in name order):
+ * memberships are the tenant's to add, without limit, and each topic is a read inside one script.
+ */
+export const MAX_FEED_TOPICS = 1_000;
+
 /** One notification in a user's in-app inbox (the short form operators and tests read). */
 export interface InboxEntry {
   id: string;
@@ -303,6 +309,7 @@ if ARGV[5] == 'directory' then
   local topics
   none, shown, rules, topics, profileLocale = inAppView(KEYS[6], KEYS[7], critical)
   table.sort(topics, before)
+  for i = #topics, ${MAX_FEED_TOPICS} + 1, -1 do topics[i] = nil end
   for _, topic in ipairs(topics) do topicKeys[#topicKeys + 1] = { ARGV[6] .. keyPart(topic), ARGV[7] .. keyPart(topic) } end
   a = 9 + #critical
 else
@@ -690,7 +697,7 @@ export class InboxStore {
       keys.push(view.profileKey, view.topicsKey);
       args.push('directory', `${this.keySpace.tenant(tenant, 'bcast')}:`, `${this.keySpace.tenant(tenant, 'bcast-cat')}:`, view.criticalCategories.length, ...view.criticalCategories);
     } else {
-      const topics = view?.topics ?? [];
+      const topics = (view?.topics ?? []).slice(0, MAX_FEED_TOPICS);
       for (const topic of topics) keys.push(this.broadcastKey(tenant, topic), this.broadcastCategories(tenant, topic));
       // Visibility applies to broadcasts alone: a user in no topic sends none of their preference rules.
       const visibility = topics.length && view ? view.visibility : { none: false, shown: true, categories: {} };

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { InboxStore, type InboxItem, type InboxView } from '../stores/inbox.js';
+import { InboxStore, MAX_FEED_TOPICS, type InboxItem, type InboxView } from '../stores/inbox.js';
 import { KeySpace } from '../stores/keys.js';
 import { inboxViewOf } from '../stores/inbox-view.js';
 import { Directory, type DirectoryRecordInput } from '../stores/directory.js';
@@ -188,6 +188,29 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
       const after = await modelFeed(redis, keys, tenant, user, view, now, retentionMs, maxItems);
       expect(await store.counts(tenant, user, view), where).toEqual(after.counts);
       for (const e of pending) expect(after.read.has(e.id), `${where} ${e.id} read`).toBe(true);
+    }
+  });
+  it(`merges the broadcasts of at most ${MAX_FEED_TOPICS} of a user's topics, the first by name, whichever way the view comes`, async () => {
+    const tenant = 'many-topics';
+    const store = new InboxStore(redis, keys, { maxItems: 5_000 });
+    const directory = new Directory(redis, keys);
+    const topics = Array.from({ length: MAX_FEED_TOPICS + 5 }, (_, i) => `t${String(i).padStart(5, '0')}`);
+    await directory.upsert([{ type: 'user', tenant, id: 'u' }, ...topics.map((topic) => ({ type: 'topic_member' as const, tenant, topic, user_id: 'u' }))]);
+    const at = Date.now() - 60_000;
+    for (const [i, topic] of topics.entries()) {
+      await store.writeBroadcast(tenant, topic, `b-${topic}`, [{ locale: 'en', content: { id: `b-${topic}`, category: 'c', title: 't', body: 'b', created_at: at } }], at + i);
+    }
+    const view = await inboxViewOf(directory, tenant, 'u');
+    for (const feedView of [view, directory.inboxView(tenant, 'u')]) {
+      const ids: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await store.feed(tenant, 'u', feedView, { limit: 100, ...(cursor ? { cursor } : {}) });
+        expect(page.counts.total).toBe(MAX_FEED_TOPICS);
+        ids.push(...page.items.map((i) => i.id));
+        cursor = page.next_cursor ?? undefined;
+      } while (cursor);
+      expect(new Set(ids)).toEqual(new Set(topics.slice(0, MAX_FEED_TOPICS).map((t) => `b-${t}`)));
     }
   });
 });
