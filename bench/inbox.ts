@@ -73,6 +73,11 @@ function readProc(pid: number, file: string): string {
 }
 /** CPU ms a process used so far, NaN once it is gone. */
 const cpuOf = (pid: number) => (readProc(pid, 'stat') ? cpuMs(pid) : NaN);
+/** The machine's idle and total CPU ticks so far (/proc/stat, all cores; idle includes iowait). */
+function machineTicks(): { idle: number; total: number } {
+  const ticks = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  return { idle: ticks[3] + ticks[4], total: ticks.reduce((a, b) => a + b, 0) };
+}
 /** The soft limit on open files of a process. */
 function fdLimit(pid: number): number {
   const m = /Max open files\s+(\d+|unlimited)/.exec(readProc(pid, 'limits'));
@@ -230,6 +235,7 @@ try {
       const statuses = new Map<string, number>();
       let next = 0;
       const cpu0 = snapshot();
+      const ticks0 = machineTicks();
       const commands0 = await redisCommands(redis);
       const t0 = performance.now();
       const result = await autocannon({
@@ -247,9 +253,12 @@ try {
       if (result.errors || result.timeouts) tally(statuses, `connection error/timeout (${result.errors + result.timeouts})`);
       const answers = [...statuses.values()].reduce((a, b) => a + b, 0);
       const cpu1 = snapshot();
+      const ticks1 = machineTicks();
       const commands = redisPerUnit(commands0, await redisCommands(redis), Math.max(1, answers));
       return {
         commands,
+        // A process waiting on another shows as idle cores: what found the feed stalled on batched scripts.
+        idlePercent: (100 * (ticks1.idle - ticks0.idle)) / Math.max(1, ticks1.total - ticks0.total),
         statuses, answers, perSecond: (n: number) => n / elapsed, p50: result.latency.p50, p99: result.latency.p99,
         cpuUs: Object.fromEntries(Object.keys(feedCpu).map((k) => [k, ((cpu1[k] - cpu0[k]) * 1000) / Math.max(1, answers)])),
       };
@@ -411,6 +420,7 @@ try {
     ['answers by status', ...feedRounds.flatMap((r) => [statusList(r.feed.statuses), statusList(r.trivial.statuses)])],
     ['non-2xx (feed)', ...feedRounds.flatMap((r) => [f(r.feed.answers - r.feedOk), ''])],
     ...feedRounds[0].cpuNames.map((name) => [`CPU µs per answer: ${name}`, ...feedRounds.flatMap((r) => [us(r.feed.cpuUs[name]), us(r.trivial.cpuUs[name])])]),
+    ['machine idle during the phase (all cores, /proc/stat)', ...feedRounds.flatMap((r) => [`${f(r.feed.idlePercent)} %`, `${f(r.trivial.idlePercent)} %`])],
     ['Redis commands per answer (scripts\' inner ones included)', ...feedRounds.flatMap((r) => [f(r.feed.commands.commands, 1), f(r.trivial.commands.commands, 1)])],
     ['Redis bytes in / out per answer', ...feedRounds.flatMap((r) => [`${f(r.feed.commands.bytesIn)} / ${f(r.feed.commands.bytesOut)}`, ''])],
   ]);
