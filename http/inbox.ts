@@ -12,8 +12,6 @@ import { itemJson, type InboxStreams } from './inbox-stream.js';
 /** What the inbox routes need. */
 export interface InboxRouteParts {
   inbox: InboxStore;
-  /** The same store on a connection that writes each command at once, for feed reads. */
-  feedInbox: InboxStore;
   streams: InboxStreams;
   userTokens: UserTokens;
   /** The user's view of the moment (topics, locale, which categories they may see). */
@@ -91,7 +89,7 @@ export function registerInboxRoutes(app: FastifyInstance, parts: InboxRouteParts
     const query = parse(feedQuerySchema, req.query, reply, 'query');
     if (!query) return reply;
     if (query.cursor && !decodeInboxCursor(query.cursor)) return problem(reply, 400, 'Bad request', 'cursor: not a cursor this API gave out', ['cursor: not a cursor this API gave out']);
-    const page = await parts.feedInbox.feed(who.tenant, who.userId, parts.directoryViewOf(who.tenant, who.userId), query);
+    const page = await parts.inbox.feed(who.tenant, who.userId, parts.directoryViewOf(who.tenant, who.userId), query);
     return reply.send({ data: page.items.map(itemJson), counts: page.counts, next_cursor: page.next_cursor });
   });
 

@@ -190,11 +190,10 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
       for (const e of pending) expect(after.read.has(e.id), `${where} ${e.id} read`).toBe(true);
     }
   });
-  it(`merges the broadcasts of at most ${MAX_FEED_TOPICS} of a user's topics, the first by name, whichever way the view comes`, async () => {
-    const tenant = 'many-topics';
+  /** Feeds `topics` (in byte order) one broadcast each; both view kinds must merge exactly the first MAX_FEED_TOPICS. */
+  async function expectFirstTopics(tenant: string, topics: string[]) {
     const store = new InboxStore(redis, keys, { maxItems: 5_000 });
     const directory = new Directory(redis, keys);
-    const topics = Array.from({ length: MAX_FEED_TOPICS + 5 }, (_, i) => `t${String(i).padStart(5, '0')}`);
     await directory.upsert([{ type: 'user', tenant, id: 'u' }, ...topics.map((topic) => ({ type: 'topic_member' as const, tenant, topic, user_id: 'u' }))]);
     const at = Date.now() - 60_000;
     for (const [i, topic] of topics.entries()) {
@@ -212,5 +211,13 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
       } while (cursor);
       expect(new Set(ids)).toEqual(new Set(topics.slice(0, MAX_FEED_TOPICS).map((t) => `b-${t}`)));
     }
+  }
+  it(`merges the broadcasts of at most ${MAX_FEED_TOPICS} of a user's topics, the first by name, whichever way the view comes`, async () => {
+    await expectFirstTopics('many-topics', Array.from({ length: MAX_FEED_TOPICS + 5 }, (_, i) => `t${String(i).padStart(5, '0')}`));
+  });
+  it('picks the first topics in byte order on both view kinds, where UTF-16 order differs', async () => {
+    // U+FF01 is EF BC 81 in UTF-8 and U+1F600 is F0 9F 98 80: bytes put U+FF01 first, UTF-16 the emoji.
+    const ascii = Array.from({ length: MAX_FEED_TOPICS - 1 }, (_, i) => `t${String(i).padStart(5, '0')}`);
+    await expectFirstTopics('byte-order-topics', [...ascii, '\uFF01', '\u{1F600}']);
   });
 });
