@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import type { InboxCounts, InboxItem, InboxStore, InboxView } from '../stores/inbox.js';
+import { itemJson, type InboxCounts, type InboxItem, type InboxStore, type InboxView } from '../stores/inbox.js';
 import type { Topology } from '../streams/topology.js';
 import type { InboxSignal } from '../pipeline/inbox-bus.js';
 
@@ -41,16 +41,6 @@ export interface InboxStreamsParts {
   countsDebounceMs?: number;
   /** Recounts running at once on this replica (each reads Redis): a burst cannot flood the heap. @default 16 */
   recountConcurrency?: number;
-}
-
-/** An item as the API shows it (times as ISO strings). */
-export function itemJson(item: InboxItem) {
-  return {
-    id: item.id, request_id: item.id, category: item.category, title: item.title, body: item.body,
-    action_url: item.action_url, data: item.data, created_at: new Date(item.created_at).toISOString(),
-    seen: item.seen, read: item.read, archived: item.archived,
-    snoozed_until: item.snoozed_until === null ? null : new Date(item.snoozed_until).toISOString(),
-  };
 }
 
 /**

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { InboxStore, MAX_FEED_TOPICS, type InboxItem, type InboxView } from '../stores/inbox.js';
+import { InboxStore, itemJson, MAX_FEED_TOPICS, type FeedQuery, type InboxItem, type InboxView } from '../stores/inbox.js';
 import { KeySpace } from '../stores/keys.js';
 import { inboxViewOf } from '../stores/inbox-view.js';
 import { Directory, type DirectoryRecordInput } from '../stores/directory.js';
@@ -96,7 +96,11 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
         ids.add(id);
         return id;
       };
-      const content = (id: string, category: string) => ({ id, category, tier: 'social', title: `T ${id}`, body: 'b', created_at: now });
+      // Some with an action URL and data (from the id, so the random draws stay as they were).
+      const content = (id: string, category: string) => ({
+        id, category, tier: 'social', title: `T ${id}`, body: 'b', created_at: now,
+        ...(id.length % 2 ? { action_url: `https://app.test/${encodeURIComponent(id)}` } : {}), ...(id.length % 3 ? {} : { data: { id, list: [] } }),
+      });
       // Scores from a few distinct times: many ties. Some fall out of the retention once the clock moves.
       const times = Array.from({ length: 6 }, (_, i) => now - (i + 1) * HOUR);
       const own = Array.from({ length: 5 + r.int(30) }, () => newId());
@@ -152,8 +156,12 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
           const got: InboxItem[] = [];
           let cursor: string | undefined;
           for (let pages = 0; pages < 100; pages++) {
-            const page = await store.feed(tenant, user, feedView, { limit, archived, status, ...(cursor ? { cursor } : {}) });
+            const query: FeedQuery = { limit, archived, status, ...(cursor ? { cursor } : {}) };
+            const page = await store.feed(tenant, user, feedView, query);
             expect(page.counts, where).toEqual(m.counts);
+            // The answer the API sends, made in Redis: the same page in itemJson's shape.
+            expect(JSON.parse(await store.feedJson(tenant, user, feedView, query)), `${where} answer`)
+              .toEqual({ data: page.items.map(itemJson), counts: page.counts, next_cursor: page.next_cursor });
             got.push(...page.items);
             if (!page.next_cursor) break;
             cursor = page.next_cursor;
@@ -212,6 +220,51 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
       expect(new Set(ids)).toEqual(new Set(topics.slice(0, MAX_FEED_TOPICS).map((t) => `b-${t}`)));
     }
   }
+  it('makes the API\'s answer in Redis exactly as JavaScript would: any text, any data, any time, content of the older form', async () => {
+    const tenant = 'answer';
+    // A clock and retention that keep every time from 1970 to 9999 in the feed.
+    const store = new InboxStore(redis, keys, { retentionMs: 300_000 * 365 * 86_400_000, maxItems: 1_000, now: () => 253_402_300_800_000 });
+    const times = [
+      0, 1, 999, 86_399_999, 951_782_400_000 /* 2000-02-29 */, 951_868_799_999, 4_107_542_400_000 /* 2100-03-01 */, 1_709_210_096_789,
+      253_402_300_799_999 /* 9999-12-31T23:59:59.999Z */, 1_700_000_000_000.5, ...Array.from({ length: 40 }, (_, i) => Math.floor((i * 7_919 + 13) ** 3.1) % 253_402_300_800_000),
+    ];
+    const tricky = ['"', '\\', '\n', '\u0000', '\u001f', '</script>', 'é', '\u{1F600}', '\u2028', ',"category":"x"', '/'];
+    for (const [i, at] of times.entries()) {
+      const id = `n${i}${tricky[i % tricky.length]}`;
+      const text = tricky.slice(0, 1 + (i % tricky.length)).join(' ');
+      await store.write(tenant, [{ locale: 'en', content: {
+        id, category: `cat ${text}`, tier: 'social', title: `Title ${text}`, body: `Body ${text}`, created_at: at,
+        ...(i % 2 ? { action_url: `https://app.test/${i}?q=${encodeURIComponent(text)}` } : {}),
+        ...(i % 3 ? { data: { text, empty: [], nested: { list: [1, 2.5, -3e-7, 12345678901234567890, null, true], o: {} }, '10': 'numeric key', ',"category":': 1 } } : {}),
+      } }], [{ userId: 'u', locale: 'en', requestId: id, createdAt: at }]);
+    }
+    // Content in the form stored before `v` (plain JSON.stringify, keys in another order), and one whose content is gone.
+    const legacyAt = 1_600_000_000_000;
+    await store.write(tenant, [], [{ userId: 'u', locale: 'en', requestId: 'legacy', createdAt: legacyAt }, { userId: 'u', locale: 'en', requestId: 'gone', createdAt: legacyAt + 1 }]);
+    await redis.hset(keys.tenant(tenant, 'notif', 'legacy'), 'en', JSON.stringify({ id: 'legacy', category: 'c', title: 'Old', body: 'form', created_at: legacyAt, tier: 'social', data: { empty: [] } }));
+    await store.markAll(tenant, 'u', undefined, 'read', times[20]);
+
+    const compare = async (query: FeedQuery) => {
+      const page = await store.feed(tenant, 'u', undefined, query);
+      const answer = await store.feedJson(tenant, 'u', undefined, query);
+      expect(JSON.parse(answer), JSON.stringify(query)).toEqual({ data: page.items.map(itemJson), counts: page.counts, next_cursor: page.next_cursor });
+      return page;
+    };
+    let cursor: string | undefined;
+    let pages = 0, items = 0;
+    do {
+      const page = await compare({ limit: 7, ...(cursor ? { cursor } : {}) });
+      items += page.items.length;
+      cursor = page.next_cursor ?? undefined;
+      pages++;
+    } while (cursor);
+    // Every item but the gone one, over pages that mixed both forms.
+    expect(items).toBe(times.length + 1);
+    expect(pages).toBe(Math.ceil((times.length + 2) / 7));
+    expect((await store.feed(tenant, 'u', undefined, { limit: 100 })).items.find((i) => i.id === 'legacy')?.data).toEqual({ empty: [] });
+    await compare({ limit: 100, status: 'unread' });
+    await compare({ limit: 100, archived: true });
+  });
   it(`merges the broadcasts of at most ${MAX_FEED_TOPICS} of a user's topics, the first by name, whichever way the view comes`, async () => {
     await expectFirstTopics('many-topics', Array.from({ length: MAX_FEED_TOPICS + 5 }, (_, i) => `t${String(i).padStart(5, '0')}`));
   });
