@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 
+/** Keys and arguments one script call may take (well under what spreading onto the stack allows). */
+export const MAX_ARGUMENTS = 50_000;
+
 /**
  * A Lua script run by EVALSHA: its text crosses the wire only when the server does not have it yet
  * (first use, or after a restart flushed the script cache), instead of with every call — on hot
@@ -8,8 +11,6 @@ import type { ChainableCommander, Redis } from 'ioredis';
  * of the bytes written to Redis. (ioredis's defineCommand is not used: with auto-pipelining on it
  * can hand a reply to the wrong caller.)
  */
-/** Keys and arguments one script call may take (well under what spreading onto the stack allows). */
-export const MAX_ARGUMENTS = 50_000;
 
 export class RedisScript {
   private readonly sha: string;
