@@ -11,7 +11,6 @@ export const MAX_ARGUMENTS = 50_000;
  * of the bytes written to Redis. (ioredis's defineCommand is not used: with auto-pipelining on it
  * can hand a reply to the wrong caller.)
  */
-
 export class RedisScript {
   private readonly sha: string;
 

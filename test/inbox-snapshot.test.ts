@@ -244,23 +244,31 @@ describe('the feed snapshot agrees with a plain recount of what Redis holds', ()
     await redis.hset(keys.tenant(tenant, 'notif', 'legacy'), 'en', JSON.stringify({ id: 'legacy', category: 'c', title: 'Old', body: 'form', created_at: legacyAt, tier: 'social', data: { empty: [] } }));
     await store.markAll(tenant, 'u', undefined, 'read', times[20]);
 
+    // Which form the script answered in: the body itself ('A…'), or the refs JavaScript builds it from.
+    const scriptForm = async (query: FeedQuery) =>
+      ((await (store as unknown as { runPage(...a: unknown[]): Promise<string> }).runPage(tenant, 'u', undefined, query, true)).startsWith('A') ? 'script' : 'rebuilt');
     const compare = async (query: FeedQuery) => {
       const page = await store.feed(tenant, 'u', undefined, query);
       const answer = await store.feedJson(tenant, 'u', undefined, query);
       expect(JSON.parse(answer), JSON.stringify(query)).toEqual({ data: page.items.map(itemJson), counts: page.counts, next_cursor: page.next_cursor });
-      return page;
+      return { page, form: await scriptForm(query) };
     };
     let cursor: string | undefined;
     let pages = 0, items = 0;
+    const forms: string[] = [];
     do {
-      const page = await compare({ limit: 7, ...(cursor ? { cursor } : {}) });
+      const { page, form } = await compare({ limit: 7, ...(cursor ? { cursor } : {}) });
       items += page.items.length;
+      // Only the page holding the older form's content is rebuilt in JavaScript.
+      forms.push(page.items.some((i) => i.id === 'legacy') ? `${form} (legacy)` : form);
       cursor = page.next_cursor ?? undefined;
       pages++;
     } while (cursor);
     // Every item but the gone one, over pages that mixed both forms.
     expect(items).toBe(times.length + 1);
     expect(pages).toBe(Math.ceil((times.length + 2) / 7));
+    expect(forms.filter((f) => f.endsWith('(legacy)'))).toEqual(['rebuilt (legacy)']);
+    expect(forms.filter((f) => !f.endsWith('(legacy)')).every((f) => f === 'script')).toBe(true);
     expect((await store.feed(tenant, 'u', undefined, { limit: 100 })).items.find((i) => i.id === 'legacy')?.data).toEqual({ empty: [] });
     await compare({ limit: 100, status: 'unread' });
     await compare({ limit: 100, archived: true });
