@@ -3,7 +3,7 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { itemJson, type InboxCounts, type InboxItem, type InboxStore, type InboxView } from '../stores/inbox.js';
 import type { Topology } from '../streams/topology.js';
-import type { InboxSignal } from '../pipeline/inbox-bus.js';
+import type { InboxBatchSignal, InboxSignal } from '../pipeline/inbox-bus.js';
 
 /** One open stream: a user on one device. */
 interface Connection {
@@ -47,14 +47,16 @@ export interface InboxStreamsParts {
  * Server-Sent Events for open inboxes: a `notification` event per new item (its id is the item's
  * cursor, so `Last-Event-ID` resumes after it), a `counts` event whenever counts change, and a
  * heartbeat comment. Deliveries reach this replica over NATS (one subscription per user or topic,
- * shared by all of its streams here), never through another process's memory, so any replica can
- * serve any user. One heartbeat timer serves every stream.
+ * shared by all of its streams here, and one for deliveries to many users at once), never through
+ * another process's memory, so any replica can serve any user. One heartbeat timer serves every stream.
  */
 export class InboxStreams {
   private readonly users = new Map<string, Shared>();
   private readonly topics = new Map<string, Shared>();
   private readonly open = new Set<Connection>();
   private readonly heartbeat: NodeJS.Timeout;
+  /** Deliveries to many users at once, for every tenant (see NatsInboxEvents.delivered). */
+  private readonly batches: Subscription;
   private closed = false;
   /** Connections waiting for a recount, and how many recounts run now. */
   private readonly recountQueue = new Set<Connection>();
@@ -65,6 +67,17 @@ export class InboxStreams {
       for (const c of this.open) c.res.write(': heartbeat\n\n');
     }, parts.heartbeatMs ?? 15_000);
     this.heartbeat.unref();
+    this.batches = parts.nc.subscribe(parts.topology.inboxBatches, {
+      callback: (err, m) => {
+        // A replica holding no streams has no one to tell.
+        if (err || this.users.size === 0) return;
+        try {
+          this.onBatch(m.json<InboxBatchSignal>());
+        } catch (e) {
+          this.parts.log.warn({ err: e }, 'inbox stream: a batch signal could not be read');
+        }
+      },
+    });
   }
 
   /** Streams open on this replica. */
@@ -167,7 +180,21 @@ export class InboxStreams {
 
   private onUserSignal(c: Connection, signal: InboxSignal): void {
     const shared = this.users.get(`${c.tenant}\u0000${c.userId}`);
-    for (const conn of shared?.connections ?? []) {
+    if (shared) this.tell(shared, signal);
+  }
+
+  /** The users of a batch with streams here hear it as their own signal. */
+  private onBatch(batch: InboxBatchSignal): void {
+    const trimmed = new Set(batch.trimmed ?? []);
+    for (const user of batch.users) {
+      const shared = this.users.get(`${batch.tenant}\u0000${user}`);
+      if (shared) this.tell(shared, { kind: 'new', id: batch.id, at: batch.at, ...(trimmed.has(user) ? { trimmed: true } : {}) });
+    }
+  }
+
+  /** A user's signal, to each of their streams here. */
+  private tell(shared: Shared, signal: InboxSignal): void {
+    for (const conn of shared.connections) {
       if (signal.kind === 'new') {
         void this.sendNew(conn, signal.id, signal.at);
         if (signal.trimmed) this.scheduleCounts(conn);
@@ -282,6 +309,7 @@ export class InboxStreams {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.heartbeat);
+    this.batches.unsubscribe();
     for (const c of [...this.open]) {
       this.drop(c);
       c.res.end();

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectNats, type Nats } from '../runtime/connections.js';
 import { ApiKeys } from '../stores/api-keys.js';
 import { InboxStore } from '../stores/inbox.js';
+import { INBOX_BATCH_FROM, NatsInboxEvents, type InboxBatchSignal } from '../pipeline/inbox-bus.js';
 import { queryFunnel } from '../cli/funnel.js';
 import { HeraldProcess, envFor, runHerald } from './child.js';
 import { eventually, Harness } from './harness.js';
@@ -48,6 +49,9 @@ async function openStream(url: string, headers: Record<string, string> = {}) {
   };
 }
 
+/** Users one delivery reaches together: enough for its live update to travel as one batch message. */
+const CROWD = Array.from({ length: INBOX_BATCH_FROM + 4 }, (_, i) => `crowd${i}`);
+
 describe('the in-app inbox for apps: feed, state, counts, live updates, engagement', () => {
   let h: Harness;
   let secondNats: Nats;
@@ -89,7 +93,7 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
   beforeAll(async () => {
     h = await Harness.create('inbox', { HERALD_INAPP_BROADCAST_THRESHOLD: '3' });
     await h.load([
-      ...['ada', 'bob', 'cy', 'dee', 'race', 'pager', 'live', 'fan1', 'fan2', 'fan3', 'quiet'].map((id) => ({ type: 'user' as const, tenant: 'acme', id, email: `${id}@acme.test` })),
+      ...['ada', 'bob', 'cy', 'dee', 'race', 'pager', 'live', 'fan1', 'fan2', 'fan3', 'quiet', ...CROWD].map((id) => ({ type: 'user' as const, tenant: 'acme', id, email: `${id}@acme.test` })),
       { type: 'user', tenant: 'globex', id: 'ada' },
       ...['fan1', 'fan2', 'fan3', 'quiet'].map((user_id) => ({ type: 'topic_member' as const, tenant: 'acme', topic: 'fans', user_id })),
       { type: 'preference', tenant: 'acme', user_id: 'quiet', channel: 'inapp', category: 'promo', enabled: false },
@@ -312,6 +316,32 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
     const other = await openStream(`${bases[0]}/v1/users/ada/notifications/stream?token=${token}`);
     expect(other.status).toBe(403);
     await other.close();
+  });
+
+  it('tells the users of one delivery to many in one NATS message, which streams on every replica hear', async () => {
+    const watched = [CROWD[0], CROWD[5], CROWD[CROWD.length - 1]];
+    const streams = await Promise.all(watched.map(async (u, i) => openStream(`${bases[i % 2]}/v1/users/${u}/notifications/stream?token=${await userToken(u)}`)));
+    for (const s of streams) await eventually(() => s.lastCounts(), 'the first counts');
+    // What travels: the batch messages, and (there must be none) a watched user's own subject.
+    const batches: InboxBatchSignal[] = [];
+    const perUser: string[] = [];
+    const batchSub = h.nats.nc.subscribe(h.topology.inboxBatches, { callback: (_e, m) => { batches.push(m.json<InboxBatchSignal>()); } });
+    const userSub = h.nats.nc.subscribe(h.topology.inboxUser('acme', CROWD[0]), { callback: (_e, m) => { perUser.push(m.string()); } });
+    await h.nats.nc.flush();
+    const store = new InboxStore(h.redis, h.topology.keys, { events: new NatsInboxEvents(h.nats.nc, h.topology) });
+    const at = Date.now();
+    await store.write('acme', [{ locale: 'en', content: { id: 'crowd-1', category: 'social', tier: 'social', title: 'To the crowd', body: 'b', created_at: at } }],
+      CROWD.map((userId) => ({ userId, locale: 'en', requestId: 'crowd-1', createdAt: at })));
+    for (const s of streams) {
+      const event = await eventually(() => s.notifications().find((e) => e.data.id === 'crowd-1'), 'the event', 5_000, 20);
+      expect(event.data).toMatchObject({ title: 'To the crowd', read: false });
+      await eventually(() => s.lastCounts()?.unread === 1, 'counts after the delivery', 5_000, 20);
+    }
+    expect(batches).toEqual([{ tenant: 'acme', id: 'crowd-1', at, users: CROWD }]);
+    expect(perUser).toEqual([]);
+    batchSub.unsubscribe();
+    userSub.unsubscribe();
+    for (const s of streams) await s.close();
   });
 
   it('reads each item in the locale it was rendered in, a broadcast in the user\'s (then its language, the fallback, any), whatever its id', async () => {
