@@ -7,7 +7,7 @@ export type InboxSignal =
   | { kind: 'new'; id: string; at: number; category?: string; trimmed?: boolean }
   | { kind: 'state' };
 
-/** One delivery to many users of a tenant, said once on `Topology.inboxBatch` (see NatsInboxEvents.delivered). */
+/** One delivery to many users of a tenant, said once on `Topology.inboxBatches` (see NatsInboxEvents.delivered). */
 export interface InboxBatchSignal {
   tenant: string;
   id: string;
@@ -18,8 +18,8 @@ export interface InboxBatchSignal {
 }
 
 /**
- * From this many users, a delivery's live update is one message per `BATCH_USERS` on the tenant's
- * batch subject, which every replica reads, instead of one per user: a 100,000-member fan-out was
+ * From this many users, a delivery's live update is one message per `BATCH_USERS` on the batch
+ * subject, which every replica reads, instead of one per user: a 100,000-member fan-out was
  * 100,000 NATS messages (5.6 % of the pipeline's CPU in `npm run bench`'s fan-out, and the server's).
  */
 export const INBOX_BATCH_FROM = 8;
@@ -29,7 +29,7 @@ const BATCH_USERS = 500;
 /**
  * Live inbox updates over core NATS (fire and forget: the feed in Redis is the truth, a stream that
  * missed a signal catches up with Last-Event-ID). Every API replica subscribes to the subjects of
- * the users it holds streams for, and to every tenant's batch subject, so a delivery made by any
+ * the users it holds streams for, and to the batch subject, so a delivery made by any
  * process reaches any replica.
  */
 export class NatsInboxEvents implements InboxEvents {
@@ -49,7 +49,7 @@ export class NatsInboxEvents implements InboxEvents {
         const users = userIds.slice(i, i + BATCH_USERS);
         const madeRoom = trimmed?.size ? users.filter((u) => trimmed.has(u)) : [];
         const signal: InboxBatchSignal = { tenant, id: requestId, at, users, ...(madeRoom.length ? { trimmed: madeRoom } : {}) };
-        this.send(this.topology.inboxBatch(tenant), JSON.stringify(signal));
+        this.send(this.topology.inboxBatches, JSON.stringify(signal));
       }
       return;
     }

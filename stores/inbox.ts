@@ -826,8 +826,8 @@ export class InboxStore {
    * them; its counts; and the entries `selection` picks. Past the retention is gone even before a
    * new delivery trims it (an idle inbox's badge must not count it).
    */
-  private async snapshot(tenant: string, userId: string, view: InboxView | DirectoryView | undefined, selection: Selection, content?: ContentWanted, redis = this.redis): Promise<Snapshot> {
-    return parseSnapshot(await this.runSnapshot(tenant, userId, view, selection, content, redis), content !== undefined);
+  private async snapshot(tenant: string, userId: string, view: InboxView | DirectoryView | undefined, selection: Selection, content?: ContentWanted): Promise<Snapshot> {
+    return parseSnapshot(await this.runSnapshot(tenant, userId, view, selection, content, this.redis), content !== undefined);
   }
 
   /** SNAPSHOT's answer, as it comes. */

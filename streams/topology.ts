@@ -159,10 +159,11 @@ export class Topology {
    */
   inboxUser(tenant: string, userId: string): string { return this.subj(`inbox.${tenant}.u.${subjectToken(userId)}`); }
   inboxTopic(tenant: string, topic: string): string { return this.subj(`inbox.${tenant}.t.${subjectToken(topic)}`); }
-  /** Core NATS subject where one delivery to many of a tenant's users is said once (every API replica listens). */
-  inboxBatch(tenant: string): string { return this.subj(`inbox.${tenant}.b`); }
-  /** Every tenant's `inboxBatch` subject. */
-  get inboxBatches(): string { return this.subj('inbox.*.b'); }
+  /**
+   * Core NATS subject where one delivery to many users is said once, for every tenant: every API
+   * replica reads all of it, so the tenant travels in the message alone.
+   */
+  get inboxBatches(): string { return this.subj('inbox.batch'); }
 
   /** The replayable log of every tier's requests (a discard-old copy of the intake streams). */
   get requestsStream(): string { return this.name('REQUESTS'); }
