@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../runtime/config.js';
@@ -12,12 +13,15 @@ import { freePort } from '../servers/local-servers.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 
+/** The node flags bin/herald.js runs with (its heap cap), from its shebang: a child started with BENCH_NODE_FLAGS keeps them. */
+export const SHEBANG_FLAGS = fs.readFileSync(path.join(root, 'bin/herald.js'), 'utf8').split('\n')[0].split(' ').filter((a) => a.startsWith('--'));
+
 /** `herald run` as its own process (as an operator runs it), once /readyz answers. */
 export async function startHerald(env: Record<string, string>, args: string[] = ['run', '--workers', '1']): Promise<ChildProcess> {
   const httpPort = await freePort();
   const flags = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean);
   const herald = flags
-    ? spawn(process.execPath, [...flags, 'bin/herald.js', ...args], { cwd: root, env: { ...process.env, ...env, HERALD_HTTP_PORT: String(httpPort) }, stdio: ['ignore', 'ignore', 'inherit'] })
+    ? spawn(process.execPath, [...SHEBANG_FLAGS, ...flags, 'bin/herald.js', ...args], { cwd: root, env: { ...process.env, ...env, HERALD_HTTP_PORT: String(httpPort) }, stdio: ['ignore', 'ignore', 'inherit'] })
     : spawn('bin/herald.js', args, { cwd: root, env: { ...process.env, ...env, HERALD_HTTP_PORT: String(httpPort) }, stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; ; i++) {
     if (await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false)) return herald;

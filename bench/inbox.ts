@@ -32,7 +32,7 @@ import type { DirectoryRecordInput } from '../stores/directory.js';
 import { InboxStore } from '../stores/inbox.js';
 import { UserTokens } from '../stores/user-tokens.js';
 import { freePort } from '../servers/local-servers.js';
-import { connectBench, quiesce, startHerald } from './herald-child.js';
+import { connectBench, quiesce, SHEBANG_FLAGS, startHerald } from './herald-child.js';
 import type { ClientCommand, ClientReply } from './inbox-sse-client.js';
 import { benchServers, cpuMs, fmt, percentile, printTable, redisCommands, redisPerUnit, treeCpuMs } from './servers.js';
 
@@ -130,8 +130,6 @@ async function startApi(env: Record<string, string>, port: number, workers = 1):
   }
 }
 
-/** The node flags bin/herald.js runs with (its heap cap), from its shebang. */
-const SHEBANG_FLAGS = fs.readFileSync(path.join(root, 'bin/herald.js'), 'utf8').split('\n')[0].split(' ').filter((a) => a.startsWith('--'));
 
 /** Sends a command to an SSE client and waits for its answer of `type`. */
 function ask<T extends ClientReply['type']>(child: ChildProcess, cmd: ClientCommand, type: T): Promise<Extract<ClientReply, { type: T }>> {
