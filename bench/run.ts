@@ -64,7 +64,7 @@ try {
       const cpu = Object.entries(now).map(([k, v]) => `${k} ${((v - cpuStart[k as keyof typeof cpuStart]) / wall * 100).toFixed(0)}%`).join(', ');
       heraldCpuPerDelivery = ((now.herald - cpuStart.herald) * 1e6) / deliveries;
       log(`  ${name} (${workers} worker${workers > 1 ? 's' : ''}): largest herald process RSS ${phasePeak.toFixed(0)} MB; herald CPU ${fmt(heraldCpuPerDelivery)} µs/delivery; CPU of one core: ${cpu}`);
-      log(`    Redis per delivery: ${fmt(redis.commands, 1)} commands (${redis.top}), ${fmt(redis.bytesIn)} bytes in`);
+      log(`    Redis per delivery: ${fmt(redis.commands, 1)} commands (${redis.top}), ${fmt(redis.bytesIn)} bytes in; its time: ${redis.topByTime}`);
       phasePeak = 0;
       cpuStart = now;
       wallStart = performance.now();
