@@ -577,7 +577,10 @@ if mode == 'page' and ARGV[a + 6] == '1' then
     -- First line: where the next page starts (score and id of the page's last entry), when there is one.
     local last = picked[#picked]
     local head = (more == 1 and last) and (scoreOf[last] .. ' ' .. jsonId(ids[last])) or ''
-    return 'A' .. head .. '\\n' .. table.concat(body)
+    -- The head goes in the first piece: every string a script makes is hashed whole (Redis's Lua
+    -- hashes each byte), so joining the body to it afterwards hashed and copied the page twice.
+    body[1] = 'A' .. head .. '\\n{"data":['
+    return table.concat(body)
   end
 end
 -- One JSON text (a flat array) rather than a reply of many elements, which the API's client takes
