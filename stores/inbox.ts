@@ -443,14 +443,18 @@ local function place(s, sText, id)
   return math.min(newer, n), math.min(upto, n)
 end
 
+-- Snoozed until later, as a set: the loops over the feed look each entry up once, without a call.
+local hiddenNow = {}
+for id, until_ in pairs(snoozed) do
+  if until_ > now then hiddenNow[id] = true end
+end
 local function hidden(id)
-  local until_ = snoozed[id]
-  return until_ ~= nil and until_ > now
+  return hiddenNow[id] == true
 end
 local unseen, unread, total = 0, 0, 0
 for k = 1, n do
   local id = ids[k]
-  if not archived[id] and not hidden(id) then
+  if not archived[id] and not hiddenNow[id] then
     total = total + 1
     if not seen[id] then unseen = unseen + 1 end
     if not read[id] then unread = unread + 1 end
@@ -472,7 +476,7 @@ if mode == 'page' then
   local wantArchived, status, limit = ARGV[a + 3] == '1', ARGV[a + 4], tonumber(ARGV[a + 5])
   for k = first, n do
     local id = ids[k]
-    local ok = ((archived[id] or false) == wantArchived) and not hidden(id)
+    local ok = ((archived[id] or false) == wantArchived) and not hiddenNow[id]
     if ok and status == 'unread' then ok = not read[id] end
     if ok and status == 'unseen' then ok = not seen[id] end
     if ok then
