@@ -259,7 +259,8 @@ return out`);
 /** Lua: `keyPart(id)`, as stores/keys.ts keyPart: % and : escaped. */
 const KEY_PART = `
 local function keyPart(id)
-  if string.find(id, '[%%:]') then return (string.gsub(string.gsub(id, '%%', '%%25'), ':', '%%3A')) end
+  -- Two plain searches cost less than one pattern with a class.
+  if string.find(id, '%', 1, true) or string.find(id, ':', 1, true) then return (string.gsub(string.gsub(id, '%%', '%%25'), ':', '%%3A')) end
   return id
 end
 `;
