@@ -230,7 +230,7 @@ program
     };
     if (isWorker()) answerPrimary({ deps: () => parts && { nats: parts.nats.nc, redis: parts.redis, clickhouse: parts.clickhouse }, demo: () => undefined, stop });
     const nats = await connectNats(cfg, 'herald-api');
-    const redis = connectRedis(cfg);
+    const redis = connectRedis(cfg, log);
     const clickhouse = connectClickHouse(cfg);
     const api = await serveApi(cfg, log, nats, redis, clickhouse).catch((err) => fail(`HTTP API: ${(err as Error).message}`));
     parts = { nats, redis, clickhouse, api };

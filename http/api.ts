@@ -8,6 +8,7 @@ import { describeIssues, deviceRecordSchema, directoryRecordSchema, userRecordSc
 import type { Cancellations } from '../stores/cancellations.js';
 import { Directory } from '../stores/directory.js';
 import { requestIdFor } from '../runtime/ids.js';
+import { logRedisErrors } from '../runtime/connections.js';
 import { publishRequest } from '../runtime/producer.js';
 import type { TemplateStore } from '../runtime/templates.js';
 import { allows, type ApiKey, type ApiKeys, type ApiScope } from '../stores/api-keys.js';
@@ -555,7 +556,7 @@ export class ApiServer {
         // Feed pages get a connection that writes each command at once (see InboxOptions.feedRedis).
         // Streams' recounts stay batched: they come 10,000 at once after a broadcast, and moving them
         // too made the API's busy time after one 1,062 / 1,174 ms against 821 / 758 ms (one run each).
-        made.inboxRedis ??= parts.redis.duplicate({ enableAutoPipelining: false });
+        made.inboxRedis ??= logRedisErrors(parts.redis.duplicate({ enableAutoPipelining: false }), parts.log);
         return (made.inbox ??= new InboxStore(parts.redis, parts.topology.keys, {
           ...parts.inbox, now: self.now, feedRedis: made.inboxRedis, ...(parts.nc ? { events: new NatsInboxEvents(parts.nc, parts.topology) } : {}),
         }));

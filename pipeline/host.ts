@@ -105,7 +105,7 @@ export class Pipeline {
     const graph = opts.graph ?? pipelineGraph(config.wiring);
     const topology = topologyOf(config, graph);
     const nats = await connectNats(config, 'herald-pipeline');
-    const redis = connectRedis(config);
+    const redis = connectRedis(config, log);
     const clickhouse = connectClickHouse(config);
     const receipts = new ReceiptPublisher(nats.js, topology, { log });
     const pipeline = new Pipeline(config, topology, nats, redis, clickhouse, log, receipts, {});

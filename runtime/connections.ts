@@ -3,6 +3,7 @@ import { connect, credsAuthenticator, nkeyAuthenticator, type NatsConnection } f
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Redis } from 'ioredis';
 import { createClient, ClickHouseLogLevel, type ClickHouseClient } from '@clickhouse/client';
+import type { Logger } from 'pino';
 import type { Config } from './config.js';
 
 export interface Nats {
@@ -33,8 +34,45 @@ export async function connectNats(config: Config, name = 'herald'): Promise<Nats
   return { nc, js: jetstream(nc, { timeout: 10_000 }), jsm };
 }
 
-export function connectRedis(config: Config): Redis {
-  return new Redis(config.redisUrl, { maxRetriesPerRequest: null, enableAutoPipelining: true, lazyConnect: false });
+/** A long-lived Redis connection; with `log`, its errors are logged there (see logRedisErrors). */
+export function connectRedis(config: Config, log?: Logger): Redis {
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, enableAutoPipelining: true, lazyConnect: false });
+  return log ? logRedisErrors(redis, log) : redis;
+}
+
+/** How often an outage's connection errors are logged, at most. */
+const REDIS_ERROR_EVERY_MS = 10_000;
+
+/**
+ * Logs a connection's errors through `log`: the first of an outage at once, then at most one line
+ * per 10 s saying how many came meanwhile, and a line when it is connected again. Without a
+ * listener ioredis prints every failed retry (several a second) to stderr, outside the logs.
+ * A duplicate() does not inherit listeners: give it its own.
+ */
+export function logRedisErrors(redis: Redis, log: Logger): Redis {
+  let lastLogged = 0;
+  let unlogged = 0;
+  let failing = false;
+  redis.on('error', (err: Error) => {
+    failing = true;
+    const now = Date.now();
+    if (now - lastLogged < REDIS_ERROR_EVERY_MS) {
+      unlogged++;
+      return;
+    }
+    log.warn({ err: err.message, ...(unlogged ? { errors_since_last_line: unlogged } : {}) }, 'redis: connection failing; retrying');
+    lastLogged = now;
+    unlogged = 0;
+  });
+  // At the outage's level, so whoever sees it start sees it end.
+  redis.on('ready', () => {
+    if (!failing) return;
+    failing = false;
+    lastLogged = 0;
+    unlogged = 0;
+    log.warn('redis: connected again');
+  });
+  return redis;
 }
 
 export function connectClickHouse(config: Config): ClickHouseClient {

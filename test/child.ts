@@ -32,6 +32,8 @@ export class HeraldProcess {
   exitCode?: number | null;
   /** Its health port (/readyz, /metrics) once started. */
   port = 0;
+  /** What it wrote since start(): its log lines (stdout) and anything else (stderr, also passed on). */
+  output = '';
   /** @param args One process by default, whatever the machine's cores: a kill -9 is the crash of the whole pipeline. */
   constructor(private readonly env: Record<string, string>, private readonly args: string[] = ['run', '--workers', '1']) {}
 
@@ -39,9 +41,14 @@ export class HeraldProcess {
     const port = (this.port = await freePort());
     this.exitCode = undefined;
     const child = spawn(path.join(root, 'bin', 'herald.js'), this.args, {
-      cwd: root, env: { ...process.env, ...this.env, HERALD_HTTP_PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'],
+      cwd: root, env: { ...process.env, ...this.env, HERALD_HTTP_PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
+    this.output = '';
+    // The last 1 MB is plenty for a test to read, and bounds a long run's memory.
+    const keep = (chunk: Buffer) => { this.output = (this.output + chunk.toString('utf8')).slice(-1_000_000); };
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', (chunk: Buffer) => { keep(chunk); process.stderr.write(chunk); });
     child.once('exit', (code) => { this.exitCode = code; });
     const deadline = Date.now() + 30_000;
     for (;;) {

@@ -145,6 +145,12 @@ describe('infrastructure outages', () => {
     await servers.up('redis');
     await publishing;
     await eventually(() => recipientsSince(before) === 200, 'all 200 recipients after Redis returned', 90_000, 250);
+    // The outage is told in the logs, a line per 10 s at most, and its end too; ioredis's own
+    // message for an error nobody listens to (one per retry, on stderr) never appears.
+    expect(herald.output).toContain('redis: connection failing; retrying');
+    expect(herald.output).toContain('redis: connected again');
+    expect(herald.output).not.toContain('Unhandled error event');
+    expect(herald.output.split('redis: connection failing').length - 1).toBeLessThanOrEqual(6);
   });
 
   it('finishes in-flight work on SIGTERM and exits 0', async () => {
