@@ -13,7 +13,7 @@ import { freePort } from '../servers/local-servers.js';
 import { Directory } from '../stores/directory.js';
 import { InboxStore } from '../stores/inbox.js';
 import { KeySpace } from '../stores/keys.js';
-import { fmt } from './servers.js';
+import { fmt, loadFeeds } from './servers.js';
 
 const USERS = 100;
 const ITEMS = 100;
@@ -39,18 +39,10 @@ try {
   }
   const keys = new KeySpace('feed-script');
   const directory = new Directory(redis, keys);
-  const users = Array.from({ length: USERS }, (_, i) => `f${i}`);
-  await directory.upsert(users.map((id) => ({ type: 'user' as const, tenant: 'feed', id })), 5_000);
   // The API's own setup: pages on a connection without auto-pipelining.
   const inbox = new InboxStore(redis, keys, { feedRedis });
-  const start = Date.now() - ITEMS * 60_000;
   log(`loading ${USERS} users × ${ITEMS} in-app items into a redis-server under callgrind …`);
-  for (let j = 0; j < ITEMS; j++) {
-    const id = `feed-item-${j}`;
-    const createdAt = start + j * 60_000;
-    await inbox.write('feed', [{ locale: 'en', content: { id, category: 'social', tier: 'social', title: `Item ${j}`, body: `Something happened (${j}) and you may want to look at it.`, created_at: createdAt } }],
-      users.map((userId) => ({ userId, locale: 'en', requestId: id, createdAt })));
-  }
+  const users = await loadFeeds(directory, inbox, USERS, ITEMS);
   const page = (i: number) => inbox.feedJson('feed', users[i % USERS], directory.inboxView('feed', users[i % USERS]), { limit: 20 });
   // Script loaded, caches warm; then only the pages are counted.
   for (let i = 0; i < 50; i++) await page(i);

@@ -34,7 +34,7 @@ import { UserTokens } from '../stores/user-tokens.js';
 import { freePort } from '../servers/local-servers.js';
 import { connectBench, quiesce, SHEBANG_FLAGS, startHerald } from './herald-child.js';
 import type { ClientCommand, ClientReply } from './inbox-sse-client.js';
-import { benchServers, cpuMs, fmt, percentile, printTable, redisCommands, redisPerUnit, treeCpuMs } from './servers.js';
+import { benchServers, cpuMs, fmt, loadFeeds, percentile, printTable, redisCommands, redisPerUnit, treeCpuMs } from './servers.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = Number(process.env.BENCH_INBOX_SECONDS ?? 10);
@@ -197,17 +197,8 @@ try {
 
   // ── Phase 1: feed reads ────────────────────────────────────────────────────────────────────
   log(`loading ${fmt(FEED_USERS)} users × ${fmt(ITEMS)} in-app items …`);
-  const feedUsers = Array.from({ length: FEED_USERS }, (_, i) => `f${i}`);
-  await directory.upsert(feedUsers.map((id): DirectoryRecordInput => ({ type: 'user', tenant: 'feed', id })), 5_000);
-  const inbox = new InboxStore(redis, topology.keys);
   const loadT0 = performance.now();
-  const start = Date.now() - ITEMS * 60_000;
-  for (let j = 0; j < ITEMS; j++) {
-    const id = `feed-item-${j}`;
-    const createdAt = start + j * 60_000;
-    await inbox.write('feed', [{ locale: 'en', content: { id, category: 'social', tier: 'social', title: `Item ${j}`, body: `Something happened (${j}) and you may want to look at it.`, created_at: createdAt } }],
-      feedUsers.map((userId) => ({ userId, locale: 'en', requestId: id, createdAt })));
-  }
+  const feedUsers = await loadFeeds(directory, new InboxStore(redis, topology.keys), FEED_USERS, ITEMS);
   const loadSeconds = (performance.now() - loadT0) / 1000;
   const feedTokens = await Promise.all(feedUsers.map(async (u) => (await userTokens.mint('feed', u, 3_600)).token));
 

@@ -1,4 +1,6 @@
 import type { Redis } from 'ioredis';
+import type { Directory } from '../stores/directory.js';
+import type { InboxStore } from '../stores/inbox.js';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -145,4 +147,22 @@ export function redisPerUnit(before: Map<string, number>, after: Map<string, num
 export async function natsMessages(monitor: string): Promise<{ in: number; out: number }> {
   const varz = await (await fetch(`${monitor}/varz`)).json() as { in_msgs: number; out_msgs: number };
   return { in: varz.in_msgs, out: varz.out_msgs };
+}
+
+/**
+ * The feed benchmarks' inboxes: `users` (`f0`, `f1`, …) of tenant `feed` in the directory, each
+ * with `items` own in-app items a minute apart, written the way the inbox sink writes them
+ * (InboxStore.write, every user's reference to one item in a call). Returns the user ids.
+ */
+export async function loadFeeds(directory: Directory, inbox: InboxStore, users: number, items: number): Promise<string[]> {
+  const ids = Array.from({ length: users }, (_, i) => `f${i}`);
+  await directory.upsert(ids.map((id) => ({ type: 'user' as const, tenant: 'feed', id })), 5_000);
+  const start = Date.now() - items * 60_000;
+  for (let j = 0; j < items; j++) {
+    const id = `feed-item-${j}`;
+    const createdAt = start + j * 60_000;
+    await inbox.write('feed', [{ locale: 'en', content: { id, category: 'social', tier: 'social', title: `Item ${j}`, body: `Something happened (${j}) and you may want to look at it.`, created_at: createdAt } }],
+      ids.map((userId) => ({ userId, locale: 'en', requestId: id, createdAt })));
+  }
+  return ids;
 }
