@@ -40,7 +40,7 @@ try {
     const nats = await connectNats(config, 'bench');
     const ch = connectClickHouse(config);
     await applyAll(nats, topology, ch, config.clickhouseDatabase);
-    const redis = connectRedis(config);
+    const redis = connectRedis(config, createLogger('error'));
     const members = [];
     for (let i = 0; i < users; i++) {
       members.push({ type: 'user' as const, tenant: 'b', id: `u${i}`, email: `u${i}@bench.test` });

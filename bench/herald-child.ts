@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../runtime/config.js';
+import { createLogger } from '../runtime/logger.js';
 import { connectClickHouse, connectNats, connectRedis, type Nats } from '../runtime/connections.js';
 import { Directory } from '../stores/directory.js';
 import { applyAll } from '../streams/apply.js';
@@ -97,7 +98,7 @@ export async function connectBench(env: Record<string, string>) {
   const nats = await connectNats(config, 'bench');
   const ch = connectClickHouse(config);
   await applyAll(nats, topology, ch, config.clickhouseDatabase);
-  const redis = connectRedis(config);
+  const redis = connectRedis(config, createLogger(config.logLevel));
   return {
     config, topology, nats, ch, redis,
     directory: new Directory(redis, topology.keys),

@@ -507,8 +507,9 @@ program
       if (!/^\d+$/.test(v) || Number(v) < 1) fail(`${name} must be a positive integer, not "${v}"`);
       return Number(v);
     };
+    const log = createLogger(cfg.logLevel);
     const nats = await connectNats(cfg, 'herald-replay');
-    const redis = connectRedis(cfg);
+    const redis = connectRedis(cfg, log);
     const ch = connectClickHouse(cfg);
     try {
       const topology = topologyOf(cfg);
@@ -516,7 +517,7 @@ program
       const deps = await stageDeps(cfg, topology, nats, redis, ch, {}, new Metrics());
       const bar = progress('replaying', 'requests', !o.json && process.stderr.isTTY === true);
       const started = Date.now();
-      const result = await replay(nats, topology, cfg, deps, createLogger(cfg.logLevel), {
+      const result = await replay(nats, topology, cfg, deps, log, {
         fromSeq: num(o.fromSeq, '--from-seq'), toSeq: num(o.toSeq, '--to-seq'), tier: o.tier,
         fromTime: o.since ? parseSince(o.since) : undefined,
         onProgress: (p) => bar.update(p.done, p.total),

@@ -34,10 +34,10 @@ export async function connectNats(config: Config, name = 'herald'): Promise<Nats
   return { nc, js: jetstream(nc, { timeout: 10_000 }), jsm };
 }
 
-/** A long-lived Redis connection; with `log`, its errors are logged there (see logRedisErrors). */
-export function connectRedis(config: Config, log?: Logger): Redis {
+/** A long-lived Redis connection whose errors are logged to `log` (see logRedisErrors). */
+export function connectRedis(config: Config, log: Logger): Redis {
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, enableAutoPipelining: true, lazyConnect: false });
-  return log ? logRedisErrors(redis, log) : redis;
+  return logRedisErrors(redis, log);
 }
 
 /** How often an outage's connection errors are logged, at most. */

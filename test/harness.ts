@@ -69,7 +69,7 @@ export class Harness {
     const nats = await connectNats(config, 'herald-test');
     const clickhouse = connectClickHouse(config);
     await applyAll(nats, topology, clickhouse, config.clickhouseDatabase);
-    const h = new Harness(config, topology, nats, connectRedis(config), clickhouse, smtp);
+    const h = new Harness(config, topology, nats, connectRedis(config, createLogger(config.logLevel)), clickhouse, smtp);
     h.graph = graph;
     return h;
   }
