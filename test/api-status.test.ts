@@ -109,6 +109,31 @@ describe('the HTTP API: status, deliveries, bulk members, stale devices and eras
     expect(await h.redis.scard(h.topology.keys.tenant('acme', 'status-seen', 'regrouped'))).toBe(3_504);
   });
 
+  it('keeps a status, its seen ids and its push-done set for 7 days after its latest receipt', async () => {
+    const statuses = new RequestStatuses(h.redis, h.topology.keys);
+    const [status, seen, push] = ['status', 'status-seen', 'status-push'].map((kind) => h.topology.keys.tenant('acme', kind, 'expiring'));
+    const base = { stage: 'dispatch', request_id: 'expiring', tenant: 'acme', tier: 'social', category: 'news', channel: 'push', provider: 'apns', user_id: 'ada', count: 1 };
+    const t0 = Date.now();
+    await statuses.record([
+      receiptSchema.parse({ ts: t0, stage: 'validate', status: 'accepted', request_id: 'expiring', tenant: 'acme', tier: 'social', category: 'news', channels: ['push'] }),
+      receiptSchema.parse({ ...base, ts: t0, status: 'delivered', unit: 'ada/d1' }),
+    ]);
+    const week = 7 * 86_400;
+    for (const key of [status, seen, push]) expect(await h.redis.ttl(key)).toBeGreaterThan(week - 60);
+    // Shortened by hand, then a later receipt: its expiries start again.
+    for (const key of [status, seen, push]) await h.redis.expire(key, 1_000);
+    // Four units in one call: d2 twice, d1 seen before, d4 new.
+    const later = (unit: string) => receiptSchema.parse({ ...base, ts: t0 + 1_000, status: 'delivered', unit });
+    await statuses.record([later('ada/d2'), later('ada/d2'), later('ada/d1'), later('ada/d4')]);
+    for (const key of [status, seen, push]) expect(await h.redis.ttl(key)).toBeGreaterThan(week - 60);
+    const got = await statuses.get('acme', 'expiring');
+    expect(got?.counts).toEqual({ push: { delivered: 3 } });
+    expect(got?.updated_at).toBe(new Date(t0 + 1_000).toISOString());
+    expect(got?.accepted_at).toBe(new Date(t0).toISOString());
+    // Push counts a recipient done once, whatever number of devices.
+    expect(await h.redis.scard(push)).toBe(1);
+  });
+
   it('shows a scheduled request as scheduled, and a cancelled one as cancelled', async () => {
     const acme = await key('acme');
     const later = new Date(Date.now() + 60_000).toISOString();
