@@ -19,6 +19,8 @@ export interface RunnerOptions {
   concurrency: number;
   /** For batch nodes: inputs handed over at once. @default pullBatch */
   maxBatch?: number;
+  /** For batch nodes: a batch is handed over once its inputs hold this many bytes, whatever their count. @default unbounded */
+  maxBatchBytes?: number;
   /** For batch nodes: longest an input waits for companions. @default 5 */
   lingerMs?: number;
   /** Batches processed at once (batch nodes). @default 4 */
@@ -123,13 +125,14 @@ export class StageRunner {
   private closing?: Promise<void>;
   private loop?: Promise<void>;
   private batchBuffer: JsMsg[] = [];
+  private batchBytes = 0;
   private batchTimer?: NodeJS.Timeout;
   private readonly inHand = new Map<number, JsMsg>();
   private workingTimer?: NodeJS.Timeout;
 
   constructor(private readonly parts: RunnerParts) {
     const o = parts.options;
-    this.o = { maxBatch: o.pullBatch, lingerMs: 5, batchConcurrency: 4, maxPublishesInFlight: 64, ...o };
+    this.o = { maxBatch: o.pullBatch, maxBatchBytes: Infinity, lingerMs: 5, batchConcurrency: 4, maxPublishesInFlight: 64, ...o };
     this.attempts = parts.attempts ?? deliveryCountAttempts;
     this.node = parts.flow.root.node.name;
     this.log = parts.log.child({ stage: this.node, consumer: parts.durable });
@@ -197,6 +200,7 @@ export class StageRunner {
       this.batchTimer = undefined;
       const batch = this.batchBuffer;
       this.batchBuffer = [];
+      this.batchBytes = 0;
       if (batch.length === 0) return;
       await this.stepAside();
       await slots.take();
@@ -205,7 +209,8 @@ export class StageRunner {
     for await (const m of messages) {
       if (!this.admit(m)) continue;
       this.batchBuffer.push(m);
-      if (this.batchBuffer.length >= this.o.maxBatch) await flush();
+      this.batchBytes += m.data.length;
+      if (this.batchBuffer.length >= this.o.maxBatch || this.batchBytes >= this.o.maxBatchBytes) await flush();
       else if (!this.batchTimer) this.batchTimer = setTimeout(() => void flush(), this.o.lingerMs);
     }
     await flush();

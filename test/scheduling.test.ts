@@ -78,6 +78,8 @@ describe('quiet hours with a controllable clock', () => {
   }, 30_000);
 
   it('shows the deferrals in the funnel', async () => {
+    // The loader inserts about once a second: the last test's deferral may not be loaded yet.
+    await eventually(() => h.receipts("category = 'pair' AND status = 'deferred'").then((r) => r.length === 1), 'the pair deferral loaded');
     const funnel = await queryFunnel(h.clickhouse, h.config.clickhouseDatabase, 0);
     const deferred = Object.fromEntries(funnel.filter((r) => r.deferred > 0).map((r) => [`${r.tier}/${r.channel}`, r.deferred]));
     // owl-nov, owl-dst (social) and the night owl's half of 'pair' (marketing).

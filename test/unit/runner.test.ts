@@ -258,3 +258,36 @@ describe('the runner under backpressure and giving up', () => {
   });
 });
 
+
+describe('the runner batching its inputs', () => {
+  it('hands a batch over once its inputs hold maxBatchBytes, without waiting for the linger or the count', async () => {
+    const batches: number[][] = [];
+    const gather: StageDefinition<Item, never, Record<string, never>, StageDeps> = {
+      name: 'gather', input: item, output: null, config: z.object({}), identify: () => [], tierOf: (i) => i.tier,
+      create: () => ({ processBatch: async (inputs: Item[]) => { batches.push(inputs.map((i) => i.n)); return []; } }),
+    };
+    const msgs = Array.from({ length: 7 }, (_, n) => fakeMessage({ tenant: 't', id: `r${n}`, tier: 'social', n }, n + 1));
+    const size = msgs[0].m.data.length;
+    // Three inputs fill a batch; a 60 s linger and a count of 100 would otherwise hold all seven.
+    const run = () => ({ pullBatch: 10, concurrency: 1, maxBatch: 100, maxBatchBytes: 3 * size, lingerMs: 60_000, maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000, ackWaitMs: 30_000 });
+    const graph: PipelineGraph = {
+      nodes: [{ name: 'first', def: stage('first', (i) => [i]), reads: 'requests', subject: 'request', run }, { name: 'gather', def: gather, reads: 'work', subject: 'gathers', run }],
+      edges: [],
+    };
+    const assembly = new Assembly({
+      graph, topology: new Topology(graph.nodes), deps: {} as StageDeps, metrics: new Metrics(), log: createLogger('silent'),
+      settings: { ackWaitMs: 30_000, retry: { maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000 } },
+      publish: async () => ({}),
+      receipts: { add: () => undefined, flush: async () => undefined },
+    });
+    const runner = assembly.runner({ node: graph.nodes[1], tier: 'social', durable: 'gather_social' }, fakeSource(msgs.map((x) => x.m)));
+    await runner.start();
+    await until(() => batches.length === 2 && msgs[5].settled.length === 1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(batches).toEqual([[0, 1, 2], [3, 4, 5]]);
+    expect(msgs.map((x) => x.settled.join())).toEqual(['ack', 'ack', 'ack', 'ack', 'ack', 'ack', '']);
+    await runner.close();
+    // Closing hands over what lingered.
+    expect(batches).toEqual([[0, 1, 2], [3, 4, 5], [6]]);
+  });
+});
