@@ -85,6 +85,13 @@ try {
   const rss = heralds.map((p) => peakRssMb(p.pid!));
   for (const p of heralds) await stopHerald(p);
   watch.close();
+  // Where a transactional request's time goes, alone and during the blast: request stored → each step.
+  await quiesce(nats, topology);
+  const steps = await (await bench.ch.query({
+    query: `SELECT tenant, stage, status, quantiles(0.5, 0.99)(latency_ms) AS q FROM ${bench.config.clickhouseDatabase}.receipts
+            WHERE tenant IN ('alone', 'blast') GROUP BY tenant, stage, status ORDER BY stage, status, tenant`,
+    format: 'JSONEachRow',
+  })).json<{ tenant: string; stage: string; status: string; q: number[] }>();
   await bench.close();
 
   // The peer (bench/bullmq-peer.ts) on a quiet machine after Herald: its per-member fan-out rate
@@ -107,6 +114,15 @@ try {
     [`Herald peak RSS per process (${deploy})`, rss.map((r) => `${f(r)} MB`).join(' / '), '', '< 300 MB'],
   ];
   printTable(['figure', 'value', 'ratio', 'target'], rows);
+  console.log('');
+  const stepOf = (tenant: string, stage: string, status: string) => steps.find((x) => x.tenant === tenant && x.stage === stage && x.status === status)?.q ?? [NaN, NaN];
+  const stepRows = [...new Set(steps.map((x) => `${x.stage} ${x.status}`))].map((k) => {
+    const [stage, status] = k.split(' ');
+    const [a50, a99] = stepOf('alone', stage, status);
+    const [b50, b99] = stepOf('blast', stage, status);
+    return [`${k}: request stored → this step`, `${f(a50)} / ${f(a99)} ms`, `${f(b50)} / ${f(b99)} ms`];
+  });
+  printTable(['transactional, per step', 'p50 / p99 alone', 'p50 / p99 during the blast'], stepRows);
 } finally {
   await servers.stop();
 }
