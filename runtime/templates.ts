@@ -22,13 +22,16 @@ export class ContentError extends Error {
 // Loops are budgeted and `log` is gone, for operator templates too: data comes from producers.
 const engine = guardedEngine();
 
+/** A part without a mustache renders as itself: Handlebars would allocate a context to say so. */
+const literal = (s: string): HandlebarsTemplateDelegate | undefined => (s.includes('{{') ? undefined : () => s);
+
 function compile(source: ContentSource): Compiled {
   // Text parts are not HTML-escaped; the HTML part is.
-  const text = (s: string) => engine.compile(s, { strict: true, noEscape: true });
+  const text = (s: string) => literal(s) ?? engine.compile(s, { strict: true, noEscape: true });
   return {
     title: text(source.title),
     body: text(source.body),
-    html: source.html === undefined ? undefined : engine.compile(source.html, { strict: true }),
+    html: source.html === undefined ? undefined : literal(source.html) ?? engine.compile(source.html, { strict: true }),
   };
 }
 
