@@ -83,10 +83,11 @@ try {
   const blastSeconds = (watch.lastSeen.get('mega')! - t1) / 1000;
   await watch.waitFor('blast', during, 120_000);
   const rss = heralds.map((p) => peakRssMb(p.pid!));
+  // Where a transactional request's time goes, alone and during the blast: request stored → each step
+  // (once the loader has loaded every receipt).
+  await quiesce(nats, topology);
   for (const p of heralds) await stopHerald(p);
   watch.close();
-  // Where a transactional request's time goes, alone and during the blast: request stored → each step.
-  await quiesce(nats, topology);
   const steps = await (await bench.ch.query({
     query: `SELECT tenant, stage, status, quantiles(0.5, 0.99)(latency_ms) AS q FROM ${bench.config.clickhouseDatabase}.receipts
             WHERE tenant IN ('alone', 'blast') GROUP BY tenant, stage, status ORDER BY stage, status, tenant`,
