@@ -392,14 +392,21 @@ for i, key in ipairs(KEYS) do
 end
 return out`);
 
+/** Hashes one HGETALL_MANY call reads at most. */
+const MAX_KEYS_PER_SCRIPT = 250;
+
 const HGETALL_MANY = new RedisScript(`local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
 return out`);
 
 /** HGETALL of many keys in one script call (single Redis; keys may span hash slots). */
 export async function hgetallMany(redis: Redis, keys: string[]): Promise<Record<string, string>[]> {
-  if (keys.length === 0) return [];
-  const raw = (await HGETALL_MANY.run(redis, keys, [])) as string[][];
+  const raw: string[][] = [];
+  // One after another, a bounded number each: Redis runs nothing else during a script, and a
+  // password reset's reads must not wait behind a fan-out chunk's.
+  for (let i = 0; i < keys.length; i += MAX_KEYS_PER_SCRIPT) {
+    raw.push(...((await HGETALL_MANY.run(redis, keys.slice(i, i + MAX_KEYS_PER_SCRIPT), [])) as string[][]));
+  }
   return raw.map((flat) => {
     const obj: Record<string, string> = {};
     for (let i = 0; i < flat.length; i += 2) obj[flat[i]] = flat[i + 1];

@@ -203,6 +203,9 @@ export function inboxOptions(config: { inboxRetentionMs: number; inboxMaxItems: 
  * more than it keeps (TRIM then makes room). Two keys per user, not the seven trimming touches: a
  * fan-out's users rarely need it, and key names were most of what a write sent.
  */
+/** References one ADD call writes at most (see write). */
+const MAX_ENTRIES_PER_WRITE = 250;
+
 const ADD = new RedisScript(`
 local c = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -759,21 +762,35 @@ export class InboxStore {
   ): Promise<boolean[]> {
     if (entries.length === 0) return [];
     // One script call stores the content and adds every reference (a password reset is one command);
-    // only inboxes that went over their size or retention are trimmed, by a second.
-    const keys: string[] = [];
-    const args: (string | number)[] = [contents.length, this.contentTtlSeconds];
-    for (const { locale, content } of contents) {
-      keys.push(this.contentKey(tenant, content.id));
-      args.push(locale, storedContent(content));
-    }
-    for (const e of entries) {
-      const k = this.keys(tenant, e.userId);
-      keys.push(k.index, k.locales);
-      args.push(e.createdAt, e.requestId, e.locale);
-    }
+    // only inboxes that went over their size or retention are trimmed, by a second. A fan-out's batch
+    // is written by several calls one after another: Redis runs nothing else during a script, and a
+    // password reset's write must not wait behind a thousand references.
     const cutoff = this.now() - this.retentionMs;
-    args.push(cutoff, this.maxItems);
-    const answers = (await ADD.run(this.redis, keys, args)) as number[];
+    const byRequest = new Map<string, { key: string; locale: string; value: string }[]>();
+    for (const { locale, content } of contents) {
+      const list = byRequest.get(content.id) ?? [];
+      list.push({ key: this.contentKey(tenant, content.id), locale, value: storedContent(content) });
+      byRequest.set(content.id, list);
+    }
+    const answers: number[] = [];
+    for (let from = 0; from < entries.length; from += MAX_ENTRIES_PER_WRITE) {
+      const part = entries.slice(from, from + MAX_ENTRIES_PER_WRITE);
+      // Each call stores the content its references point at: a call is whole on its own.
+      const used = [...new Set(part.map((e) => e.requestId))].flatMap((id) => byRequest.get(id) ?? []);
+      const keys: string[] = [];
+      const args: (string | number)[] = [used.length, this.contentTtlSeconds];
+      for (const c of used) {
+        keys.push(c.key);
+        args.push(c.locale, c.value);
+      }
+      for (const e of part) {
+        const k = this.keys(tenant, e.userId);
+        keys.push(k.index, k.locales);
+        args.push(e.createdAt, e.requestId, e.locale);
+      }
+      args.push(cutoff, this.maxItems);
+      answers.push(...((await ADD.run(this.redis, keys, args)) as number[]));
+    }
     const added = answers.map((n) => n >= 1);
     const full = entries.filter((_, i) => answers[i] === 3);
     const madeRoom = new Set<string>();

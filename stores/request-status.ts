@@ -35,10 +35,14 @@ const TERMINAL = new Set(['delivered', 'failed', 'suppressed', 'cancelled', 'exp
 type MetaMode = 'set' | 'min' | 'max';
 
 /** Users of one receipt per bulk unit. */
-const IDS_PER_UNIT = 5_000;
+const IDS_PER_UNIT = 1_000;
 
-/** Keys and arguments per script call: well under what RedisScript takes. */
-const MAX_ARGS_PER_CALL = 30_000;
+/**
+ * Keys and arguments (a bulk unit's ids each count as one) per script call. Redis runs nothing else
+ * while a script runs: at 30,000 a fan-out's calls held it for up to 120 ms, and every password reset
+ * waited behind them (Redis SLOWLOG during npm run bench:blast); at 2,000 a call takes a few ms.
+ */
+const MAX_ARGS_PER_CALL = 2_000;
 
 /** Receipt ids are remembered as long as the status (a replay or redrive days later counts nothing twice). */
 const SEEN_TTL_S = 7 * 86_400;
