@@ -67,7 +67,7 @@ export interface TierLimits {
 }
 
 export const tierLimits: Record<Tier, TierLimits> = {
-  transactional: { maxAckPending: 2_000, pullBatch: 200, concurrency: 64, storageShare: 0.1, intakeShare: 0.04 },
+  transactional: { maxAckPending: 2_000, pullBatch: 200, concurrency: 256, storageShare: 0.1, intakeShare: 0.04 },
   social: { maxAckPending: 2_000, pullBatch: 200, concurrency: 32, storageShare: 0.1, intakeShare: 0.04 },
   marketing: { maxAckPending: 1_000, pullBatch: 100, concurrency: 16, storageShare: 0.2, intakeShare: 0.08 },
 };
