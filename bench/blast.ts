@@ -3,6 +3,11 @@
 // during the blast against the same load without it (measured in the same run), and peak RSS.
 import type { DirectoryRecordInput } from '../stores/directory.js';
 import { publishRequest } from '../runtime/producer.js';
+import { RedisScript } from '../stores/scripts.js';
+// The stores' scripts, registered by name for the slow-call report.
+import '../stores/inbox.js';
+import '../stores/rate-limits.js';
+import '../stores/request-status.js';
 import { benchServers, fmt, peakRssMb, percentile, printTable, runChild, serversIdle } from './servers.js';
 import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
 
@@ -20,6 +25,9 @@ try {
   const env = { ...servers.env, HERALD_NAMESPACE: 'blast', HERALD_INAPP_BROADCAST_THRESHOLD: '0', HERALD_STORAGE_BUDGET_MB: '4096' };
   const bench = await connectBench(env);
   const { topology, nats, directory } = bench;
+  // Redis runs one thing at a time: its slow calls are what a password reset can wait behind.
+  await bench.redis.config('SET', 'slowlog-log-slower-than', '5000');
+  await bench.redis.config('SET', 'slowlog-max-len', '10000');
   log(`loading the directory (${MEMBERS.toLocaleString('en-US')}-member topic, 3 × 20,000 transactional users) …`);
   for (let start = 0; start < MEMBERS; start += 50_000) {
     const records: DirectoryRecordInput[] = [];
@@ -83,6 +91,12 @@ try {
   const blastSeconds = (watch.lastSeen.get('mega')! - t1) / 1000;
   await watch.waitFor('blast', during, 120_000);
   const rss = heralds.map((p) => peakRssMb(p.pid!));
+  const slowCalls = (await bench.redis.call('SLOWLOG', 'GET', '10000')) as [number, number, number, string[]][];
+  const slowByCommand = new Map<string, number[]>();
+  for (const [, , micros, args] of slowCalls) {
+    const name = args[0].toLowerCase() === 'evalsha' ? `script ${RedisScript.names.get(args[1]) ?? args[1].slice(0, 8)}` : args[0].toLowerCase();
+    slowByCommand.set(name, [...(slowByCommand.get(name) ?? []), micros / 1000]);
+  }
   // Where a transactional request's time goes, alone and during the blast: request stored → each step
   // (once the loader has loaded every receipt).
   await quiesce(nats, topology);
@@ -124,6 +138,8 @@ try {
     return [`${k}: request stored → this step`, `${f(a50)} / ${f(a99)} ms`, `${f(b50)} / ${f(b99)} ms`];
   });
   printTable(['transactional, per step', 'p50 / p99 alone', 'p50 / p99 during the blast'], stepRows);
+  console.log(`\nRedis calls over 5 ms (wall time, from loading to the end): ${[...slowByCommand].sort((x, y) => y[1].length - x[1].length)
+    .map(([name, ms]) => `${name} ×${ms.length} (longest ${f(Math.max(...ms), 1)} ms)`).join(', ') || 'none'}`);
 } finally {
   await servers.stop();
 }

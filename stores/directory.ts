@@ -375,7 +375,7 @@ d.active = false
 d.deactivated_at = tonumber(ARGV[4])
 d.deactivated_reason = ARGV[5]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(d))
-return 1`);
+return 1`, 'DEACTIVATE_STALE');
 
 export function preferenceField(channel?: Channel, category?: string): string {
   if (channel && category) return `${channel}:${category}`;
@@ -390,14 +390,14 @@ for i, key in ipairs(KEYS) do
   redis.call('EXPIRE', key, 172800)
   out[i] = redis.call('SCARD', key)
 end
-return out`);
+return out`, 'COUNT_TOWARD_CAP');
 
 /** Hashes one HGETALL_MANY call reads at most. */
 const MAX_KEYS_PER_SCRIPT = 250;
 
 const HGETALL_MANY = new RedisScript(`local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
-return out`);
+return out`, 'HGETALL_MANY');
 
 /** HGETALL of many keys in one script call (single Redis; keys may span hash slots). */
 export async function hgetallMany(redis: Redis, keys: string[]): Promise<Record<string, string>[]> {

@@ -228,7 +228,7 @@ for i = 1, n do
     if tonumber(oldest[2]) < cutoff or redis.call('ZCARD', KEYS[k + 1]) > keep then out[i] = 3 end
   end
 end
-return out`);
+return out`, 'ADD');
 
 /**
  * Trims inboxes to their retention and size. KEYS per user (index, seen, read, archived, snoozed,
@@ -257,7 +257,7 @@ for i = 1, #KEYS / 7 do
   end
   out[i] = #gone > 0 and 1 or 0
 end
-return out`);
+return out`, 'TRIM');
 
 /** Lua: `keyPart(id)`, as stores/keys.ts keyPart: % and : escaped. */
 const KEY_PART = `
@@ -309,7 +309,7 @@ ${KEY_PART}
 ${CONTENT_OF}
 local ids, topics = {}, {}
 for i = 4, #ARGV, 2 do ids[#ids + 1] = ARGV[i]; topics[#topics + 1] = tonumber(ARGV[i + 1]) end
-return contentsOf(ids, topics)`);
+return contentsOf(ids, topics)`, 'CONTENT');
 
 /**
  * One consistent snapshot of a user's feed, computed where the data is, so a read moves only the
@@ -602,7 +602,7 @@ for j, k in ipairs(picked) do
   if contents then out[m + 1] = ','; out[m + 2] = contents[j] ~= '' and contents[j] or 'null'; m = m + 2 end
 end
 out[m + 1] = ']'
-return table.concat(out)`);
+return table.concat(out)`, 'SNAPSHOT');
 
 /** What a snapshot picks out of the feed (see SNAPSHOT). */
 type Selection =

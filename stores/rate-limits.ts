@@ -33,7 +33,7 @@ for i = 1, n do
   redis.call('HSET', KEYS[i], 'tokens', levels[i] - math.min(want, burst), 'at', now)
   redis.call('PEXPIRE', KEYS[i], 3600000)
 end
-return 0`);
+return 0`, 'TAKE');
 
 /** A rate in deliveries per second, with the burst a bucket holds. */
 export interface Rate {

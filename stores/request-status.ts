@@ -120,7 +120,7 @@ for k = 1, #KEYS, 3 do
   redis.call('EXPIRE', KEYS[k + 1], ${SEEN_TTL_S})
   if pushed[k + 2] then redis.call('EXPIRE', KEYS[k + 2], ${STATUS_TTL_S}) end
 end
-return 1`);
+return 1`, 'RECORD');
 
 /** KEYS idempotency key, status hash; ARGV id, window s, tier, category, now, send_at, status ttl s. */
 const ADMIT = new RedisScript(`
@@ -130,7 +130,7 @@ redis.call('HSETNX', KEYS[2], 'category', ARGV[4])
 redis.call('HSETNX', KEYS[2], 'updated', ARGV[5])
 redis.call('HSETNX', KEYS[2], 'send_at', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
-return false`);
+return false`, 'ADMIT');
 
 /** A user named without their id (the push-done sets must hold nothing erasure would have to find). */
 const userHash = (user: string) => sha256(user).slice(0, 16);

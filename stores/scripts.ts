@@ -12,10 +12,14 @@ export const MAX_ARGUMENTS = 50_000;
  * can hand a reply to the wrong caller.)
  */
 export class RedisScript {
+  /** Scripts by SHA1, named, so a slow-call report can say which one ran (bench:blast). */
+  static readonly names = new Map<string, string>();
   private readonly sha: string;
 
-  constructor(private readonly lua: string) {
+  /** @param name what reports call it (its constant's name) */
+  constructor(private readonly lua: string, name: string) {
     this.sha = createHash('sha1').update(lua).digest('hex');
+    RedisScript.names.set(this.sha, name);
   }
 
   async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
