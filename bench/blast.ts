@@ -95,7 +95,9 @@ try {
   const slowByCommand = new Map<string, number[]>();
   for (const [, , micros, args] of slowCalls) {
     const name = args[0].toLowerCase() === 'evalsha' ? `script ${RedisScript.names.get(args[1]) ?? args[1].slice(0, 8)}` : args[0].toLowerCase();
-    slowByCommand.set(name, [...(slowByCommand.get(name) ?? []), micros / 1000]);
+    const list = slowByCommand.get(name) ?? [];
+    list.push(micros / 1000);
+    slowByCommand.set(name, list);
   }
   // Where a transactional request's time goes, alone and during the blast: request stored → each step
   // (once the loader has loaded every receipt).

@@ -179,7 +179,7 @@ export class Directory {
   }
 
   /**
-   * Reads every profile of a chunk in one round trip: one script call reading all the hashes
+   * Reads every profile of a chunk in a few round trips: script calls reading 250 hashes each
    * (never one round trip per user, and far less client work than 500 pipelined commands).
    */
   async profiles(tenant: string, userIds: string[], withDevices: boolean): Promise<UserProfile[]> {
@@ -399,7 +399,7 @@ const HGETALL_MANY = new RedisScript(`local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
 return out`, 'HGETALL_MANY');
 
-/** HGETALL of many keys in one script call (single Redis; keys may span hash slots). */
+/** HGETALL of many keys, up to MAX_KEYS_PER_SCRIPT a script call (single Redis; keys may span hash slots). */
 export async function hgetallMany(redis: Redis, keys: string[]): Promise<Record<string, string>[]> {
   const raw: string[][] = [];
   // One after another, a bounded number each: Redis runs nothing else during a script, and a

@@ -195,6 +195,9 @@ export function inboxOptions(config: { inboxRetentionMs: number; inboxMaxItems: 
   return { retentionMs: config.inboxRetentionMs, maxItems: config.inboxMaxItems };
 }
 
+/** References one ADD call writes at most (see write). */
+const MAX_ENTRIES_PER_WRITE = 250;
+
 /**
  * Stores content and adds one reference per inbox, in one call. KEYS: the content hashes (c of
  * them), then per user (index, locales). ARGV: c, the content TTL, per content hash (locale, JSON);
@@ -203,9 +206,6 @@ export function inboxOptions(config: { inboxRetentionMs: number; inboxMaxItems: 
  * more than it keeps (TRIM then makes room). Two keys per user, not the seven trimming touches: a
  * fan-out's users rarely need it, and key names were most of what a write sent.
  */
-/** References one ADD call writes at most (see write). */
-const MAX_ENTRIES_PER_WRITE = 250;
-
 const ADD = new RedisScript(`
 local c = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -766,17 +766,13 @@ export class InboxStore {
     // is written by several calls one after another: Redis runs nothing else during a script, and a
     // password reset's write must not wait behind a thousand references.
     const cutoff = this.now() - this.retentionMs;
-    const byRequest = new Map<string, { key: string; locale: string; value: string }[]>();
-    for (const { locale, content } of contents) {
-      const list = byRequest.get(content.id) ?? [];
-      list.push({ key: this.contentKey(tenant, content.id), locale, value: storedContent(content) });
-      byRequest.set(content.id, list);
-    }
+    const stored = contents.map(({ locale, content }) => ({ requestId: content.id, key: this.contentKey(tenant, content.id), locale, value: storedContent(content) }));
     const answers: number[] = [];
     for (let from = 0; from < entries.length; from += MAX_ENTRIES_PER_WRITE) {
-      const part = entries.slice(from, from + MAX_ENTRIES_PER_WRITE);
+      const part = entries.length <= MAX_ENTRIES_PER_WRITE ? entries : entries.slice(from, from + MAX_ENTRIES_PER_WRITE);
       // Each call stores the content its references point at: a call is whole on its own.
-      const used = [...new Set(part.map((e) => e.requestId))].flatMap((id) => byRequest.get(id) ?? []);
+      const requests = part === entries ? undefined : new Set(part.map((e) => e.requestId));
+      const used = requests ? stored.filter((c) => requests.has(c.requestId)) : stored;
       const keys: string[] = [];
       const args: (string | number)[] = [used.length, this.contentTtlSeconds];
       for (const c of used) {

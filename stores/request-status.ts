@@ -40,7 +40,8 @@ const IDS_PER_UNIT = 1_000;
 /**
  * Keys and arguments (a bulk unit's ids each count as one) per script call. Redis runs nothing else
  * while a script runs: at 30,000 a fan-out's calls held it for up to 120 ms, and every password reset
- * waited behind them (Redis SLOWLOG during npm run bench:blast); at 2,000 a call takes a few ms.
+ * waited behind them (Redis SLOWLOG during npm run bench:blast); at 2,000 the longest was 30 ms, on a
+ * machine whose two cores the blast kept busy.
  */
 const MAX_ARGS_PER_CALL = 2_000;
 
