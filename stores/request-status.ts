@@ -34,8 +34,9 @@ const TERMINAL = new Set(['delivered', 'failed', 'suppressed', 'cancelled', 'exp
 /** How a status field takes a new value: always, or only when lower or higher than the one kept. */
 type MetaMode = 'set' | 'min' | 'max';
 
-/** Between the fields of ARGV[1]; never inside one (a channel name is cleaned of it). */
-const UNIT_FIELD_SEPARATOR = '\x1f';
+/** Between the fields of RECORD's two arguments; never inside one (text from a receipt is cleaned of it). */
+const FIELD_SEPARATOR = '\x1f';
+const clean = (text: string) => (text.includes(FIELD_SEPARATOR) ? text.replaceAll(FIELD_SEPARATOR, '') : text);
 
 /** Users of one receipt per bulk unit. */
 const IDS_PER_UNIT = 1_000;
@@ -55,25 +56,26 @@ const STATUS_TTL_S = 7 * 86_400;
 
 /**
  * The script that records a batch of receipt units. KEYS are triples per request (status hash,
- * seen-ids set, push-done set). ARGV[1]: the units' fields joined by UNIT_FIELD_SEPARATOR; then per
- * meta field `k mode field value` (mode `set`, `min` or `max`). A unit is `k id field count
+ * seen-ids set, push-done set). ARGV[1]: the units' fields, ARGV[2]: per meta field `k mode field
+ * value` (mode `set`, `min` or `max`), each joined by FIELD_SEPARATOR. A unit is `k id field count
  * terminalField pushUser`, or for a list of users `k * field terminalField ids` with their receipt
  * ids (22 characters each) in one field: added to the seen set a thousand at a time, counting those
- * that were new — a fan-out's receipt is a few fields instead of six per recipient. The units travel
- * as one argument because ioredis's cost goes by arguments: as one each, building and writing them
- * was the largest part of the tracker's CPU (npm run bench:cost).
+ * that were new — a fan-out's receipt is a few fields instead of six per recipient. Units and meta
+ * travel as two arguments because ioredis's cost goes by arguments (it copies and flattens them): as
+ * one each, building and writing them was the largest part of the tracker's CPU (npm run bench:cost).
  */
 const RECORD = new RedisScript(`
-local A, i = {}, 1
-if ARGV[1] ~= '' then
-  local at, units = 1, ARGV[1]
+local function fields(packed)
+  local out, at = {}, 1
+  if packed == '' then return out end
   while true do
-    local e = string.find(units, '${UNIT_FIELD_SEPARATOR}', at, true)
-    if not e then A[#A + 1] = string.sub(units, at); break end
-    A[#A + 1] = string.sub(units, at, e - 1)
+    local e = string.find(packed, '${FIELD_SEPARATOR}', at, true)
+    if not e then out[#out + 1] = string.sub(packed, at); return out end
+    out[#out + 1] = string.sub(packed, at, e - 1)
     at = e + 1
   end
 end
+local A, M, i = fields(ARGV[1]), fields(ARGV[2]), 1
 -- Counts are summed per status hash and field, then written once each: a fan-out's thousand units
 -- are a thousand SADDs and a few HINCRBYs, not three thousand commands.
 local sums = {}
@@ -111,12 +113,12 @@ end
 for k, byField in pairs(sums) do
   for field, n in pairs(byField) do redis.call('HINCRBY', KEYS[k], field, n) end
 end
-i = 2
+i = 1
 -- Fields written (outright, or a min or max that moved) go in one HSET per status hash.
 local sets = {}
-while i <= #ARGV do
-  local k = tonumber(ARGV[i]) * 3
-  local mode, field, value = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+while i <= #M do
+  local k = tonumber(M[i]) * 3
+  local mode, field, value = M[i + 1], M[i + 2], M[i + 3]
   local write = mode == 'set'
   if not write then
     local old = redis.call('HGET', KEYS[k - 2], field)
@@ -149,6 +151,52 @@ return false`, 'ADMIT');
 
 /** A user named without their id (the push-done sets must hold nothing erasure would have to find). */
 const userHash = (user: string) => sha256(user).slice(0, 16);
+
+/** The arguments of one RECORD call being built: keys in triples per request, units, meta. */
+class RecordCall {
+  readonly keys: string[] = [];
+  /** The units' fields, in order. */
+  readonly units: (string | number)[] = [];
+  /** Keys and fields so far, a bulk unit's ids each counting one: what bounds the call. */
+  size = 0;
+  private readonly slots = new Map<string, number>();
+  /** Per request slot and field: one mode and value, however many receipts set it (the script reads and writes each once). */
+  private readonly metas = new Map<string, { k: number; mode: MetaMode; field: string; value: string | number }>();
+
+  constructor(private readonly keysOf: (r: StoredReceipt) => [string, string, string]) {}
+
+  unit(...fields: (string | number)[]): void {
+    for (const f of fields) this.units.push(f);
+    this.size += fields.length;
+  }
+
+  meta(k: number, mode: MetaMode, field: string, value: string | number): void {
+    const id = `${k} ${field}`;
+    const had = this.metas.get(id);
+    if (had && ((mode === 'max' && Number(value) <= Number(had.value)) || (mode === 'min' && Number(value) >= Number(had.value)))) return;
+    if (!had) this.size += 4;
+    this.metas.set(id, { k, mode, field, value });
+  }
+
+  metaArgument(): string {
+    let packed = '';
+    for (const m of this.metas.values()) packed += `${packed ? FIELD_SEPARATOR : ''}${m.k}${FIELD_SEPARATOR}${m.mode}${FIELD_SEPARATOR}${m.field}${FIELD_SEPARATOR}${m.value}`;
+    return packed;
+  }
+
+  /** The request's slot in this call (its keys are added the first time). */
+  slot(r: StoredReceipt): number {
+    const id = `${r.tenant}\u0000${r.request_id}`;
+    let slot = this.slots.get(id);
+    if (slot === undefined) {
+      slot = this.slots.size + 1;
+      this.slots.set(id, slot);
+      for (const key of this.keysOf(r)) this.keys.push(key);
+      this.size += 3;
+    }
+    return slot;
+  }
+}
 
 /**
  * Per-request status in Redis, fed from the receipts (the tracker node) so it is fresh within a
@@ -189,90 +237,63 @@ export class RequestStatuses {
    * arguments are spread onto the stack, so a 120,000-recipient batch in one call would overflow it).
    */
   async record(receipts: StoredReceipt[]): Promise<void> {
-    let call = this.newCall();
+    let call = new RecordCall((r) => this.keysOf(r.tenant, r.request_id));
     const flush = async () => {
-      if (call.keys.length) await RECORD.run(this.redis, call.keys, [call.units.join(UNIT_FIELD_SEPARATOR), ...call.metaArgs()]);
-      call = this.newCall();
+      if (call.keys.length) await RECORD.run(this.redis, call.keys, [call.units.join(FIELD_SEPARATOR), call.metaArgument()]);
+      call = new RecordCall((r) => this.keysOf(r.tenant, r.request_id));
     };
     for (const r of receipts) {
       if (!r.request_id || !r.tenant) continue;
-      const channel = r.channel.includes(UNIT_FIELD_SEPARATOR) ? r.channel.replaceAll(UNIT_FIELD_SEPARATOR, '') : r.channel;
+      const channel = clean(r.channel);
       const field = channel ? `c:${channel}:${r.status}` : `s:${r.status}`;
       const terminal = channel && TERMINAL.has(r.status) ? `t:${channel}` : '';
       // Room for this receipt's meta and keys too.
-      if (call.size() + 40 >= MAX_ARGS_PER_CALL) await flush();
+      if (call.size + 40 >= MAX_ARGS_PER_CALL) await flush();
       if (r.user_ids && r.channel !== 'push') {
         // Each user counts once per step, whichever receipt (or how many) named them. Their ids weigh
         // on a call as arguments would: a call's script time stays bounded.
         for (let i = 0; i < r.user_ids.length; i += IDS_PER_UNIT) {
           const users = r.user_ids.slice(i, i + IDS_PER_UNIT);
-          if (call.size() + users.length + 40 >= MAX_ARGS_PER_CALL) await flush();
-          call.units.push(call.slot(r), '*', field, terminal, users.map((user) => receiptId(r, user)).join(''));
-          call.ids += users.length;
+          if (call.size + users.length + 40 >= MAX_ARGS_PER_CALL) await flush();
+          let ids = '';
+          for (const user of users) ids += receiptId(r, user);
+          call.unit(call.slot(r), '*', field, terminal, ids);
+          call.size += users.length;
         }
       } else {
         // One unit, or a push list: push is done per recipient, not per device, so each needs its done-set entry.
-        const units = r.user_ids ? r.user_ids.map((user) => ({ unit: user, user, count: 1 })) : [{ unit: r.unit ?? r.user_id, user: r.user_id, count: r.count }];
-        for (const u of units) {
-          if (call.size() + 46 >= MAX_ARGS_PER_CALL) await flush();
-          const pushUser = terminal && r.channel === 'push' && u.user ? userHash(u.user) : '';
-          call.units.push(call.slot(r), receiptId(r, u.unit), field, u.count, pushUser ? '' : terminal, pushUser);
+        const one = (unit: string, user: string, count: number) => {
+          const pushUser = terminal && r.channel === 'push' && user ? userHash(user) : '';
+          call.unit(call.slot(r), receiptId(r, unit), field, count, pushUser ? '' : terminal, pushUser);
+        };
+        if (!r.user_ids) one(r.unit ?? r.user_id, r.user_id, r.count);
+        else {
+          for (const user of r.user_ids) {
+            if (call.size + 46 >= MAX_ARGS_PER_CALL) await flush();
+            one(user, user, 1);
+          }
         }
       }
       const k = call.slot(r);
       if (r.stage === 'resolve' && r.status === 'resolved') {
-        call.units.push(k, receiptId(r, `recipients:${r.unit ?? ''}`), 'recipients', r.count, '', '');
+        call.unit(k, receiptId(r, `recipients:${r.unit ?? ''}`), 'recipients', r.count, '', '');
         // A list of users resolves at once; a topic says so with its last page.
         if (!r.unit || r.unit === 'end' || r.reason === LAST_CHUNK_REASON) call.meta(k, 'set', 'resolved_all', '1');
       }
       if (r.stage === 'resolve' && r.status === 'cancelled') call.meta(k, 'set', 'resolved_all', '1');
       if (r.stage === 'validate') {
-        call.meta(k, 'set', 'tier', r.tier);
-        call.meta(k, 'set', 'category', r.category);
+        call.meta(k, 'set', 'tier', clean(r.tier));
+        call.meta(k, 'set', 'category', clean(r.category));
         if (r.status === 'accepted') {
           call.meta(k, 'min', 'accepted', r.ts);
-          if (r.channels) call.meta(k, 'set', 'channels', r.channels.join(','));
+          if (r.channels) call.meta(k, 'set', 'channels', clean(r.channels.join(',')));
         }
-        if (r.status === 'deferred' && r.reason.startsWith('send_at ')) call.meta(k, 'set', 'send_at', r.reason.slice('send_at '.length));
-        if (r.status === 'rejected' || r.status === 'expired') call.meta(k, 'set', 'reason', r.reason.slice(0, 500));
+        if (r.status === 'deferred' && r.reason.startsWith('send_at ')) call.meta(k, 'set', 'send_at', clean(r.reason.slice('send_at '.length)));
+        if (r.status === 'rejected' || r.status === 'expired') call.meta(k, 'set', 'reason', clean(r.reason.slice(0, 500)));
       }
       call.meta(k, 'max', 'updated', r.ts);
     }
     await flush();
-  }
-
-  /** The arguments of one RECORD call being built: keys in triples per request, units, meta. */
-  private newCall() {
-    const slots = new Map<string, number>();
-    const keys: string[] = [];
-    /** Per request slot and field: one mode and value, however many receipts set it (the script reads and writes each once). */
-    const meta = new Map<string, { k: number; mode: MetaMode; field: string; value: string | number }>();
-    return {
-      keys,
-      units: [] as (string | number)[],
-      /** Receipt ids carried inside bulk units. */
-      ids: 0,
-      size(): number { return keys.length + this.units.length + meta.size * 4 + this.ids; },
-      meta(k: number, mode: MetaMode, field: string, value: string | number): void {
-        const id = `${k} ${field}`;
-        const had = meta.get(id);
-        if (had && ((mode === 'max' && Number(value) <= Number(had.value)) || (mode === 'min' && Number(value) >= Number(had.value)))) return;
-        meta.set(id, { k, mode, field, value });
-      },
-      metaArgs(): (string | number)[] {
-        return [...meta.values()].flatMap((m) => [m.k, m.mode, m.field, m.value]);
-      },
-      slot: (r: StoredReceipt): number => {
-        const id = `${r.tenant}\u0000${r.request_id}`;
-        let slot = slots.get(id);
-        if (slot === undefined) {
-          slot = slots.size + 1;
-          slots.set(id, slot);
-          keys.push(...this.keysOf(r.tenant, r.request_id));
-        }
-        return slot;
-      },
-    };
   }
 
   /** A request's status, or null when nothing is known of it. */
