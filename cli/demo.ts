@@ -1,14 +1,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { publishRequest } from '../runtime/producer.js';
 import { requestSchema } from '../schemas/index.js';
 import { InboxStore } from '../stores/inbox.js';
 import { UserTokens } from '../stores/user-tokens.js';
 import type { Pipeline } from '../pipeline/host.js';
 import { formatFunnel, queryFunnel } from './funnel.js';
+import { projectRoot } from '../runtime/root.js';
 
-const sampleRequest = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'compose', 'sample-request.json');
+const sampleRequest = path.join(projectRoot, 'compose', 'sample-request.json');
 
 async function until<T>(check: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
   const deadline = Date.now() + timeoutMs;

@@ -2,9 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { projectRoot } from '../runtime/root.js';
 
-const repoDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const repoDir = projectRoot;
 /** Server configs live with the docker compose file. */
 const composeDir = path.join(repoDir, 'compose');
 

@@ -1,11 +1,11 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { ConsumerConfig, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { Nats } from '../runtime/connections.js';
 import { msToNs, type Topology } from './topology.js';
+import { projectRoot } from '../runtime/root.js';
 
 export type ApplyAction = 'created' | 'updated' | 'unchanged';
 export interface ApplyResult { kind: 'stream' | 'consumer' | 'kv' | 'clickhouse'; name: string; action: ApplyAction; changed?: string[] }
@@ -63,7 +63,7 @@ async function applyBucket(nats: Nats, name: string, ttlMs: number, history: num
   return { kind: 'kv', name, action: 'updated', changed };
 }
 
-export const clickhouseSqlDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'schemas', 'clickhouse');
+export const clickhouseSqlDir = path.join(projectRoot, 'schemas', 'clickhouse');
 
 /** Fills `{database}` in a SQL file; the database name was checked by the config schema. */
 export async function readSql(file: string, vars: Record<string, string | number>): Promise<string> {

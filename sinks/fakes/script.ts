@@ -3,9 +3,9 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { projectRoot } from '../../runtime/root.js';
 
-export const certDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'certs');
+export const certDir = path.join(projectRoot, 'sinks', 'fakes', 'certs');
 /** The fakes' TLS certificate and key, and the CA clients must trust to reach them. */
 export const fakeTls = {
   cert: fs.readFileSync(path.join(certDir, 'fake-tls.crt')),
