@@ -7,6 +7,7 @@ import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from '
 
 const RATE = Number(process.env.BENCH_RATE ?? 1_000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const SPLIT = process.env.BENCH_COST_SPLIT === '1';
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 
@@ -18,9 +19,14 @@ try {
   const users = [];
   for (let i = 0; i < 5_000; i++) for (const tenant of ['warm', 'measure']) users.push({ type: 'user' as const, tenant, id: `u${i}` });
   await directory.upsert(users);
-  const herald = await startHerald(env);
+  const herald = await startHerald(env, SPLIT ? ['run', '--workers', '1', '--stages', 'validate,resolve,filter,batch,dispatch'] : undefined);
+  const receiptProcesses = SPLIT ? { 'herald loader': await startHerald(env, ['run', '--workers', '1', '--no-api', '--stages', 'loader']), 'herald tracker': await startHerald(env, ['run', '--workers', '1', '--no-api', '--stages', 'tracker']) } : {};
   const watch = new DeliveredWatch(nats, topology);
-  const pids: Record<string, number> = { herald: herald.pid!, ...servers.pids, 'bench (load generator)': process.pid };
+  const pids: Record<string, number> = {
+    [SPLIT ? 'herald (validate … dispatch)' : 'herald']: herald.pid!,
+    ...Object.fromEntries(Object.entries(receiptProcesses).map(([name, p]) => [name, p.pid!])),
+    ...servers.pids, 'bench (load generator)': process.pid,
+  };
   const total = RATE * SECONDS;
   const rows: string[][] = [];
   for (const phase of ['warm', 'measure']) {
@@ -61,6 +67,7 @@ try {
   })).json<{ stage: string; status: string; q: number[] }>();
   for (const s of stages) rows.push([`${s.stage} ${s.status}: request stored → this step`, `p50 ${fmt(s.q[0])} ms`, `p99 ${fmt(s.q[1])} ms`]);
   await stopHerald(herald);
+  for (const p of Object.values(receiptProcesses)) await stopHerald(p);
   watch.close();
   await bench.close();
   printTable([`single-recipient transactional at ${fmt(RATE)}/s`, 'per request', 'share / p99'], rows);
