@@ -71,4 +71,26 @@ describe('bulk Redis work goes in bounded script calls', () => {
     expect(records.every((c) => c.size < 100)).toBe(true);
     expect((await statuses.get('acme', 'big'))?.counts).toEqual({ inapp: { delivered: 5_000 } });
   });
+
+  it('records many requests\' receipts in one call of their keys and two arguments, whatever text the receipts carry', async () => {
+    const statuses = new RequestStatuses(redis, keys);
+    const now = Date.now();
+    const receipts = Array.from({ length: 50 }, (_, i) => [
+      { ts: now, stage: 'validate', status: 'accepted', request_id: `r${i}`, tenant: 'acme', tier: 'transactional', category: 'otp', channels: ['inapp'] },
+      { ts: now, stage: 'dispatch', status: 'delivered', request_id: `r${i}`, tenant: 'acme', tier: 'transactional', category: 'otp', channel: 'inapp', user_id: `u${i}` },
+    ]).flat();
+    // Text a receipt carries cannot split a call's packed fields, nor grow a status hash without bound.
+    receipts.push(
+      { ts: now, stage: 'validate', status: 'accepted', request_id: 'odd', tenant: 'acme', tier: 'transactional', category: 'c'.repeat(10_000), channels: ['inapp'] },
+      { ts: now, stage: 'dispatch', status: 'delivered', request_id: 'odd', tenant: 'acme', tier: 'transactional', category: 'otp', channel: 'in\x1fapp', user_id: 'u1' },
+      { ts: now, stage: 'dispatch', status: 'delivered', request_id: 'odd', tenant: 'acme', tier: 'transactional', category: 'otp', channel: 'x'.repeat(10_000), user_id: 'u1' },
+    );
+    const records = await callsOf('RECORD', () => statuses.record(receipts.map((r) => receiptSchema.parse(r))));
+    expect(records.map((c) => c.size)).toEqual([51 * 3 + 2]);
+    expect((await statuses.get('acme', 'r49'))?.counts).toEqual({ inapp: { delivered: 1 } });
+    const odd = await redis.hgetall(keys.tenant('acme', 'status', 'odd'));
+    expect(odd['c:inapp:delivered']).toBe('1');
+    expect(Math.max(...Object.keys(odd).map((f) => f.length), ...Object.values(odd).map((v) => v.length))).toBeLessThanOrEqual(250);
+    expect(odd.category).toBe('c'.repeat(200));
+  });
 });
