@@ -1,5 +1,5 @@
-/** The folders compiled to dist/ (tsconfig.build.json's include). */
-export const SOURCE_DIRS: string[];
+/** The folders compiled to dist/: tsconfig.build.json's include. */
+export function sourceDirs(root: string): string[];
 /** Where the build writes the digest of the sources it compiled, relative to the project. */
 export const STAMP: string;
 /** A digest of the sources' names and contents (and the compiler settings). */

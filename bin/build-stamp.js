@@ -4,8 +4,10 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-/** The folders compiled to dist/ (tsconfig.build.json's include). */
-export const SOURCE_DIRS = ['cli', 'client', 'http', 'pipeline', 'processors', 'runtime', 'schemas', 'servers', 'sinks', 'stores', 'streams'];
+/** The folders compiled to dist/: tsconfig.build.json's include. */
+export function sourceDirs(root) {
+  return JSON.parse(fs.readFileSync(path.join(root, 'tsconfig.build.json'), 'utf8')).include;
+}
 /** Written last by the build: the digest of the sources it compiled. */
 export const STAMP = path.join('dist', '.sources-digest');
 
@@ -19,7 +21,7 @@ function sourceFiles(root) {
       else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts')) files.push(rel);
     }
   };
-  for (const dir of SOURCE_DIRS) walk(dir);
+  for (const dir of sourceDirs(root)) walk(dir);
   return files.sort();
 }
 
