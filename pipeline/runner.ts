@@ -128,6 +128,8 @@ export class StageRunner {
   private batchBytes = 0;
   private batchTimer?: NodeJS.Timeout;
   private readonly inHand = new Map<number, JsMsg>();
+  /** Urgent messages whose processing is not done yet: what bulk runners step aside for. */
+  private readonly urgentProcessing = new Set<number>();
   private workingTimer?: NodeJS.Timeout;
 
   constructor(private readonly parts: RunnerParts) {
@@ -167,25 +169,23 @@ export class StageRunner {
     // Handling a redelivery of a message still in hand would send twice.
     if (this.inHand.has(seq)) return false;
     this.inHand.set(seq, m);
-    if (this.parts.priority?.urgent) this.parts.priority.hold();
+    if (this.parts.priority?.urgent) {
+      this.urgentProcessing.add(seq);
+      this.parts.priority.hold();
+    }
     return true;
   }
 
-  private release(msgs: JsMsg[]): void {
+  /** The messages' processing is done (what is left is waiting for their receipts to be stored): bulk work need not step aside for them. */
+  private processed(msgs: JsMsg[]): void {
     for (const m of msgs) {
-      if (this.inHand.delete(m.info.streamSequence) && this.parts.priority?.urgent) this.parts.priority.release();
+      if (this.urgentProcessing.delete(m.info.streamSequence)) this.parts.priority?.release();
     }
   }
 
-  /**
-   * Whether a message's slot goes to the next one while it waits for its receipts. A bulk tier's
-   * concurrency is its share of a process beside urgent work, so a bulk message keeps its slot
-   * until acked (handed on for every tier, npm run bench:blast at 200,000 members gave marketing
-   * 6.1k/7.4k deliveries/s against 6.8k/11.0k before, transactional p99 during it 137/119 ms
-   * against 89/62); urgent and ungated runners hand it on.
-   */
-  private get handsSlotOnEarly(): boolean {
-    return !this.parts.priority || this.parts.priority.urgent;
+  private release(msgs: JsMsg[]): void {
+    this.processed(msgs);
+    for (const m of msgs) this.inHand.delete(m.info.streamSequence);
   }
 
   /** A bulk runner lets urgent work in this process go first (a bounded wait; nothing when none is in hand). */
@@ -280,9 +280,9 @@ export class StageRunner {
   }
 
   /**
-   * Handles one message. `processed` may be called once its outputs and dead letters are stored:
-   * its slot goes to the next message while it waits for its receipts (the ack still waits for
-   * them), so the receipts' linger costs an urgent tier no throughput.
+   * Handles one message. `processed` is called once its outputs and dead letters are stored: its
+   * slot goes to the next message while it waits for its receipts (the ack still waits for them),
+   * so the receipts' linger costs no throughput.
    */
   private async handleOne(m: JsMsg, processed: () => void): Promise<void> {
     const started = performance.now();
@@ -301,7 +301,8 @@ export class StageRunner {
       const progressed = m.info.deliveryCount > 1 ? () => this.attempts.settled(this.attemptId(m)) : undefined;
       await this.publishAll(this.parts.flow.run(value, env, `${this.parts.durable}:${m.info.streamSequence}`), outputs, progressed);
       await Promise.all(deadLetters);
-      if (this.handsSlotOnEarly) processed();
+      this.processed([m]);
+      processed();
       await this.parts.receipts.flush();
       m.ack();
       if (m.info.deliveryCount > 1) this.attempts.clear(this.attemptId(m));
@@ -339,7 +340,8 @@ export class StageRunner {
         const idBase = `${this.parts.durable}:${seqs[0]}-${seqs.at(-1)}x${seqs.length}`;
         await this.publishAll(this.parts.flow.runBatch(good.map((g) => g.value), env, idBase), outputs);
         await Promise.all(deadLetters);
-        if (this.handsSlotOnEarly) processed();
+        this.processed(msgs);
+        processed();
         await this.parts.receipts.flush();
         for (const g of good) g.m.ack();
         this.parts.metrics.processed(this.node, 'ok', performance.now() - started, good.length);
