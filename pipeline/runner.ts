@@ -128,8 +128,6 @@ export class StageRunner {
   private batchBytes = 0;
   private batchTimer?: NodeJS.Timeout;
   private readonly inHand = new Map<number, JsMsg>();
-  /** Urgent messages whose processing is not done yet: what bulk runners step aside for. */
-  private readonly urgentProcessing = new Set<number>();
   private workingTimer?: NodeJS.Timeout;
 
   constructor(private readonly parts: RunnerParts) {
@@ -169,23 +167,14 @@ export class StageRunner {
     // Handling a redelivery of a message still in hand would send twice.
     if (this.inHand.has(seq)) return false;
     this.inHand.set(seq, m);
-    if (this.parts.priority?.urgent) {
-      this.urgentProcessing.add(seq);
-      this.parts.priority.hold();
-    }
+    if (this.parts.priority?.urgent) this.parts.priority.hold();
     return true;
   }
 
-  /** The messages' processing is done (what is left is waiting for their receipts to be stored): bulk work need not step aside for them. */
-  private processed(msgs: JsMsg[]): void {
-    for (const m of msgs) {
-      if (this.urgentProcessing.delete(m.info.streamSequence)) this.parts.priority?.release();
-    }
-  }
-
   private release(msgs: JsMsg[]): void {
-    this.processed(msgs);
-    for (const m of msgs) this.inHand.delete(m.info.streamSequence);
+    for (const m of msgs) {
+      if (this.inHand.delete(m.info.streamSequence) && this.parts.priority?.urgent) this.parts.priority.release();
+    }
   }
 
   /** A bulk runner lets urgent work in this process go first (a bounded wait; nothing when none is in hand). */
@@ -200,8 +189,7 @@ export class StageRunner {
       if (!this.admit(m)) continue;
       await this.stepAside();
       await slots.take();
-      const give = once(() => slots.give());
-      this.track(this.handleOne(m, give).finally(give));
+      this.track(this.handleOne(m).finally(() => slots.give()));
     }
   }
 
@@ -216,8 +204,7 @@ export class StageRunner {
       if (batch.length === 0) return;
       await this.stepAside();
       await slots.take();
-      const give = once(() => slots.give());
-      this.track(this.handleBatch(batch, give).finally(give));
+      this.track(this.handleBatch(batch).finally(() => slots.give()));
     };
     for await (const m of messages) {
       if (!this.admit(m)) continue;
@@ -279,12 +266,7 @@ export class StageRunner {
     if (unsettled >= POISON_STARTS) throw new PoisonError(unsettled, m.info.deliveryCount);
   }
 
-  /**
-   * Handles one message. `processed` is called once its outputs and dead letters are stored: its
-   * slot goes to the next message while it waits for its receipts (the ack still waits for them),
-   * so the receipts' linger costs no throughput.
-   */
-  private async handleOne(m: JsMsg, processed: () => void): Promise<void> {
+  private async handleOne(m: JsMsg): Promise<void> {
     const started = performance.now();
     const deadLetters: Promise<void>[] = [];
     const decoded = this.decode(m);
@@ -301,8 +283,6 @@ export class StageRunner {
       const progressed = m.info.deliveryCount > 1 ? () => this.attempts.settled(this.attemptId(m)) : undefined;
       await this.publishAll(this.parts.flow.run(value, env, `${this.parts.durable}:${m.info.streamSequence}`), outputs, progressed);
       await Promise.all(deadLetters);
-      this.processed([m]);
-      processed();
       await this.parts.receipts.flush();
       m.ack();
       if (m.info.deliveryCount > 1) this.attempts.clear(this.attemptId(m));
@@ -315,8 +295,7 @@ export class StageRunner {
     }
   }
 
-  /** Handles a batch of messages; `processed` as for handleOne. */
-  private async handleBatch(msgs: JsMsg[], processed: () => void): Promise<void> {
+  private async handleBatch(msgs: JsMsg[]): Promise<void> {
     const started = performance.now();
     const good: { m: JsMsg; value: unknown }[] = [];
     try {
@@ -340,8 +319,6 @@ export class StageRunner {
         const idBase = `${this.parts.durable}:${seqs[0]}-${seqs.at(-1)}x${seqs.length}`;
         await this.publishAll(this.parts.flow.runBatch(good.map((g) => g.value), env, idBase), outputs);
         await Promise.all(deadLetters);
-        this.processed(msgs);
-        processed();
         await this.parts.receipts.flush();
         for (const g of good) g.m.ack();
         this.parts.metrics.processed(this.node, 'ok', performance.now() - started, good.length);
