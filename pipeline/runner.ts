@@ -177,6 +177,16 @@ export class StageRunner {
     }
   }
 
+  /**
+   * Whether a message's slot goes to the next one while it waits for its receipts. A bulk tier's
+   * concurrency is its share of a process beside urgent work, so a bulk message keeps its slot
+   * until acked; urgent and ungated runners hand it on, so the receipts' linger costs them no
+   * throughput.
+   */
+  private get handsSlotOnEarly(): boolean {
+    return !this.parts.priority || this.parts.priority.urgent;
+  }
+
   /** A bulk runner lets urgent work in this process go first (a bounded wait; nothing when none is in hand). */
   private stepAside(): Promise<void> | undefined {
     const p = this.parts.priority;
@@ -189,7 +199,8 @@ export class StageRunner {
       if (!this.admit(m)) continue;
       await this.stepAside();
       await slots.take();
-      this.track(this.handleOne(m).finally(() => slots.give()));
+      const give = once(() => slots.give());
+      this.track(this.handleOne(m, give).finally(give));
     }
   }
 
@@ -204,7 +215,8 @@ export class StageRunner {
       if (batch.length === 0) return;
       await this.stepAside();
       await slots.take();
-      this.track(this.handleBatch(batch).finally(() => slots.give()));
+      const give = once(() => slots.give());
+      this.track(this.handleBatch(batch, give).finally(give));
     };
     for await (const m of messages) {
       if (!this.admit(m)) continue;
@@ -266,7 +278,12 @@ export class StageRunner {
     if (unsettled >= POISON_STARTS) throw new PoisonError(unsettled, m.info.deliveryCount);
   }
 
-  private async handleOne(m: JsMsg): Promise<void> {
+  /**
+   * Handles one message. `processed` may be called once its outputs and dead letters are stored:
+   * its slot goes to the next message while it waits for its receipts (the ack still waits for
+   * them), so the receipts' linger costs an urgent tier no throughput.
+   */
+  private async handleOne(m: JsMsg, processed: () => void): Promise<void> {
     const started = performance.now();
     const deadLetters: Promise<void>[] = [];
     const decoded = this.decode(m);
@@ -283,6 +300,7 @@ export class StageRunner {
       const progressed = m.info.deliveryCount > 1 ? () => this.attempts.settled(this.attemptId(m)) : undefined;
       await this.publishAll(this.parts.flow.run(value, env, `${this.parts.durable}:${m.info.streamSequence}`), outputs, progressed);
       await Promise.all(deadLetters);
+      if (this.handsSlotOnEarly) processed();
       await this.parts.receipts.flush();
       m.ack();
       if (m.info.deliveryCount > 1) this.attempts.clear(this.attemptId(m));
@@ -295,7 +313,8 @@ export class StageRunner {
     }
   }
 
-  private async handleBatch(msgs: JsMsg[]): Promise<void> {
+  /** Handles a batch of messages; `processed` as for handleOne. */
+  private async handleBatch(msgs: JsMsg[], processed: () => void): Promise<void> {
     const started = performance.now();
     const good: { m: JsMsg; value: unknown }[] = [];
     try {
@@ -319,6 +338,7 @@ export class StageRunner {
         const idBase = `${this.parts.durable}:${seqs[0]}-${seqs.at(-1)}x${seqs.length}`;
         await this.publishAll(this.parts.flow.runBatch(good.map((g) => g.value), env, idBase), outputs);
         await Promise.all(deadLetters);
+        if (this.handsSlotOnEarly) processed();
         await this.parts.receipts.flush();
         for (const g of good) g.m.ack();
         this.parts.metrics.processed(this.node, 'ok', performance.now() - started, good.length);

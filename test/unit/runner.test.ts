@@ -5,7 +5,9 @@ import { Assembly } from '../../pipeline/assembly.js';
 import type { StageDeps } from '../../pipeline/deps.js';
 import type { PipelineGraph } from '../../pipeline/graph.js';
 import { Metrics } from '../../pipeline/metrics.js';
+import type { Priority } from '../../pipeline/runner.js';
 import type { Stage, StageDefinition } from '../../pipeline/stage.js';
+import { TierGate } from '../../pipeline/tier-gate.js';
 import { PermanentError, RetryableError } from '../../runtime/errors.js';
 import { createLogger } from '../../runtime/logger.js';
 import type { Receipt } from '../../schemas/index.js';
@@ -258,6 +260,54 @@ describe('the runner under backpressure and giving up', () => {
   });
 });
 
+
+describe('the runner waiting for receipts', () => {
+  /** One slot, three messages, receipts stored only when the test says so. */
+  const setUp = (priority?: Priority) => {
+    const seen: number[] = [];
+    const run = () => ({ pullBatch: 10, concurrency: 1, maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000, ackWaitMs: 30_000 });
+    const graph: PipelineGraph = { nodes: [{ name: 'first', def: stage('first', (i) => { seen.push(i.n); return []; }), reads: 'requests', subject: 'request', run }], edges: [] };
+    let storeReceipts!: () => void;
+    const stored = new Promise<void>((resolve) => { storeReceipts = resolve; });
+    const assembly = new Assembly({
+      graph, topology: new Topology(graph.nodes), deps: {} as StageDeps, metrics: new Metrics(), log: createLogger('silent'),
+      settings: { ackWaitMs: 30_000, retry: { maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000 } },
+      publish: async () => ({}),
+      receipts: { add: () => undefined, flush: () => stored },
+      priority: () => priority,
+    });
+    const msgs = Array.from({ length: 3 }, (_, n) => fakeMessage({ tenant: 't', id: `r${n}`, tier: 'social', n }, n + 1));
+    const runner = assembly.runner({ node: graph.nodes[0], tier: 'social', durable: 'first_social' }, fakeSource(msgs.map((x) => x.m)));
+    return { seen, msgs, runner, storeReceipts };
+  };
+
+  it('hands a message\'s slot on once it is processed, and acks it only once its receipts are stored', async () => {
+    const { seen, msgs, runner, storeReceipts } = setUp();
+    await runner.start();
+    // One slot, yet all three are processed while the first one's receipts are still in flight.
+    await until(() => seen.length === 3);
+    expect(msgs.map((x) => x.settled.join())).toEqual(['', '', '']);
+    expect(runner.idle).toBe(false);
+    storeReceipts();
+    await until(() => msgs.every((x) => x.settled.length === 1));
+    expect(msgs.map((x) => x.settled.join())).toEqual(['ack', 'ack', 'ack']);
+    await runner.close();
+  });
+
+  it('keeps a bulk tier\'s slot until the ack, so its share of the process stays what it was given', async () => {
+    const bulk = new TierGate().priority(false);
+    const { seen, msgs, runner, storeReceipts } = setUp(bulk);
+    await runner.start();
+    await until(() => seen.length === 1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(seen).toEqual([0]);
+    storeReceipts();
+    await until(() => msgs.every((x) => x.settled.length === 1));
+    expect(seen).toEqual([0, 1, 2]);
+    expect(msgs.map((x) => x.settled.join())).toEqual(['ack', 'ack', 'ack']);
+    await runner.close();
+  });
+});
 
 describe('the runner batching its inputs', () => {
   it('hands a batch over once its inputs hold maxBatchBytes, without waiting for the linger or the count', async () => {
