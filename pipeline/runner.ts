@@ -235,7 +235,10 @@ export class StageRunner {
     } catch (err) {
       return { ok: false, problems: [`(message): not UTF-8 JSON: ${errorMessage(err)}`] };
     }
-    const parsed = this.parts.flow.root.node.def.input.safeParse(raw);
+    const def = this.parts.flow.root.node.def;
+    const fast = def.decode?.(raw);
+    if (fast !== undefined) return { ok: true, value: fast };
+    const parsed = def.input.safeParse(raw);
     if (!parsed.success) return { ok: false, problems: describeIssues(parsed.error.issues) };
     return { ok: true, value: parsed.data };
   }

@@ -75,6 +75,11 @@ export interface StageDefinition<I, O, C, D> {
   /** Its name in logs, metrics, receipts, consumers and its DLQ subject. */
   name: string;
   input: z.ZodType<I>;
+  /**
+   * A fast decoder for an input Herald writes itself: what `input` parses `raw` into, or undefined
+   * to let `input` decide and say what is wrong. It must never accept what `input` rejects.
+   */
+  decode?(raw: unknown): I | undefined;
   /** Null for a stage that only has side effects (dispatch, loader). */
   output: z.ZodType<O> | null;
   config: z.ZodType<C>;

@@ -3,7 +3,7 @@ import { drainStream } from '@clickhouse/client';
 import { z } from 'zod';
 import { DeferError, RetryableError } from '../runtime/errors.js';
 import { receiptId } from '../runtime/ids.js';
-import { receiptBatchSchema, type ReceiptBatch } from '../schemas/index.js';
+import { decodeReceiptBatch, receiptBatchSchema, type ReceiptBatch } from '../schemas/index.js';
 import type { StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 
@@ -100,6 +100,7 @@ function baseRow(r: StoredReceipt) {
 export const receiptLoaderStage: StageDefinition<ReceiptBatch, never, z.infer<typeof receiptLoaderConfig>, StageDeps> = {
   name: 'loader',
   input: receiptBatchSchema,
+  decode: decodeReceiptBatch,
   output: null,
   config: receiptLoaderConfig,
   // Receipts about receipts would loop: a loader failure is in its logs, metrics and the DLQ.

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { receiptBatchSchema, type ReceiptBatch } from '../schemas/index.js';
+import { decodeReceiptBatch, receiptBatchSchema, type ReceiptBatch } from '../schemas/index.js';
 import type { StageDefinition } from '../pipeline/stage.js';
 import type { StageDeps } from '../pipeline/deps.js';
 
@@ -13,6 +13,7 @@ export const statusTrackerConfig = z.object({});
 export const statusTrackerStage: StageDefinition<ReceiptBatch, never, z.infer<typeof statusTrackerConfig>, StageDeps> = {
   name: 'tracker',
   input: receiptBatchSchema,
+  decode: decodeReceiptBatch,
   output: null,
   config: statusTrackerConfig,
   // Receipts about receipts would loop: a tracker failure is in its logs, metrics and the DLQ.
