@@ -129,6 +129,13 @@ export class StageRunner {
   private batchTimer?: NodeJS.Timeout;
   private readonly inHand = new Map<number, JsMsg>();
   private workingTimer?: NodeJS.Timeout;
+  /**
+   * Whether a message's slot goes to the next one while it waits for its receipts. A bulk tier's
+   * concurrency is its share of a process beside urgent work, so a bulk message keeps its slot
+   * until acked; urgent and ungated runners hand it on, so the receipts' linger costs them no
+   * throughput.
+   */
+  private readonly handsSlotOnEarly: boolean;
 
   constructor(private readonly parts: RunnerParts) {
     const o = parts.options;
@@ -136,6 +143,7 @@ export class StageRunner {
     this.attempts = parts.attempts ?? deliveryCountAttempts;
     this.node = parts.flow.root.node.name;
     this.log = parts.log.child({ stage: this.node, consumer: parts.durable });
+    this.handsSlotOnEarly = !parts.priority || parts.priority.urgent;
   }
 
   async start(): Promise<void> {
@@ -175,16 +183,6 @@ export class StageRunner {
     for (const m of msgs) {
       if (this.inHand.delete(m.info.streamSequence) && this.parts.priority?.urgent) this.parts.priority.release();
     }
-  }
-
-  /**
-   * Whether a message's slot goes to the next one while it waits for its receipts. A bulk tier's
-   * concurrency is its share of a process beside urgent work, so a bulk message keeps its slot
-   * until acked; urgent and ungated runners hand it on, so the receipts' linger costs them no
-   * throughput.
-   */
-  private get handsSlotOnEarly(): boolean {
-    return !this.parts.priority || this.parts.priority.urgent;
   }
 
   /** A bulk runner lets urgent work in this process go first (a bounded wait; nothing when none is in hand). */

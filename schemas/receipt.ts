@@ -10,6 +10,9 @@ export const receiptStatuses = [
 export const LAST_CHUNK_REASON = 'last chunk';
 
 export const receiptStatusSchema = z.enum(receiptStatuses);
+
+/** Bounds on a receipt's lists and its unit (the schema's and its fast decoder's). */
+export const receiptLimits = { unitLength: 200, channels: 16 } as const;
 export type ReceiptStatus = z.infer<typeof receiptStatusSchema>;
 
 /**
@@ -44,12 +47,12 @@ export const receiptSchema = z.strictObject({
    * (`chunk:3`), a delivery group. With tenant, request, stage, status and channel it makes the
    * receipt's id, so a receipt emitted again after a crash is counted once.
    */
-  unit: z.string().max(200).optional(),
+  unit: z.string().max(receiptLimits.unitLength).optional(),
   /**
    * On validate's `accepted`: the channels the request goes out on, so the status tracker knows
    * when every recipient is done. Not a ClickHouse column.
    */
-  channels: z.array(z.string()).max(16).optional(),
+  channels: z.array(z.string()).max(receiptLimits.channels).optional(),
 });
 export type Receipt = z.input<typeof receiptSchema>;
 export type StoredReceipt = z.output<typeof receiptSchema>;
@@ -58,40 +61,47 @@ export type StoredReceipt = z.output<typeof receiptSchema>;
 export const receiptBatchSchema = z.strictObject({ receipts: z.array(receiptSchema).min(1) });
 export type ReceiptBatch = z.infer<typeof receiptBatchSchema>;
 
-const receiptKeys = new Set(Object.keys(receiptSchema.shape));
+/** The keys the fast decoder reads: a key the schema gains is left to the schema until it reads it too. */
+export const decodedReceiptKeys = ['ts', 'stage', 'status', 'request_id', 'tenant', 'tier', 'category', 'channel', 'provider',
+  'user_id', 'reason', 'attempt', 'latency_ms', 'count', 'user_ids', 'unit', 'channels'] as const;
+const knownKeys = new Set<string>(decodedReceiptKeys);
 const statuses = new Set<string>(receiptStatuses);
+// The schema's own defaults, so that they are written once.
+const defaults = receiptSchema.parse({ ts: 0, stage: '', status: 'accepted', request_id: '', tenant: '', tier: '', category: '' });
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isString = (v: unknown): v is string => typeof v === 'string';
-const isInt = (v: unknown, min = Number.MIN_SAFE_INTEGER): v is number => Number.isSafeInteger(v) && (v as number) >= min;
-const isStringArray = (v: unknown, max = Infinity): v is string[] => Array.isArray(v) && v.length <= max && v.every(isString);
+const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every(isString);
 
-/** A default's field: absent takes the default, present must pass `ok`; undefined when it fails. */
+/** A defaulted field: absent takes the default, present must pass `ok`; undefined when it fails. */
 function orDefault<T>(v: unknown, fallback: T, ok: (v: unknown) => v is T): T | undefined {
   return v === undefined ? fallback : ok(v) ? v : undefined;
 }
 
 function decodeReceipt(raw: unknown): StoredReceipt | undefined {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
-  const r = raw as Record<string, unknown>;
-  for (const key of Object.keys(r)) if (!receiptKeys.has(key)) return undefined;
-  const { ts, stage, status, request_id, tenant, tier, category } = r;
+  if (!isObject(raw)) return undefined;
+  for (const key in raw) if (!knownKeys.has(key)) return undefined;
+  const { ts, stage, status, request_id, tenant, tier, category } = raw;
   if (typeof ts !== 'number' || !Number.isFinite(ts) || !isString(stage) || !isString(status) || !statuses.has(status)
     || !isString(request_id) || !isString(tenant) || !isString(tier) || !isString(category)) return undefined;
-  const channel = orDefault(r.channel, '', isString);
-  const provider = orDefault(r.provider, '', isString);
-  const user_id = orDefault(r.user_id, '', isString);
-  const reason = orDefault(r.reason, '', isString);
-  const attempt = orDefault(r.attempt, 1, (v) => isInt(v));
-  const latency_ms = orDefault(r.latency_ms, 0, (v) => isInt(v, 0));
-  const count = orDefault(r.count, 1, (v) => isInt(v, 0));
+  const channel = orDefault(raw.channel, defaults.channel, isString);
+  const provider = orDefault(raw.provider, defaults.provider, isString);
+  const user_id = orDefault(raw.user_id, defaults.user_id, isString);
+  const reason = orDefault(raw.reason, defaults.reason, isString);
+  const attempt = orDefault(raw.attempt, defaults.attempt, isInt);
+  const latency_ms = orDefault(raw.latency_ms, defaults.latency_ms, isCount);
+  const count = orDefault(raw.count, defaults.count, isCount);
   if (channel === undefined || provider === undefined || user_id === undefined || reason === undefined
     || attempt === undefined || latency_ms === undefined || count === undefined) return undefined;
   const out: StoredReceipt = {
     ts, stage, status: status as ReceiptStatus, request_id, tenant, tier, category, channel, provider, user_id, reason, attempt, latency_ms, count,
   };
   // An optional key present as undefined is left to the schema (JSON never makes one).
-  if ('user_ids' in r) { if (!isStringArray(r.user_ids)) return undefined; out.user_ids = r.user_ids; }
-  if ('unit' in r) { if (!isString(r.unit) || r.unit.length > 200) return undefined; out.unit = r.unit; }
-  if ('channels' in r) { if (!isStringArray(r.channels, 16)) return undefined; out.channels = r.channels; }
+  const { user_ids, unit, channels } = raw;
+  if ('user_ids' in raw) { if (!isStrings(user_ids)) return undefined; out.user_ids = user_ids; }
+  if ('unit' in raw) { if (!isString(unit) || unit.length > receiptLimits.unitLength) return undefined; out.unit = unit; }
+  if ('channels' in raw) { if (!isStrings(channels) || channels.length > receiptLimits.channels) return undefined; out.channels = channels; }
   return out;
 }
 
@@ -102,9 +112,9 @@ function decodeReceipt(raw: unknown): StoredReceipt | undefined {
  * result shares raw's arrays (a freshly parsed message's, on the hot path).
  */
 export function decodeReceiptBatch(raw: unknown): ReceiptBatch | undefined {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+  if (!isObject(raw)) return undefined;
   const keys = Object.keys(raw);
-  const list = (raw as { receipts?: unknown }).receipts;
+  const list = raw.receipts;
   if (keys.length !== 1 || keys[0] !== 'receipts' || !Array.isArray(list) || list.length === 0) return undefined;
   const receipts: StoredReceipt[] = new Array(list.length);
   for (let i = 0; i < list.length; i++) {

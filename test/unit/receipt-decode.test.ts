@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeReceiptBatch, receiptBatchSchema, receiptStatuses } from '../../schemas/index.js';
+import { decodedReceiptKeys, decodeReceiptBatch, receiptBatchSchema, receiptSchema, receiptStatuses } from '../../schemas/index.js';
 
 /** A small seeded PRNG (mulberry32): the same cases on every run. */
 function prng(seed: number): () => number {
@@ -59,6 +59,10 @@ function assertAgreesWithSchema(raw: unknown): 'fast' | 'schema' {
 }
 
 describe('decoding receipt batches without zod', () => {
+  it('reads every key the schema has: a key it gains (with a default, say) must be read here too', () => {
+    expect([...decodedReceiptKeys].sort()).toEqual(Object.keys(receiptSchema.shape).sort());
+  });
+
   it('gives exactly what the schema gives for the batches Herald writes, and takes the fast path for them', () => {
     for (let i = 0; i < 500; i++) {
       const batch = { receipts: Array.from({ length: 1 + Math.floor(random() * 5) }, validReceipt) };
