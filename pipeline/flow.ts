@@ -77,6 +77,19 @@ export class InlineFailure extends Error {
 
 type Produced<O> = O[] | Promise<O[]> | AsyncIterable<O>;
 
+/**
+ * An input's name (the root of its outputs' msgIDs, its dead letter's key), or how to make it: an
+ * in-process node's input is named only if that node fails or publishes, so the common path never
+ * pays for the name (the batch stage hashes every recipient into its own). Stages never change
+ * their inputs, so a name made later is the one it would have been.
+ */
+type InputId = string | (() => string);
+const idText = (id: InputId): string => (typeof id === 'string' ? id : id());
+const lazily = (make: () => string): (() => string) => {
+  let made: string | undefined;
+  return () => (made ??= make());
+};
+
 /** What a flow hands the runner: a list, or a stream when a node streams (a large fan-out). */
 export type FlowOutput = Emitted[] | AsyncIterable<Emitted>;
 
@@ -184,9 +197,10 @@ export class Flow {
    * Lists stay lists (no async generators per message: a password reset passes five nodes); only a
    * node that streams makes the rest of the way a stream.
    */
-  private async forward(step: FlowStep, produced: Produced<unknown>, parentId: string, env: FlowEnv, window?: OrderedWindow): Promise<FlowOutput> {
+  private async forward(step: FlowStep, produced: Produced<unknown>, parentId: InputId, env: FlowEnv, window?: OrderedWindow): Promise<FlowOutput> {
     const named = step.node.def.outputId;
-    const idOf = (o: unknown, i: number) => (named ? `${env.idRoot}:${named(o)}` : `${parentId}:${i}`);
+    const idOf = (o: unknown, i: number) => (named ? `${env.idRoot}:${named(o)}` : `${idText(parentId)}:${i}`);
+    const idFor = (o: unknown, i: number) => lazily(() => idOf(o, i));
     if (!step.next) {
       const route = step.route;
       const emit = (o: unknown, i: number): Emitted => {
@@ -206,7 +220,7 @@ export class Flow {
       const list = await produced;
       if (list.length === 0 && (!window || window.empty)) return [];
       // One output, nothing registered to run after it: straight to the next node.
-      if (list.length === 1 && (!window || window.empty)) return this.isolated(next, list[0], idOf(list[0], 0), env);
+      if (list.length === 1 && (!window || window.empty)) return this.isolated(next, list[0], idFor(list[0], 0), env);
       produced = list;
     }
     if (!window) {
@@ -216,16 +230,16 @@ export class Flow {
       return (async function* () {
         let i = 0;
         for await (const o of iterate(inputs)) {
-          const out = await self.isolated(next, o, idOf(o, i++), env);
+          const out = await self.isolated(next, o, idFor(o, i++), env);
           yield* out;
         }
       })();
     }
-    return window.run(iterate(produced), async (o, i) => toArray(await this.isolated(next, o, idOf(o, i), env)), env.afterOutputs);
+    return window.run(iterate(produced), async (o, i) => toArray(await this.isolated(next, o, idFor(o, i), env)), env.afterOutputs);
   }
 
   /** Runs an in-process node on one input under its own identity; a failure for good dead-letters that input alone. */
-  private async isolated(step: FlowStep, input: unknown, id: string, env: FlowEnv): Promise<FlowOutput> {
+  private async isolated(step: FlowStep, input: unknown, id: InputId, env: FlowEnv): Promise<FlowOutput> {
     const started = performance.now();
     let out: FlowOutput;
     try {
@@ -256,7 +270,7 @@ export class Flow {
   }
 
   /** A node's input failed: retried with the whole message (thrown), or given up on alone (nothing more comes of it). */
-  private async failed(step: FlowStep, input: unknown, id: string, err: unknown, env: FlowEnv, started: number): Promise<Emitted[]> {
+  private async failed(step: FlowStep, input: unknown, id: InputId, err: unknown, env: FlowEnv, started: number): Promise<Emitted[]> {
     // Already decided further down, or a wait: the runner handles the message as a whole.
     if (err instanceof InlineFailure || err instanceof DeferError) throw err;
     this.metrics.processed(step.node.name, 'failed', performance.now() - started);
@@ -266,7 +280,8 @@ export class Flow {
     return [];
   }
 
-  private async giveUp(step: FlowStep, input: unknown, id: string, err: unknown, env: FlowEnv): Promise<void> {
+  private async giveUp(step: FlowStep, input: unknown, inputId: InputId, err: unknown, env: FlowEnv): Promise<void> {
+    const id = idText(inputId);
     const { reason, problems } = failureOf(err, env.attempt);
     const identities = identitiesOf(step.node, input);
     step.log.warn({ reason, problems: problems.slice(0, 20), attempt: env.attempt }, 'dead-lettered');

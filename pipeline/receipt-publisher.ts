@@ -58,9 +58,12 @@ export class ReceiptPublisher {
     this.retryMs = opts.retryMs ?? 500;
   }
 
+  /** Queues a receipt, taking it over: callers build one per call, so it is completed in place, not copied. */
   add(receipt: Receipt): void {
+    receipt.ts ??= Date.now();
     // Reasons often quote a provider's error, which may name an address or a token.
-    this.pending.push({ ...receipt, ts: receipt.ts ?? Date.now(), ...(receipt.reason ? { reason: scrub(receipt.reason) } : {}) });
+    if (receipt.reason) receipt.reason = scrub(receipt.reason);
+    this.pending.push(receipt);
     if (this.pending.length >= this.maxBatch) this.publishPending();
     else if (!this.timer) this.timer = setTimeout(() => this.publishPending(), this.lingerMs);
   }

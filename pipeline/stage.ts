@@ -23,7 +23,7 @@ export interface StageContext {
   claimedTenant?: string;
   /** Aborted when the process shuts down. */
   signal: AbortSignal;
-  /** Records a receipt; receipts are published in batches and acknowledged before the input is. */
+  /** Records a receipt; receipts are published in batches and acknowledged before the input is. The receipt is taken over: pass a fresh object. */
   receipt(receipt: Receipt): void;
   /**
    * Dead-letters part of the work (for example the recipients a provider refused for good) while

@@ -40,9 +40,10 @@ export function checkRequest(raw: unknown, templates: StageDeps['templates'], ar
     // A later time could not be honoured: the streams would drop the request before it came due.
     problems.push(`send_at: ${parsed.data.send_at} is more than ${Math.floor(MAX_SCHEDULE_AHEAD_MS / 3_600_000)} hours after the request arrived; schedule it later, closer to its time`);
   }
-  const content = renderable(raw);
-  // Data too deep or too large is reported by the schema; rendering it is not tried.
-  if (content && jsonShapeProblems(content.data).length === 0) problems.push(...templates.check(content));
+  // A parsed request is checked as its own objects, which go on to dispatch: its render is remembered for them.
+  const content = parsed.success ? parsed.data : renderable(raw);
+  // Data too deep or too large is reported by the schema (so a parsed request's data is fine); rendering it is not tried.
+  if (content && (parsed.success || jsonShapeProblems(content.data).length === 0)) problems.push(...templates.check(content));
   return { parsed, problems };
 }
 

@@ -30,6 +30,19 @@ export function guardedEngine(): typeof Handlebars {
   return engine;
 }
 
+/** The helpers inline content may use (see inlineProblems), and the hooks Handlebars calls for a missing one. */
+const inlineHelpers = new Set(['if', 'unless', 'helperMissing', 'blockHelperMissing']);
+
+/**
+ * The environment inline content renders in: only what inline content may use. Handlebars wraps
+ * every helper of the environment on every render, and a password reset renders twice.
+ */
+export function inlineEngine(): typeof Handlebars {
+  const engine = Handlebars.create();
+  for (const name of Object.keys(engine.helpers)) if (!inlineHelpers.has(name)) engine.unregisterHelper(name);
+  return engine;
+}
+
 /** Runs one render under the iteration budget. */
 export function budgeted<T>(render: () => T): T {
   iterationsLeft = renderLimits.iterations;

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { budgeted, guardedEngine, inlineProblems, outputProblems } from './template-guard.js';
+import { budgeted, guardedEngine, inlineEngine, inlineProblems, outputProblems } from './template-guard.js';
 
 /** Rendered content for one locale. */
 export interface RenderedContent {
@@ -20,12 +20,13 @@ export class ContentError extends Error {
 }
 
 // Loops are budgeted and `log` is gone, for operator templates too: data comes from producers.
-const engine = guardedEngine();
+const fileEngine = guardedEngine();
+const contentEngine = inlineEngine();
 
 /** A part without a mustache renders as itself: Handlebars would allocate a context to say so. */
 const literal = (s: string): HandlebarsTemplateDelegate | undefined => (s.includes('{{') ? undefined : () => s);
 
-function compile(source: ContentSource): Compiled {
+function compile(source: ContentSource, engine: ReturnType<typeof guardedEngine>): Compiled {
   // Text parts are not HTML-escaped; the HTML part is.
   const text = (s: string) => literal(s) ?? engine.compile(s, { strict: true, noEscape: true });
   return {
@@ -61,6 +62,11 @@ function run(compiled: Compiled, data: Record<string, unknown>, where: string): 
 export class TemplateStore {
   private readonly compiled = new Map<string, Compiled | null>();
   private readonly inline = new Map<string, Compiled>();
+  /**
+   * The last inline render of each data object: validate renders a request to check it, and
+   * dispatch renders the same request (the same objects, handed on in process) again.
+   */
+  private readonly lastInline = new WeakMap<object, { content: ContentSource; rendered: RenderedContent }>();
 
   constructor(private readonly dir: string) {}
 
@@ -88,7 +94,7 @@ export class TemplateStore {
       if (typeof source.title !== 'string' || typeof source.body !== 'string') {
         throw new ContentError(`template "${id}" (${locale}) needs string "title" and "body"`);
       }
-      result = compile(source);
+      result = compile(source, fileEngine);
     }
     this.compiled.set(key, result);
     return result;
@@ -110,7 +116,10 @@ export class TemplateStore {
   }
 
   renderInline(content: ContentSource, data: Record<string, unknown>): RenderedContent {
-    const key = JSON.stringify(content);
+    const last = this.lastInline.get(data);
+    if (last?.content === content) return last.rendered;
+    // Only the parts that render name the compiled form: an action_url unique to each request must not defeat the cache.
+    const key = JSON.stringify([content.title, content.body, content.html]);
     let compiled = this.inline.get(key);
     if (!compiled) {
       // Inline content is producer input: placeholders and if/unless only, checked before compiling.
@@ -121,14 +130,16 @@ export class TemplateStore {
       ];
       if (problems.length) throw new ContentError(problems.join('; '), problems);
       try {
-        compiled = compile(content);
+        compiled = compile(content, contentEngine);
       } catch (err) {
         throw new ContentError(`content has a template syntax error: ${(err as Error).message}`);
       }
       if (this.inline.size > 10_000) this.inline.clear();
       this.inline.set(key, compiled);
     }
-    return run(compiled, data, 'content');
+    const rendered = run(compiled, data, 'content');
+    this.lastInline.set(data, { content, rendered });
+    return rendered;
   }
 
   /** Renders a request's content for a recipient locale. */

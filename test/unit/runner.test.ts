@@ -151,6 +151,8 @@ describe('the runner against fake messages', () => {
     const outputs = h.published.filter((p) => !p.subject.includes('dlq'));
     expect(outputs.map((p) => [p.subject, JSON.parse(p.data).n])).toEqual([['notify.thirds.social', 1]]);
     const [letter] = h.published.filter((p) => p.subject === 'notify.dlq.second').map((p) => JSON.parse(p.data));
+    // Named as the input it was (the first node's second output), so giving up again writes the same letter.
+    expect(h.published.filter((p) => p.subject === 'notify.dlq.second').map((p) => p.msgID)).toEqual([expect.stringMatching(/:dlq:second:first_social:12:1$/)]);
     // A redrive goes to the second node's own subject (it has its own consumer).
     expect(letter).toMatchObject({ stage: 'second', subject: 'notify.seconds.social', reason: 'second refuses 2' });
     expect(h.receipts).toMatchObject([{ stage: 'second', status: 'dead_lettered', request_id: 'r1' }]);
