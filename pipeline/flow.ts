@@ -166,30 +166,8 @@ export class Flow {
   }
 
   private context(step: FlowStep, env: FlowEnv, window?: OrderedWindow): StageContext {
-    return {
-      log: step.log,
-      attempt: env.attempt,
-      replay: env.replay,
-      redrive: env.redrive,
-      isLastAttempt: env.attempt >= step.maxAttempts,
-      storedAt: env.storedAt,
-      // The subject is the first node's input's; the nodes after it get what that node made.
-      ...(step === this.root && env.claimedTenant !== undefined ? { claimedTenant: env.claimedTenant } : {}),
-      signal: env.signal,
-      receipt: env.receipt,
-      progress: env.progress,
-      afterOutputs: window ? (fn) => window.after(fn) : env.afterOutputs,
-      later: (work, untilMs, id) => {
-        if (!step.laterRoute) throw new Error(`node ${step.node.name} has no "later" edge to hand work back on`);
-        const deferred = { until: untilMs, work };
-        env.publish(step.laterRoute(deferred), JSON.stringify(deferred), `${env.idRoot}:later:${id}`);
-      },
-      deadLetter: (reason, problems, payload) => env.deadLetter({
-        node: step.node.name, subject: step.ownSubject(payload), reason, problems,
-        payload: Buffer.from(JSON.stringify(payload)), attempts: env.attempt, firstError: env.firstError,
-        identities: [], key: null,
-      }),
-    };
+    // The subject is the first node's input's; the nodes after it get what that node made.
+    return new NodeContext(step, env, window, step === this.root ? env.claimedTenant : undefined);
   }
 
   /**
@@ -292,6 +270,54 @@ export class Flow {
     await env.deadLetter({
       node: step.node.name, subject: step.ownSubject(input), reason, problems, payload: Buffer.from(JSON.stringify(input)),
       attempts: env.attempt, firstError: env.firstError, identities, key: id,
+    });
+  }
+}
+
+/** What a node is lent for one input: the runner's env under the node's own name. One object per node and input, no closures. */
+class NodeContext implements StageContext {
+  readonly log: Logger;
+  readonly attempt: number;
+  readonly replay?: string;
+  readonly redrive: boolean;
+  readonly isLastAttempt: boolean;
+  readonly storedAt: number;
+  readonly signal: AbortSignal;
+  readonly progress?: () => void;
+
+  constructor(private readonly step: FlowStep, private readonly env: FlowEnv, private readonly window: OrderedWindow | undefined, readonly claimedTenant: string | undefined) {
+    this.log = step.log;
+    this.attempt = env.attempt;
+    this.replay = env.replay;
+    this.redrive = env.redrive;
+    this.isLastAttempt = env.attempt >= step.maxAttempts;
+    this.storedAt = env.storedAt;
+    this.signal = env.signal;
+    this.progress = env.progress;
+  }
+
+  receipt(receipt: Receipt): void {
+    this.env.receipt(receipt);
+  }
+
+  afterOutputs(fn: () => Promise<void>): void {
+    if (this.window) this.window.after(fn);
+    else this.env.afterOutputs(fn);
+  }
+
+  later(work: unknown, untilMs: number, id: string): void {
+    const { step, env } = this;
+    if (!step.laterRoute) throw new Error(`node ${step.node.name} has no "later" edge to hand work back on`);
+    const deferred = { until: untilMs, work };
+    env.publish(step.laterRoute(deferred), JSON.stringify(deferred), `${env.idRoot}:later:${id}`);
+  }
+
+  deadLetter(reason: string, problems: string[], payload: unknown): Promise<void> {
+    const { step, env } = this;
+    return env.deadLetter({
+      node: step.node.name, subject: step.ownSubject(payload), reason, problems,
+      payload: Buffer.from(JSON.stringify(payload)), attempts: env.attempt, firstError: env.firstError,
+      identities: [], key: null,
     });
   }
 }
