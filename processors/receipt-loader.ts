@@ -39,15 +39,29 @@ export function tsvField(value: string | number): string {
   return /[\\\t\n\r\0]/.test(text) ? text.replace(/[\\\t\n\r\0]/g, (c) => TSV_ESCAPES[c]) : text;
 }
 
+/** The UTC day of a time as ClickHouse Date text. Receipts come in time order: the last day is kept. */
+let lastDay = NaN;
+let lastDayText = '';
+function dayText(ts: number): string {
+  const day = Math.floor(ts / 86_400_000);
+  if (day !== lastDay) {
+    lastDayText = new Date(ts).toISOString().slice(0, 10);
+    lastDay = day;
+  }
+  return lastDayText;
+}
+
 /**
  * The rows of `toRows` as TabSeparated text in ROW_COLUMNS order: half the bytes of JSONEachRow,
  * and parsed by ClickHouse far faster. What a fan-out receipt's rows share is encoded once; each
- * listed user adds only their receipt id and name.
+ * listed user adds only their receipt id and name. Written field by field (no row object): it runs
+ * for every receipt, and a test holds it to `toRows`.
  */
 export function rowsText(r: StoredReceipt): string {
-  const b = baseRow(r);
-  const shared = [b.event_time, b.event_ms, b.event_date, b.stage, b.status, b.request_id, b.tenant, b.tier, b.category,
-    b.channel, b.provider, b.reason, b.attempt, b.latency_ms].map(tsvField).join('\t');
+  // Numbers need no escaping.
+  const shared = `${Math.floor(r.ts / 1000)}\t${r.ts % 1000}\t${dayText(r.ts)}\t${tsvField(r.stage)}\t${tsvField(r.status)}\t` +
+    `${tsvField(r.request_id)}\t${tsvField(r.tenant)}\t${tsvField(r.tier)}\t${tsvField(r.category)}\t${tsvField(r.channel)}\t` +
+    `${tsvField(r.provider)}\t${tsvField(r.reason)}\t${Math.min(65_535, r.attempt)}\t${r.latency_ms}`;
   // Receipt ids are base64url: nothing in them needs escaping.
   if (!r.user_ids) return `${receiptId(r, r.unit ?? r.user_id)}\t${shared}\t${tsvField(r.user_id)}\t${r.count}\n`;
   let text = '';

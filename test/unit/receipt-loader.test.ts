@@ -15,6 +15,10 @@ describe('receipt loader rows', () => {
       { ts: 1_780_000_000_123, stage: 'dispatch', status: 'delivered', request_id: 'r1', tenant: 'acme', tier: 'transactional', category: 'otp', channel: 'email', provider: 'smtp', user_id: 'u"1', latency_ms: 12 },
       { ts: 1_780_000_000_999, stage: 'dispatch', status: 'delivered', request_id: 'r2', tenant: 'acme', tier: 'marketing', category: 'launch', channel: 'inapp', user_ids: ['a', 'b\\c', 'ü\n', '😀', 't\tab\r\0'] },
       { ts: 1_780_000_001_000, stage: 'resolve', status: 'resolved', request_id: 'r3', tenant: 't', tier: 'social', category: 'x', unit: 'chunk:3', count: 500, reason: 'said "no"\n\ttwice \\ back', attempt: 70_000 },
+      // Either side of midnight UTC, then back: each row has its own day.
+      { ts: Date.UTC(2026, 11, 3, 23, 59, 59, 999), stage: 'st\tage', status: 'seen', request_id: 'r\n4', tenant: 'a\\b', tier: 't\tr', category: 'c\0\n', user_id: 'u' },
+      { ts: Date.UTC(2026, 11, 4), stage: 'validate', status: 'accepted', request_id: 'r5', tenant: 'a', tier: 'social', category: 'c', channel: 'ch\tx', provider: 'p\n' },
+      { ts: Date.UTC(2026, 11, 3, 12), stage: 'validate', status: 'accepted', request_id: 'r6', tenant: 'a', tier: 'social', category: 'c' },
     ].map((r) => receiptSchema.parse(r));
     for (const r of receipts) {
       const text = rowsText(r);
