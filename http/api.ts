@@ -149,7 +149,7 @@ export class ApiServer {
         for (const r of receipts) lazy.receipts.add(r);
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([
-          lazy.receipts.flush(),
+          lazy.receipts.flush(true),
           new Promise((_, reject) => { timer = setTimeout(() => reject(new ServiceUnavailable('receipts could not be stored (NATS); try again')), 5_000); }),
         ]).finally(() => clearTimeout(timer));
       },

@@ -7,8 +7,14 @@ import type { Topology } from '../streams/topology.js';
 
 /** Options for batching receipts. */
 export interface ReceiptPublisherOptions {
-  /** Longest a receipt waits for companions. @default 5 */
+  /**
+   * Longest a receipt waits for companions while nobody is held up by it. Fewer, larger messages:
+   * at 1,000 password resets a second, 20 ms instead of 5 took a quarter of the NATS messages per
+   * request and a tenth of Herald's CPU (npm run bench:cost). @default 20
+   */
   lingerMs?: number;
+  /** Longest it waits once a `flush(true)` caller holds work back until it is stored (a bulk tier's slot, an HTTP answer). @default 5 */
+  promptLingerMs?: number;
   /** Receipts per published message. @default 500 */
   maxBatch?: number;
   /** Bytes per published message, well under the server's max_payload. @default 256 KiB */
@@ -42,9 +48,12 @@ export class ReceiptPublisher {
   private pending: Receipt[] = [];
   private pendingDone: Flush['waiters'] = [];
   private timer?: NodeJS.Timeout;
+  /** When the timer fires (performance.now()). */
+  private dueAt = 0;
   private readonly prefix = nuid.next();
   private counter = 0;
   private readonly lingerMs: number;
+  private readonly promptLingerMs: number;
   private readonly maxBatch: number;
   private readonly maxBytes: number;
   private readonly retryMs: number;
@@ -52,7 +61,8 @@ export class ReceiptPublisher {
   private closed = false;
 
   constructor(private readonly js: JetStreamClient, private readonly topology: Topology, private readonly opts: ReceiptPublisherOptions = {}) {
-    this.lingerMs = opts.lingerMs ?? 5;
+    this.lingerMs = opts.lingerMs ?? 20;
+    this.promptLingerMs = Math.min(this.lingerMs, opts.promptLingerMs ?? 5);
     this.maxBatch = opts.maxBatch ?? 500;
     this.maxBytes = opts.maxBytes ?? 256 * 1024;
     this.retryMs = opts.retryMs ?? 500;
@@ -65,13 +75,23 @@ export class ReceiptPublisher {
     if (receipt.reason) receipt.reason = scrub(receipt.reason);
     this.pending.push(receipt);
     if (this.pending.length >= this.maxBatch) this.publishPending();
-    else if (!this.timer) this.timer = setTimeout(() => this.publishPending(), this.lingerMs);
+    else if (!this.timer) this.publishIn(this.lingerMs);
   }
 
-  /** Resolves when every receipt added so far is stored in RECEIPTS. */
-  flush(): Promise<void> {
+  /**
+   * Resolves when every receipt added so far is stored in RECEIPTS. `promptly`: the caller holds
+   * work back meanwhile, so what is pending goes within `promptLingerMs`.
+   */
+  flush(promptly = false): Promise<void> {
     if (this.pending.length === 0) return Promise.all([...this.inFlight]).then(() => undefined);
+    if (promptly && this.dueAt > performance.now() + this.promptLingerMs) this.publishIn(this.promptLingerMs);
     return new Promise<void>((resolve, reject) => this.pendingDone.push({ resolve, reject }));
+  }
+
+  private publishIn(ms: number): void {
+    clearTimeout(this.timer);
+    this.dueAt = performance.now() + ms;
+    this.timer = setTimeout(() => this.publishPending(), ms);
   }
 
   /** Receipts per status, cut so that no message exceeds `maxBytes`. */

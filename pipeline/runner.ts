@@ -40,10 +40,13 @@ export interface MessageSource {
   consume(opts: { max_messages: number }): Promise<AsyncIterable<JsMsg> & { close(): Promise<void | Error> }>;
 }
 
-/** Receipts are batched by the process; `flush` resolves once those added so far are stored. */
+/**
+ * Receipts are batched by the process; `flush` resolves once those added so far are stored, soon
+ * when `promptly` (the caller holds a slot meanwhile).
+ */
 export interface ReceiptSink {
   add(receipt: Receipt): void;
-  flush(): Promise<void>;
+  flush(promptly?: boolean): Promise<void>;
 }
 
 /** Priority within a process: urgent runners hold the gate; bulk ones step aside while it is held. */
@@ -302,7 +305,7 @@ export class StageRunner {
       await this.publishAll(this.parts.flow.run(value, env, `${this.parts.durable}:${m.info.streamSequence}`), outputs, progressed);
       await Promise.all(deadLetters);
       if (this.handsSlotOnEarly) processed();
-      await this.parts.receipts.flush();
+      await this.parts.receipts.flush(!this.handsSlotOnEarly);
       m.ack();
       if (m.info.deliveryCount > 1) this.attempts.clear(this.attemptId(m));
       this.parts.metrics.processed(this.node, 'ok', performance.now() - started);
@@ -340,7 +343,7 @@ export class StageRunner {
         await this.publishAll(this.parts.flow.runBatch(good.map((g) => g.value), env, idBase), outputs);
         await Promise.all(deadLetters);
         if (this.handsSlotOnEarly) processed();
-        await this.parts.receipts.flush();
+        await this.parts.receipts.flush(!this.handsSlotOnEarly);
         for (const g of good) g.m.ack();
         this.parts.metrics.processed(this.node, 'ok', performance.now() - started, good.length);
       } catch (err) {
@@ -437,7 +440,8 @@ export class StageRunner {
     await this.parts.deadLetters.write(this.origin(m), {
       node: this.node, subject: m.subject, reason, problems, payload: m.data, attempts: attempt, firstError, identities, key: 'all',
     });
-    await this.parts.receipts.flush();
+    // The message's slot is still held.
+    await this.parts.receipts.flush(true);
     this.log.warn({ seq: m.info.streamSequence, reason, problems: problems.slice(0, 20) }, 'dead-lettered');
   }
 

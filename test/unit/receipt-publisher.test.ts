@@ -43,6 +43,31 @@ describe('the receipts publisher', () => {
     expect(bodies.filter((b) => b.startsWith('notify.receipt.resolved '))).toHaveLength(1);
   });
 
+  it('lets receipts wait for companions, unless a caller holds work back until they are stored', async () => {
+    const fake = fakeJetStream(1024 * 1024, () => false);
+    const publisher = new ReceiptPublisher(fake.js, new Topology(pipelineGraph().nodes), { lingerMs: 400, promptLingerMs: 5 });
+    const stored = () => [...fake.stored.values()].flatMap((b) => (JSON.parse(b.slice(b.indexOf(' ') + 1)).receipts as Receipt[]).map((r) => r.request_id));
+    publisher.add(receipt(1));
+    let unhurriedDone = false;
+    void publisher.flush().then(() => { unhurriedDone = true; });
+    await new Promise((r) => setTimeout(r, 60));
+    // Nobody in a hurry: still waiting for companions.
+    expect(stored()).toEqual([]);
+    publisher.add(receipt(2));
+    const t0 = performance.now();
+    await publisher.flush(true);
+    expect(performance.now() - t0).toBeLessThan(200);
+    // Everything pending went together, and the unhurried caller was answered too.
+    expect(stored().sort()).toEqual(['r1', 'r2']);
+    expect(fake.tries).toHaveLength(1);
+    await new Promise((r) => setImmediate(r));
+    expect(unhurriedDone).toBe(true);
+    // With nobody in a hurry, the linger is what sends them.
+    publisher.add(receipt(3));
+    await publisher.flush();
+    expect(stored().sort()).toEqual(['r1', 'r2', 'r3']);
+  });
+
   it('retries only the message that failed, under its first msgID', async () => {
     let failed = '';
     const fake = fakeJetStream(1024 * 1024, (msgID) => {

@@ -271,24 +271,27 @@ describe('the runner waiting for receipts', () => {
     const graph: PipelineGraph = { nodes: [{ name: 'first', def: stage('first', (i) => { seen.push(i.n); return []; }), reads: 'requests', subject: 'request', run }], edges: [] };
     let storeReceipts!: () => void;
     const stored = new Promise<void>((resolve) => { storeReceipts = resolve; });
+    const prompt: boolean[] = [];
     const assembly = new Assembly({
       graph, topology: new Topology(graph.nodes), deps: {} as StageDeps, metrics: new Metrics(), log: createLogger('silent'),
       settings: { ackWaitMs: 30_000, retry: { maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000 } },
       publish: async () => ({}),
-      receipts: { add: () => undefined, flush: () => stored },
+      receipts: { add: () => undefined, flush: (promptly) => { prompt.push(promptly ?? false); return stored; } },
       priority: () => priority,
     });
     const msgs = Array.from({ length: 3 }, (_, n) => fakeMessage({ tenant: 't', id: `r${n}`, tier: 'social', n }, n + 1));
     const runner = assembly.runner({ node: graph.nodes[0], tier: 'social', durable: 'first_social' }, fakeSource(msgs.map((x) => x.m)));
-    return { seen, msgs, runner, storeReceipts };
+    return { seen, msgs, runner, storeReceipts, prompt };
   };
 
   it('hands a message\'s slot on once it is processed, and acks it only once its receipts are stored', async () => {
-    const { seen, msgs, runner, storeReceipts } = setUp();
+    const { seen, msgs, runner, storeReceipts, prompt } = setUp();
     await runner.start();
     // One slot, yet all three are processed while the first one's receipts are still in flight.
     await until(() => seen.length === 3);
     expect(msgs.map((x) => x.settled.join())).toEqual(['', '', '']);
+    // Nothing waits on them but the acks: the receipts may wait for companions.
+    expect(prompt).toEqual([false, false, false]);
     expect(runner.idle).toBe(false);
     storeReceipts();
     await until(() => msgs.every((x) => x.settled.length === 1));
@@ -298,11 +301,13 @@ describe('the runner waiting for receipts', () => {
 
   it('keeps a bulk tier\'s slot until the ack, so its share of the process stays what it was given', async () => {
     const bulk = new TierGate().priority(false);
-    const { seen, msgs, runner, storeReceipts } = setUp(bulk);
+    const { seen, msgs, runner, storeReceipts, prompt } = setUp(bulk);
     await runner.start();
     await until(() => seen.length === 1);
     await new Promise((r) => setTimeout(r, 50));
     expect(seen).toEqual([0]);
+    // The slot waits on them: they go promptly.
+    expect(prompt).toEqual([true]);
     storeReceipts();
     await until(() => msgs.every((x) => x.settled.length === 1));
     expect(seen).toEqual([0, 1, 2]);
