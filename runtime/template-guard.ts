@@ -35,7 +35,7 @@ const inlineHelpers = new Set(['if', 'unless', 'helperMissing', 'blockHelperMiss
 
 /**
  * The environment inline content renders in: only what inline content may use. Handlebars wraps
- * every helper of the environment on every render, and a password reset renders twice.
+ * every helper of the environment on every render, and every request is rendered to be checked.
  */
 export function inlineEngine(): typeof Handlebars {
   const engine = Handlebars.create();

@@ -23,6 +23,9 @@ export class ContentError extends Error {
 const fileEngine = guardedEngine();
 const contentEngine = inlineEngine();
 
+/** A request's data when it has none: one object, so that its check's render is remembered for its delivery too. */
+const NO_DATA: Record<string, unknown> = Object.freeze({});
+
 /** A part without a mustache renders as itself: Handlebars would allocate a context to say so. */
 const literal = (s: string): HandlebarsTemplateDelegate | undefined => (s.includes('{{') ? undefined : () => s);
 
@@ -69,6 +72,11 @@ export class TemplateStore {
   private readonly lastInline = new WeakMap<object, { content: ContentSource; rendered: RenderedContent }>();
 
   constructor(private readonly dir: string) {}
+
+  /** How many inline contents are compiled and cached now. */
+  get compiledInline(): number {
+    return this.inline.size;
+  }
 
   /** Locales a template exists in, or [] when there is no such template. */
   locales(id: string): string[] {
@@ -144,7 +152,7 @@ export class TemplateStore {
 
   /** Renders a request's content for a recipient locale. */
   render(req: { content?: ContentSource; template?: { id: string; locale?: string }; data?: Record<string, unknown> }, recipientLocale: string): RenderedContent {
-    const data = req.data ?? {};
+    const data = req.data ?? NO_DATA;
     if (req.content) return this.renderInline(req.content, data);
     if (!req.template) throw new ContentError('request has neither content nor template');
     return this.renderTemplate(req.template.id, req.template.locale ?? recipientLocale, data);
@@ -153,7 +161,7 @@ export class TemplateStore {
   /** Every problem rendering would hit, for every locale the request could use. */
   check(req: { content?: ContentSource; template?: { id: string; locale?: string }; data?: Record<string, unknown> }): string[] {
     const problems: string[] = [];
-    const data = req.data ?? {};
+    const data = req.data ?? NO_DATA;
     const attempt = (fn: () => unknown) => {
       try { fn(); } catch (err) { problems.push(...(err instanceof ContentError ? err.problems : [(err as Error).message])); }
     };

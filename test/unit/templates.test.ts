@@ -24,6 +24,15 @@ describe('inline content', () => {
     }
   });
 
+  it('compiles content once however its action_url varies: only the parts that render name it', () => {
+    const before = store.compiledInline;
+    for (const id of ['a', 'b', 'c']) {
+      const content = { title: 'Order {{n}}', body: 'Shipped', action_url: `https://shop.example/orders/${id}` };
+      expect(store.renderInline(content, { n: id })).toEqual({ title: `Order ${id}`, body: 'Shipped' });
+    }
+    expect(store.compiledInline).toBe(before + 1);
+  });
+
   it('renders the same content and data objects once, and other data afresh', () => {
     const content = { title: 'Your code', body: 'Code {{code}}' };
     const data = { code: '1' };
