@@ -2,7 +2,7 @@
 // Herald and in each server at a paced rate, and latency per stage from the receipts. The figures
 // to improve when transactional latency under load misses its target.
 import { publishRequest } from '../runtime/producer.js';
-import { benchServers, cpuMs, fmt, natsMessages, printTable, redisCommands, redisPerUnit } from './servers.js';
+import { benchServers, cpuMs, fmt, mainThreadWakeups, natsMessages, printTable, redisCommands, redisPerUnit } from './servers.js';
 import { connectBench, DeliveredWatch, quiesce, startHerald, stopHerald } from './herald-child.js';
 
 const RATE = Number(process.env.BENCH_RATE ?? 1_000);
@@ -32,6 +32,7 @@ try {
   for (const phase of ['warm', 'measure']) {
     log(`${phase}: ${fmt(RATE)} requests/s for ${SECONDS} s …`);
     const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMs(pid)]));
+    const wakeupsBefore = mainThreadWakeups(herald.pid!);
     const messagesBefore = await natsMessages(servers.natsMonitor);
     const commandsBefore = await redisCommands(bench.redis);
     const t0 = performance.now();
@@ -51,6 +52,8 @@ try {
         const used = cpuMs(pid) - before[name];
         rows.push([`CPU of ${name}`, `${fmt((used / total) * 1000)} µs/request`, `${fmt((used / wall) * 100)} % of a core`]);
       }
+      const wakeups = (mainThreadWakeups(herald.pid!) - wakeupsBefore) / total;
+      rows.push([`event-loop wakeups of ${SPLIT ? 'herald (validate … dispatch)' : 'herald'}`, `${fmt(wakeups, 2)} per request`, 'its main thread slept and woke']);
       // Includes the load generator's publishes and its watch on delivered receipts.
       const messages = await natsMessages(servers.natsMonitor);
       const commands = await redisCommands(bench.redis);
