@@ -32,6 +32,12 @@ import { RateLimiter } from '../stores/rate-limits.js';
 import { answerUnknownTiers } from './unknown-tiers.js';
 import { Housekeeping } from './housekeeping.js';
 
+/**
+ * How long a delivery's live inbox update waits for others to share its write to NATS. At 1,000
+ * single-recipient requests/s each update was a write of its own, waking nats-server each time.
+ */
+const LIVE_UPDATE_LINGER_MS = 5;
+
 /** What stages need, built once per process. */
 export async function stageDeps(
   config: Config, topology: Topology, nats: Nats, redis: Redis, clickhouse: ClickHouseClient,
@@ -82,6 +88,8 @@ export class Pipeline {
   private housekeeping?: Housekeeping;
   private deviceSweep?: NodeJS.Timeout;
   inbox?: InboxStore;
+  /** The live updates the in-app sink's deliveries send (held back for a few ms to share writes). */
+  inboxEvents?: NatsInboxEvents;
   private sweeping?: Promise<void>;
   catcher?: SmtpCatcher;
   providers?: ProviderSet;
@@ -122,7 +130,8 @@ export class Pipeline {
         pipeline.limiter = new RateLimiter(redis, topology.keys, rates, config.guards.tenantRateLimit ? { perSecond: config.guards.tenantRateLimit } : undefined);
       }
       // One inbox for the in-app sink and the broadcasts resolve writes, telling open apps over NATS.
-      pipeline.inbox = new InboxStore(redis, topology.keys, { ...inboxOptions(config), events: new NatsInboxEvents(nats.nc, topology) });
+      pipeline.inboxEvents = new NatsInboxEvents(nats.nc, topology, LIVE_UPDATE_LINGER_MS);
+      pipeline.inbox = new InboxStore(redis, topology.keys, { ...inboxOptions(config), events: pipeline.inboxEvents });
       await pipeline.startSinks(opts.sinks);
       const deps = await stageDeps(config, topology, nats, redis, clickhouse, pipeline.sinks, pipeline.metrics, opts.now, pipeline.inbox);
       deps.cancellations = pipeline.cancellations;
@@ -213,7 +222,7 @@ export class Pipeline {
       const steps: [string, () => Promise<unknown>][] = [
         ['runners', () => Promise.all(this.runners.map((r) => r.close()))],
         ['receipts', () => this.receipts.close()],
-        ['sinks', async () => this.providers?.close()],
+        ['sinks', async () => { await this.providers?.close(); this.inboxEvents?.flush(); }],
         ['watchers', async () => { this.cancellations?.stop(); this.breakers?.stop(); clearInterval(this.deviceSweep); await this.housekeeping?.stop(); await this.sweeping; }],
         ['http', async () => this.health?.close()],
         ['nats', () => this.nats.nc.drain()],

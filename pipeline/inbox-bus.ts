@@ -33,7 +33,15 @@ const BATCH_USERS = 500;
  * process reaches any replica.
  */
 export class NatsInboxEvents implements InboxEvents {
-  constructor(private readonly nc: NatsConnection, private readonly topology: Topology) {}
+  private held: [subject: string, data: string][] = [];
+  private timer?: NodeJS.Timeout;
+
+  /**
+   * @param lingerMs how long a delivery's live update may wait for others to share its write to
+   * NATS (0: sent at once). A single-recipient request's update was a write of its own, waking
+   * nats-server each time.
+   */
+  constructor(private readonly nc: NatsConnection, private readonly topology: Topology, private readonly lingerMs = 0) {}
 
   private send(subject: string, signal: InboxSignal | string): void {
     try {
@@ -41,6 +49,21 @@ export class NatsInboxEvents implements InboxEvents {
     } catch {
       // A closed connection drops live updates only; the feed already has the item.
     }
+  }
+
+  private sendSoon(subject: string, data: string): void {
+    if (this.lingerMs <= 0) return this.send(subject, data);
+    this.held.push([subject, data]);
+    this.timer ??= setTimeout(() => this.flush(), this.lingerMs);
+  }
+
+  /** Sends the live updates held back by the linger. */
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const held = this.held;
+    this.held = [];
+    for (const [subject, data] of held) this.send(subject, data);
   }
 
   delivered(tenant: string, userIds: string[], requestId: string, at: number, trimmed?: Set<string>): void {
@@ -56,7 +79,7 @@ export class NatsInboxEvents implements InboxEvents {
     // A fan-out tells a thousand users the same thing: encoded once.
     const plain = JSON.stringify({ kind: 'new', id: requestId, at } satisfies InboxSignal);
     const madeRoom = trimmed?.size ? JSON.stringify({ kind: 'new', id: requestId, at, trimmed: true } satisfies InboxSignal) : plain;
-    for (const userId of userIds) this.send(this.topology.inboxUser(tenant, userId), trimmed?.has(userId) ? madeRoom : plain);
+    for (const userId of userIds) this.sendSoon(this.topology.inboxUser(tenant, userId), trimmed?.has(userId) ? madeRoom : plain);
   }
 
   broadcast(tenant: string, topic: string, requestId: string, at: number, category: string): void {

@@ -344,6 +344,34 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
     for (const s of streams) await s.close();
   });
 
+  it('holds a delivery\'s live updates for the linger, then sends them together; flush sends what is held at once', async () => {
+    const seen: { subject: string; data: unknown; at: number }[] = [];
+    const sub = h.nats.nc.subscribe(h.topology.inboxUser('acme', 'x').replace(/x$/, '*'), { callback: (_e, m) => { seen.push({ subject: m.subject, data: m.json(), at: performance.now() }); } });
+    await h.nats.nc.flush();
+    const events = new NatsInboxEvents(h.nats.nc, h.topology, 300);
+    const sentAt = performance.now();
+    events.delivered('acme', ['linger-a'], 'r-1', 1);
+    events.delivered('acme', ['linger-b'], 'r-2', 2);
+    await new Promise((r) => setTimeout(r, 150));
+    await h.nats.nc.flush();
+    expect(seen).toEqual([]);
+    await eventually(() => seen.length === 2, 'both updates after the linger', 5_000, 10);
+    expect(seen.map((e) => [e.subject, e.data])).toEqual([
+      [h.topology.inboxUser('acme', 'linger-a'), { kind: 'new', id: 'r-1', at: 1 }],
+      [h.topology.inboxUser('acme', 'linger-b'), { kind: 'new', id: 'r-2', at: 2 }],
+    ]);
+    expect(seen[0].at - sentAt).toBeGreaterThanOrEqual(290);
+    // Shutting down: what is held goes now, not after the linger.
+    events.delivered('acme', ['linger-c'], 'r-3', 3);
+    const flushedAt = performance.now();
+    events.flush();
+    await h.nats.nc.flush();
+    await eventually(() => seen.length === 3, 'the flushed update', 1_000, 5);
+    expect(seen[2].data).toEqual({ kind: 'new', id: 'r-3', at: 3 });
+    expect(seen[2].at - flushedAt).toBeLessThan(200);
+    sub.unsubscribe();
+  });
+
   it('reads each item in the locale it was rendered in, a broadcast in the user\'s (then its language, the fallback, any), whatever its id', async () => {
     const store = new InboxStore(h.redis, h.topology.keys, { now });
     const content = (id: string, title: string) => ({ id, category: 'c', title, body: 'b', created_at: 1 });
