@@ -23,6 +23,9 @@ const USERS = 100;
 const ITEMS = 100;
 const PAGES = Number(process.env.BENCH_FEED_PAGES ?? 500);
 const REQUESTS = Number(process.env.BENCH_STATUS_REQUESTS ?? 2_000);
+const FAN_MEMBERS = Number(process.env.BENCH_FAN_MEMBERS ?? 10_000);
+/** Members per chunk, as resolve pages a topic and dispatch writes it. */
+const FAN_CHUNK = 500;
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 try {
@@ -89,6 +92,30 @@ try {
     }));
   });
   console.log(`Redis instructions per single-recipient request's receipts in the status tracker (4 receipts, one record call, ${fmt(REQUESTS)} requests): ${fmt(status / REQUESTS / 1000, 1)} k`);
+
+  // A fan-out's chunk as dispatch writes it (one content, a reference per member), and its receipts
+  // as the tracker records them: dispatched and delivered, each naming the chunk's members.
+  const fanWrite = (requestId: string, members: string[], createdAt: number) => inbox.write('fan', [{ locale: 'en', content: { id: requestId, category: 'social', tier: 'social', title: 'New post', body: 'Look', created_at: createdAt } }],
+    members.map((userId) => ({ userId, locale: 'en', requestId, createdAt })));
+  const chunkOf = (from: number) => Array.from({ length: FAN_CHUNK }, (_, i) => `m${from + i}`);
+  const fresh = await counted(async () => {
+    for (let from = 0; from < FAN_MEMBERS; from += FAN_CHUNK) await fanWrite('post-1', chunkOf(from), t0);
+  });
+  console.log(`Redis instructions per member of a fan-out written to inboxes it creates (${fmt(FAN_MEMBERS)} members, chunks of ${FAN_CHUNK}): ${fmt(fresh / FAN_MEMBERS / 1000, 2)} k`);
+  // Inboxes that already hold items, the usual case once a deployment has run for a while.
+  for (let j = 2; j < 10; j++) for (let from = 0; from < FAN_MEMBERS; from += FAN_CHUNK) await fanWrite(`post-${j}`, chunkOf(from), t0 + j);
+  const held = await counted(async () => {
+    for (let from = 0; from < FAN_MEMBERS; from += FAN_CHUNK) await fanWrite('post-10', chunkOf(from), t0 + 10);
+  });
+  console.log(`Redis instructions per member of a fan-out written to inboxes holding 9 items: ${fmt(held / FAN_MEMBERS / 1000, 2)} k`);
+  const fanReceipts = (from: number) => {
+    const base = { ts: t0, request_id: 'post-1', tenant: 'fan', tier: 'social', category: 'social', stage: 'dispatch', channel: 'inapp', provider: 'inbox', user_ids: chunkOf(from), attempt: 1, latency_ms: 3 };
+    return [{ ...base, status: 'dispatched' }, { ...base, status: 'delivered' }].map((r) => receiptSchema.parse(r));
+  };
+  const fanStatus = await counted(async () => {
+    for (let from = 0; from < FAN_MEMBERS; from += FAN_CHUNK) await statuses.record(fanReceipts(from));
+  });
+  console.log(`Redis instructions per member of a fan-out in the status tracker (dispatched and delivered, chunks of ${FAN_CHUNK}): ${fmt(fanStatus / FAN_MEMBERS / 1000, 2)} k`);
 } finally {
   redis.disconnect();
   feedRedis.disconnect();

@@ -216,16 +216,23 @@ end
 local a = 2 + 2 * c
 local n = (#KEYS - c) / 2
 local cutoff = tonumber(ARGV[a + 3 * n + 1])
+local older = '(' .. ARGV[a + 3 * n + 1]
 local keep = tonumber(ARGV[a + 3 * n + 2])
 local out = {}
+-- Arguments go to redis.call as strings and no reply holds a score: Redis formats each number
+-- crossing into or out of a script with snprintf, which cost a fifth of a fan-out's writes.
 for i = 1, n do
   local k = c + (i - 1) * 2
-  out[i] = redis.call('ZADD', KEYS[k + 1], 'NX', ARGV[a + 3 * i - 2], ARGV[a + 3 * i - 1])
+  local score = ARGV[a + 3 * i - 2]
+  out[i] = redis.call('ZADD', KEYS[k + 1], 'NX', score, ARGV[a + 3 * i - 1])
   if out[i] == 1 then
     -- The locale it was rendered in for this user (only when not English, the common case).
     if ARGV[a + 3 * i] ~= 'en' then redis.call('HSET', KEYS[k + 2], ARGV[a + 3 * i - 1], ARGV[a + 3 * i]) end
-    local oldest = redis.call('ZRANGE', KEYS[k + 1], 0, 0, 'WITHSCORES')
-    if tonumber(oldest[2]) < cutoff or redis.call('ZCARD', KEYS[k + 1]) > keep then out[i] = 3 end
+    local size = redis.call('ZCARD', KEYS[k + 1])
+    if size > keep then out[i] = 3
+    -- An inbox this reference created holds nothing older than it.
+    elseif size == 1 then if tonumber(score) < cutoff then out[i] = 3 end
+    elseif #redis.call('ZRANGEBYSCORE', KEYS[k + 1], '-inf', older, 'LIMIT', '0', '1') > 0 then out[i] = 3 end
   end
 end
 return out`, 'ADD');

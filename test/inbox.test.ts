@@ -410,6 +410,26 @@ describe('the in-app inbox for apps: feed, state, counts, live updates, engageme
     expect((await idle.feed('acme', 'pager', undefined)).counts).toEqual({ unseen: 0, unread: 0, total: 0 });
   });
 
+  it('drops an item that passed its retention when the next one arrives, and keeps an inbox of one new item', async () => {
+    let clock = Date.now();
+    const store = new InboxStore(h.redis, h.topology.keys, { maxItems: 5, retentionMs: 10 * HOUR, now: () => clock });
+    const index = h.topology.keys.tenant('acme', 'inbox', 'ager');
+    const write = (id: string) => store.write('acme', [{ locale: 'en', content: { id, category: 'c', title: id, body: 'b', created_at: clock } }],
+      [{ userId: 'ager', locale: 'en', requestId: id, createdAt: clock }]);
+    await write('first');
+    await write('second');
+    expect(await h.redis.zrange(index, 0, -1)).toEqual(['first', 'second']);
+    // Eleven hours on, 'first' and 'second' are past the retention; 'third', an hour younger, is not.
+    clock += HOUR;
+    await write('third');
+    clock += 10 * HOUR - 1;
+    await write('fourth');
+    expect(await h.redis.zrange(index, 0, -1)).toEqual(['third', 'fourth']);
+    await h.redis.del(index);
+    expect(await write('alone')).toEqual([true]);
+    expect(await h.redis.zrange(index, 0, -1)).toEqual(['alone']);
+  });
+
   it('keeps a delivery that was stored when trimming its inbox then fails, and trims at the next one', async () => {
     const store = new InboxStore(h.redis, h.topology.keys, { maxItems: 2, now });
     // Arrival times that only go forward, however fast the writes come (a retry keeps its first time).
