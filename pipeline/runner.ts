@@ -207,20 +207,32 @@ export class StageRunner {
 
   private async runBatches(messages: AsyncIterable<JsMsg>): Promise<void> {
     const slots = new Slots(this.o.batchConcurrency);
-    const flush = async () => {
+    /** A batch the linger handed over that waits for a slot. */
+    let waiting: Promise<void> | undefined;
+    const flush = () => {
       clearTimeout(this.batchTimer);
       this.batchTimer = undefined;
       const batch = this.batchBuffer;
       this.batchBuffer = [];
       this.batchBytes = 0;
-      if (batch.length === 0) return;
-      await this.stepAside();
-      await slots.take();
-      const give = once(() => slots.give());
-      this.track(this.handleBatch(batch, give).finally(give));
+      if (batch.length === 0) return Promise.resolve();
+      const handed = (async () => {
+        await this.stepAside();
+        await slots.take();
+        const give = once(() => slots.give());
+        this.track(this.handleBatch(batch, give).finally(give));
+      })();
+      waiting = handed;
+      const done = () => { if (waiting === handed) waiting = undefined; };
+      handed.then(done, done);
+      return handed;
     };
     for await (const m of messages) {
       if (!this.admit(m)) continue;
+      // No new batch while one waits for a slot: lingered batches queued without bound, and a
+      // status tracker behind a marketing blast held 10,000 messages (and the socket buffers they
+      // are views of: 160 MB) instead of leaving them in JetStream.
+      if (waiting) await waiting;
       this.batchBuffer.push(m);
       this.batchBytes += m.data.length;
       if (this.batchBuffer.length >= this.o.maxBatch || this.batchBytes >= this.o.maxBatchBytes) await flush();

@@ -348,3 +348,53 @@ describe('the runner batching its inputs', () => {
     expect(batches).toEqual([[0, 1, 2], [3, 4, 5], [6]]);
   });
 });
+
+describe('the runner holding back while its batches wait', () => {
+  it('takes no more messages in hand while a lingered batch waits for a slot, so a slow stage leaves its backlog in JetStream', async () => {
+    let pulled = 0;
+    const batches: number[][] = [];
+    let release!: () => void;
+    const stuck = new Promise<void>((resolve) => { release = resolve; });
+    const gather: StageDefinition<Item, never, Record<string, never>, StageDeps> = {
+      name: 'gather', input: item, output: null, config: z.object({}), identify: () => [], tierOf: (i) => i.tier,
+      create: () => ({ processBatch: async (inputs: Item[]) => { batches.push(inputs.map((i) => i.n)); await stuck; return []; } }),
+    };
+    const msgs = Array.from({ length: 60 }, (_, n) => fakeMessage({ tenant: 't', id: `r${n}`, tier: 'social', n }, n + 1));
+    // Messages come a few milliseconds apart, so the 5 ms linger hands over small batches.
+    let close!: () => void;
+    const closed = new Promise<void>((resolve) => { close = resolve; });
+    const source = {
+      consume: async () => Object.assign((async function* () {
+        for (const x of msgs) {
+          await new Promise((r) => setTimeout(r, 2));
+          pulled++;
+          yield x.m;
+        }
+        await closed;
+      })(), { close: async () => close() }),
+    };
+    const run = () => ({ pullBatch: 10, concurrency: 1, maxBatch: 100, lingerMs: 5, batchConcurrency: 1, maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000, ackWaitMs: 30_000 });
+    const graph: PipelineGraph = {
+      nodes: [{ name: 'first', def: stage('first', (i) => [i]), reads: 'requests', subject: 'request', run }, { name: 'gather', def: gather, reads: 'work', subject: 'gathers', run }],
+      edges: [],
+    };
+    const assembly = new Assembly({
+      graph, topology: new Topology(graph.nodes), deps: {} as StageDeps, metrics: new Metrics(), log: createLogger('silent'),
+      settings: { ackWaitMs: 30_000, retry: { maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000 } },
+      publish: async () => ({}),
+      receipts: { add: () => undefined, flush: async () => undefined },
+    });
+    const runner = assembly.runner({ node: graph.nodes[1], tier: 'social', durable: 'gather_social' }, source);
+    await runner.start();
+    await until(() => batches.length === 1);
+    // The first batch holds the only slot; the next lingered one waits for it, and nothing more is taken.
+    await new Promise((r) => setTimeout(r, 200));
+    const held = pulled;
+    expect(batches.length).toBe(1);
+    expect(held).toBeLessThan(20);
+    release();
+    await until(() => msgs.every((x) => x.settled.join() === 'ack'));
+    expect(batches.flat()).toEqual(msgs.map((_, n) => n));
+    await runner.close();
+  });
+});
