@@ -316,28 +316,33 @@ describe('the runner waiting for receipts', () => {
   });
 });
 
+/** A runner of a batch stage that hands each batch's inputs to `handle`, with these options, on `source`. */
+function batchRunner(handle: (ns: number[]) => Promise<void> | void, run: () => Record<string, number>, source: ReturnType<typeof fakeSource>) {
+  const gather: StageDefinition<Item, never, Record<string, never>, StageDeps> = {
+    name: 'gather', input: item, output: null, config: z.object({}), identify: () => [], tierOf: (i) => i.tier,
+    create: () => ({ processBatch: async (inputs: Item[]) => { await handle(inputs.map((i) => i.n)); return []; } }),
+  };
+  const graph: PipelineGraph = {
+    nodes: [{ name: 'first', def: stage('first', (i) => [i]), reads: 'requests', subject: 'request', run: run as never }, { name: 'gather', def: gather, reads: 'work', subject: 'gathers', run: run as never }],
+    edges: [],
+  };
+  const assembly = new Assembly({
+    graph, topology: new Topology(graph.nodes), deps: {} as StageDeps, metrics: new Metrics(), log: createLogger('silent'),
+    settings: { ackWaitMs: 30_000, retry: { maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000 } },
+    publish: async () => ({}),
+    receipts: { add: () => undefined, flush: async () => undefined },
+  });
+  return assembly.runner({ node: graph.nodes[1], tier: 'social', durable: 'gather_social' }, source);
+}
+
 describe('the runner batching its inputs', () => {
   it('hands a batch over once its inputs hold maxBatchBytes, without waiting for the linger or the count', async () => {
     const batches: number[][] = [];
-    const gather: StageDefinition<Item, never, Record<string, never>, StageDeps> = {
-      name: 'gather', input: item, output: null, config: z.object({}), identify: () => [], tierOf: (i) => i.tier,
-      create: () => ({ processBatch: async (inputs: Item[]) => { batches.push(inputs.map((i) => i.n)); return []; } }),
-    };
     const msgs = Array.from({ length: 7 }, (_, n) => fakeMessage({ tenant: 't', id: `r${n}`, tier: 'social', n }, n + 1));
     const size = msgs[0].m.data.length;
     // Three inputs fill a batch; a 60 s linger and a count of 100 would otherwise hold all seven.
     const run = () => ({ pullBatch: 10, concurrency: 1, maxBatch: 100, maxBatchBytes: 3 * size, lingerMs: 60_000, maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000, ackWaitMs: 30_000 });
-    const graph: PipelineGraph = {
-      nodes: [{ name: 'first', def: stage('first', (i) => [i]), reads: 'requests', subject: 'request', run }, { name: 'gather', def: gather, reads: 'work', subject: 'gathers', run }],
-      edges: [],
-    };
-    const assembly = new Assembly({
-      graph, topology: new Topology(graph.nodes), deps: {} as StageDeps, metrics: new Metrics(), log: createLogger('silent'),
-      settings: { ackWaitMs: 30_000, retry: { maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000 } },
-      publish: async () => ({}),
-      receipts: { add: () => undefined, flush: async () => undefined },
-    });
-    const runner = assembly.runner({ node: graph.nodes[1], tier: 'social', durable: 'gather_social' }, fakeSource(msgs.map((x) => x.m)));
+    const runner = batchRunner((ns) => { batches.push(ns); }, run, fakeSource(msgs.map((x) => x.m)));
     await runner.start();
     await until(() => batches.length === 2 && msgs[5].settled.length === 1);
     await new Promise((r) => setTimeout(r, 50));
@@ -355,10 +360,6 @@ describe('the runner holding back while its batches wait', () => {
     const batches: number[][] = [];
     let release!: () => void;
     const stuck = new Promise<void>((resolve) => { release = resolve; });
-    const gather: StageDefinition<Item, never, Record<string, never>, StageDeps> = {
-      name: 'gather', input: item, output: null, config: z.object({}), identify: () => [], tierOf: (i) => i.tier,
-      create: () => ({ processBatch: async (inputs: Item[]) => { batches.push(inputs.map((i) => i.n)); await stuck; return []; } }),
-    };
     const msgs = Array.from({ length: 60 }, (_, n) => fakeMessage({ tenant: 't', id: `r${n}`, tier: 'social', n }, n + 1));
     // Messages come a few milliseconds apart, so the 5 ms linger hands over small batches.
     let close!: () => void;
@@ -374,17 +375,7 @@ describe('the runner holding back while its batches wait', () => {
       })(), { close: async () => close() }),
     };
     const run = () => ({ pullBatch: 10, concurrency: 1, maxBatch: 100, lingerMs: 5, batchConcurrency: 1, maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000, ackWaitMs: 30_000 });
-    const graph: PipelineGraph = {
-      nodes: [{ name: 'first', def: stage('first', (i) => [i]), reads: 'requests', subject: 'request', run }, { name: 'gather', def: gather, reads: 'work', subject: 'gathers', run }],
-      edges: [],
-    };
-    const assembly = new Assembly({
-      graph, topology: new Topology(graph.nodes), deps: {} as StageDeps, metrics: new Metrics(), log: createLogger('silent'),
-      settings: { ackWaitMs: 30_000, retry: { maxAttempts: 3, backoffBaseMs: 100, backoffCapMs: 1_000 } },
-      publish: async () => ({}),
-      receipts: { add: () => undefined, flush: async () => undefined },
-    });
-    const runner = assembly.runner({ node: graph.nodes[1], tier: 'social', durable: 'gather_social' }, source);
+    const runner = batchRunner(async (ns) => { batches.push(ns); await stuck; }, run, source);
     await runner.start();
     await until(() => batches.length === 1);
     // The first batch holds the only slot; the next lingered one waits for it, and nothing more is taken.
