@@ -31,11 +31,7 @@ export interface RunnerOptions {
   backoffCapMs: number;
   /** The consumer's ack_wait; `working()` is sent at a third of it. */
   ackWaitMs: number;
-  /**
-   * Publishes in flight at once while streaming a large output: it bounds how far a fan-out runs
-   * ahead of its last checkpoint, so what a crash makes it resolve again. Once resolve read a page
-   * of four chunks at a time, 64 let a killed 1,000,000-member fan-out resolve 76 chunks twice. @default 8
-   */
+  /** Publishes in flight at once while streaming a large output (it bounds how far a fan-out runs ahead of its last checkpoint). @default 64 */
   maxPublishesInFlight?: number;
 }
 
@@ -146,7 +142,7 @@ export class StageRunner {
 
   constructor(private readonly parts: RunnerParts) {
     const o = parts.options;
-    this.o = { maxBatch: o.pullBatch, maxBatchBytes: Infinity, lingerMs: 5, batchConcurrency: 4, maxPublishesInFlight: 8, ...o };
+    this.o = { maxBatch: o.pullBatch, maxBatchBytes: Infinity, lingerMs: 5, batchConcurrency: 4, maxPublishesInFlight: 64, ...o };
     this.attempts = parts.attempts ?? deliveryCountAttempts;
     this.node = parts.flow.root.node.name;
     this.log = parts.log.child({ stage: this.node, consumer: parts.durable });
