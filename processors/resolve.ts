@@ -13,9 +13,6 @@ export const resolveConfig = z.object({
 
 type Request = Validated['request'];
 
-/** Chunks one read of a topic's members brings. */
-const CHUNKS_PER_PAGE = 4;
-
 /**
  * A request's chunk is named by its number, not by its position in one delivery's outputs: a
  * fan-out resumed from its checkpoint starts at a later chunk, and must not reuse earlier msgIDs.
@@ -98,20 +95,15 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
       }
       let lastSaid = false;
       let cancelled = false;
-      // The first page is one chunk, so the first deliveries start soon; later ones are several.
-      let pageSize = config.chunkSize;
-      const pageAfter = (after: string | undefined, limit: number) => {
-        const read = deps.directory.topicPage(tenant, topic, after, limit);
+      const pageAfter = (after: string | undefined) => {
+        const read = deps.directory.topicPage(tenant, topic, after, config.chunkSize);
         // A read ahead that is never used (cancelled, or an error further on) must not go unhandled.
         read.catch(() => undefined);
         return read;
       };
-      // The next page is read while this one is filtered, and a page holds several chunks: a page
-      // read waits behind whatever Redis and this process are busy with, and a fan-out is only as
-      // fast as its pages come (one chunk a read, resolve spent 15 of every 18 ms waiting for it).
+      // The next page is read while this one is filtered: a page read waits behind whatever Redis is
+      // busy with, and a fan-out is only as fast as its pages come.
       let nextPage: Promise<string[]> | undefined;
-      let page: string[] = [];
-      let taken = 0;
       for (;;) {
         // A cancelled fan-out stops paging: what is already out is dropped at dispatch.
         if (deps.cancellations?.isCancelled(tenant, v.request.id)) {
@@ -123,31 +115,20 @@ export const resolveStage: StageDefinition<Validated, ResolvedChunk, z.infer<typ
           cancelled = true;
           break;
         }
-        if (taken === page.length) {
-          if (taken > 0 && !nextPage) break;
-          page = await (nextPage ?? pageAfter(at.after, pageSize));
-          taken = 0;
-          if (page.length === 0) break;
-          const full = page.length === pageSize;
-          pageSize = config.chunkSize * CHUNKS_PER_PAGE;
-          nextPage = full ? pageAfter(page[page.length - 1], pageSize) : undefined;
-        }
-        // Chunks are cut from pages as they would be read one by one: the same members, the same numbers.
-        const chunk = page.slice(taken, taken + config.chunkSize);
-        taken += chunk.length;
-        // A short page is the topic's end.
-        const pageEnds = taken === page.length && !nextPage;
-        lastSaid = pageEnds || at.members + chunk.length >= size;
-        receipt(v, ctx, chunk.length, lastSaid ? LAST_CHUNK_REASON : '', `chunk:${at.chunk}`);
-        yield { request, chunk: at.chunk, user_ids: chunk };
+        const page = await (nextPage ?? pageAfter(at.after));
+        if (page.length === 0) break;
+        nextPage = page.length === config.chunkSize ? pageAfter(page[page.length - 1]) : undefined;
+        lastSaid = page.length < config.chunkSize || at.members + page.length >= size;
+        receipt(v, ctx, page.length, lastSaid ? LAST_CHUNK_REASON : '', `chunk:${at.chunk}`);
+        yield { request, chunk: at.chunk, user_ids: page };
         at.chunk++;
-        at.members += chunk.length;
-        at.after = chunk[chunk.length - 1];
+        at.members += page.length;
+        at.after = page[page.length - 1];
         if (key) {
           const snapshot = { ...at };
           ctx.afterOutputs(() => checkpoints!.save(key, snapshot));
         }
-        if (chunk.length < config.chunkSize) break;
+        if (page.length < config.chunkSize) break;
       }
       // The status tracker ends a request's fan-out at its last chunk; a topic that shrank while
       // being paged never reached "last", so it says so in a row of its own (count 0).

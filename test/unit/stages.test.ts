@@ -112,27 +112,6 @@ describe('resolve', () => {
     expect(reads).toEqual([undefined, 'm0499']);
   });
 
-  it('reads a large topic a few chunks a page and cuts the same chunks as one read per chunk would', async () => {
-    const members = Array.from({ length: 4_100 }, (_, i) => `m${String(i).padStart(4, '0')}`);
-    const reads: [string | undefined, number][] = [];
-    const directory = {
-      topicPage: async (_t: string, _topic: string, after: string | undefined, limit: number) => {
-        reads.push([after, limit]);
-        return members.filter((m) => after === undefined || m > after).slice(0, limit);
-      },
-      topicSize: async () => members.length,
-    };
-    const stage = resolveStage.create(resolveStage.config.parse({}), deps({ directory: directory as never }));
-    const { ctx, receipts } = fakeContext();
-    const chunks = await collect(stage.process!({ request: accepted, recipients: { topic: 'x' } }, ctx) as AsyncIterable<{ chunk: number; user_ids: string[] }>);
-    expect(reads).toEqual([[undefined, 500], ['m0499', 2_000], ['m2499', 2_000]]);
-    expect(chunks.map((c) => c.chunk)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8]);
-    chunks.forEach((c, i) => expect(c.user_ids).toEqual(members.slice(i * 500, i * 500 + 500)));
-    // The last chunk says it is the last: no extra row to end the fan-out.
-    expect(receipts.map((r) => r.unit)).toEqual(chunks.map((c) => `chunk:${c.chunk}`));
-    expect(receipts.map((r) => r.reason !== '')).toEqual([false, false, false, false, false, false, false, false, true]);
-  });
-
   it('stops paging a topic once its request is cancelled, saying how far it got', async () => {
     const members = Array.from({ length: 1_100 }, (_, i) => `m${String(i).padStart(4, '0')}`);
     let pages = 0;
