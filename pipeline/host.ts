@@ -222,7 +222,8 @@ export class Pipeline {
       const steps: [string, () => Promise<unknown>][] = [
         ['runners', () => Promise.all(this.runners.map((r) => r.close()))],
         ['receipts', () => this.receipts.close()],
-        ['sinks', async () => { await this.providers?.close(); this.inboxEvents?.flush(); }],
+        // Live updates the sinks' last deliveries held back go even if a provider fails to close.
+        ['sinks', async () => { try { await this.providers?.close(); } finally { this.inboxEvents?.flush(); } }],
         ['watchers', async () => { this.cancellations?.stop(); this.breakers?.stop(); clearInterval(this.deviceSweep); await this.housekeeping?.stop(); await this.sweeping; }],
         ['http', async () => this.health?.close()],
         ['nats', () => this.nats.nc.drain()],

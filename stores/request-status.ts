@@ -90,13 +90,11 @@ local function add(k, field, n)
   if not byField then byField = {}; sums[k] = byField end
   byField[field] = (byField[field] or 0) + n
 end
--- Numbers go to redis.call as text made once per value: Redis formats every number argument
--- with snprintf, a twentieth of this script's cost when each count and expiry was one.
-local texts = { [1] = '1' }
+-- Numbers go to redis.call as text, the common count of one without formatting: Redis formats
+-- every number argument with snprintf, a twentieth of this script's cost when each count and
+-- expiry was one.
 local function text(n)
-  local t = texts[n]
-  if not t then t = string.format('%d', n); texts[n] = t end
-  return t
+  return n == 1 and '1' or string.format('%d', n)
 end
 while i <= #A do
   local k = tonumber(A[i]) * 3

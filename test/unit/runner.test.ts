@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Assembly } from '../../pipeline/assembly.js';
 import type { StageDeps } from '../../pipeline/deps.js';
-import type { PipelineGraph } from '../../pipeline/graph.js';
+import type { GraphNode, PipelineGraph } from '../../pipeline/graph.js';
 import { Metrics } from '../../pipeline/metrics.js';
 import type { Priority } from '../../pipeline/runner.js';
 import type { Stage, StageDefinition } from '../../pipeline/stage.js';
@@ -317,13 +317,13 @@ describe('the runner waiting for receipts', () => {
 });
 
 /** A runner of a batch stage that hands each batch's inputs to `handle`, with these options, on `source`. */
-function batchRunner(handle: (ns: number[]) => Promise<void> | void, run: () => Record<string, number>, source: ReturnType<typeof fakeSource>) {
+function batchRunner(handle: (ns: number[]) => Promise<void> | void, run: GraphNode['run'], source: ReturnType<typeof fakeSource>) {
   const gather: StageDefinition<Item, never, Record<string, never>, StageDeps> = {
     name: 'gather', input: item, output: null, config: z.object({}), identify: () => [], tierOf: (i) => i.tier,
     create: () => ({ processBatch: async (inputs: Item[]) => { await handle(inputs.map((i) => i.n)); return []; } }),
   };
   const graph: PipelineGraph = {
-    nodes: [{ name: 'first', def: stage('first', (i) => [i]), reads: 'requests', subject: 'request', run: run as never }, { name: 'gather', def: gather, reads: 'work', subject: 'gathers', run: run as never }],
+    nodes: [{ name: 'first', def: stage('first', (i) => [i]), reads: 'requests', subject: 'request', run }, { name: 'gather', def: gather, reads: 'work', subject: 'gathers', run }],
     edges: [],
   };
   const assembly = new Assembly({
